@@ -1,0 +1,27 @@
+"""gpt2_spec: the normative GPT-2 specification, readable by people (the Markdown chapters in this
+folder) and by machines (requirements, executable NumPy definitions, the configuration type).
+
+- :func:`load_requirements` lists the requirements with their stable ids.
+- :func:`spec_definitions` executes the chapters' NumPy code and returns its functions.
+- :class:`GPT2Config` is the one configuration type of the project.
+"""
+
+from .config import ConfigError, GPT2Config
+from .definitions import code_blocks, spec_definitions
+from .errors import InvalidInputError
+from .registry import Requirement, SpecFormatError, chapter_paths, load_requirements
+
+SPEC_VERSION = "1.0.0-draft"
+
+__all__ = [
+    "SPEC_VERSION",
+    "ConfigError",
+    "GPT2Config",
+    "InvalidInputError",
+    "Requirement",
+    "SpecFormatError",
+    "chapter_paths",
+    "code_blocks",
+    "load_requirements",
+    "spec_definitions",
+]

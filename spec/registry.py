@@ -1,0 +1,146 @@
+"""Read the normative requirements out of the spec's Markdown chapters.
+
+A requirement is written in a chapter as (see spec/README.md, "How a requirement is written")::
+
+    ### Title in plain words {#family.short-name}
+
+    **Requirement `family.short-name`** · MUST
+
+    Normative text with the RFC 2119 keyword, math, ...
+
+    *Rationale.* Why.
+
+    *Sources.* Where the fact comes from.
+
+The heading's ``{#id}`` is the anchor the docs site, the tests and the reports link to.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from collections.abc import Iterator
+from pathlib import Path
+
+SPEC_DIR = Path(__file__).resolve().parent
+
+LEVELS = ("MUST", "SHOULD", "MAY")
+
+_ID = r"[a-z][a-z0-9]*(?:\.[a-z0-9]+(?:-[a-z0-9]+)*)+"
+_HEADING = re.compile(r"^### (?P<title>.+?) \{#(?P<id>" + _ID + r")\}\s*$")
+_LEVEL_LINE = re.compile(
+    r"^\*\*Requirement `(?P<id>" + _ID + r")`\*\* · (?P<level>MUST|SHOULD|MAY)\s*$"
+)
+_ANY_HEADING = re.compile(r"^#{1,3} ")
+_FENCE = re.compile(r"^(```|~~~)")
+
+
+class SpecFormatError(ValueError):
+    """A chapter breaks the requirement format; the message names the file and line."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Requirement:
+    """One normative requirement of the spec.
+
+    Attributes:
+        id: stable id that reads as words, e.g. ``objective.one-term-per-target``.
+        title: the heading text.
+        level: ``MUST``, ``SHOULD`` or ``MAY`` (RFC 2119).
+        chapter: file name of the chapter, e.g. ``02-objective.md``.
+        line: 1-based line of the heading in that file.
+        text: the Markdown body, from the level line to the next heading.
+    """
+
+    id: str
+    title: str
+    level: str
+    chapter: str
+    line: int
+    text: str
+
+    @property
+    def family(self) -> str:
+        """The part of the id before the first dot (``objective``, ``head``, ...)."""
+        return self.id.split(".", 1)[0]
+
+    @property
+    def anchor(self) -> str:
+        """Relative link to the requirement in the rendered spec, e.g. ``02-objective.md#id``."""
+        return f"{self.chapter}#{self.id}"
+
+    @property
+    def has_rationale(self) -> bool:
+        return "*Rationale.*" in self.text
+
+    @property
+    def has_sources(self) -> bool:
+        return "*Sources.*" in self.text
+
+
+def chapter_paths(spec_dir: Path = SPEC_DIR) -> list[Path]:
+    """The numbered chapters (``NN-name.md``) in reading order."""
+    return sorted(p for p in spec_dir.glob("[0-9][0-9]-*.md"))
+
+
+def _iter_lines_outside_code(text: str) -> Iterator[tuple[int, str]]:
+    in_code = False
+    for number, line in enumerate(text.splitlines(), start=1):
+        if _FENCE.match(line):
+            in_code = not in_code
+            continue
+        if not in_code:
+            yield number, line
+
+
+def parse_chapter(path: Path) -> list[Requirement]:
+    """Parse one chapter; raise :class:`SpecFormatError` on a malformed requirement."""
+    text = path.read_text(encoding="utf-8")
+    lines = text.splitlines()
+    found: list[Requirement] = []
+    headings = [(n, line) for n, line in _iter_lines_outside_code(text) if _ANY_HEADING.match(line)]
+    for index, (number, line) in enumerate(headings):
+        match = _HEADING.match(line)
+        if not match:
+            if line.startswith("### ") and "{#" in line:
+                raise SpecFormatError(
+                    f"{path.name}:{number}: malformed requirement heading {line!r}"
+                )
+            continue
+        end = headings[index + 1][0] - 1 if index + 1 < len(headings) else len(lines)
+        body = "\n".join(lines[number:end]).strip()
+        first = body.splitlines()[0] if body else ""
+        level = _LEVEL_LINE.match(first)
+        if not level or level["id"] != match["id"]:
+            raise SpecFormatError(
+                f"{path.name}:{number}: requirement {match['id']} must be followed by the line "
+                f"'**Requirement `{match['id']}`** · MUST|SHOULD|MAY', got {first!r}"
+            )
+        found.append(
+            Requirement(
+                id=match["id"],
+                title=match["title"].strip(),
+                level=level["level"],
+                chapter=path.name,
+                line=number,
+                text=body,
+            )
+        )
+    return found
+
+
+def load_requirements(spec_dir: Path = SPEC_DIR) -> list[Requirement]:
+    """Every requirement of the spec, in reading order; ids are checked to be unique."""
+    requirements: list[Requirement] = []
+    seen: dict[str, Requirement] = {}
+    for path in chapter_paths(spec_dir):
+        for requirement in parse_chapter(path):
+            if requirement.id in seen:
+                first = seen[requirement.id]
+                raise SpecFormatError(
+                    f"{requirement.chapter}:{requirement.line}: requirement id {requirement.id} "
+                    f"already used at {first.chapter}:{first.line}"
+                )
+            seen[requirement.id] = requirement
+            requirements.append(requirement)
+    return requirements
