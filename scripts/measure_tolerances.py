@@ -1,0 +1,162 @@
+"""Measure how far honest GPT-2 implementations land from the float64 oracle, per dtype.
+
+The spec's tolerance table (chapter 7, ``TOLERANCES``) is justified by this script's output.
+For every comparison the suite makes, it prints the largest observed error as a fraction of the
+spec's bound (``err / (atol + rtol * scale)``) over many random draws of the spec's ``DOMAIN``.
+A fraction of at most 0.2 leaves the promised safety factor of 5. Rerun it after changing the
+domain, the table, or adding an implementation:
+
+    python scripts/measure_tolerances.py --draws 300
+
+Comparisons: ``logp`` (log-probabilities vs the oracle), ``logits`` (raw logits vs the oracle,
+float32 only), ``loss`` (mean loss vs the oracle), and self-consistency: ``prefix`` (the
+implementation on a prefix vs on the full sequence), ``head`` (logits vs the implementation's own
+final hidden states times its head matrix, in float64) and, for the reference, ``cache`` (cached
+decoding vs the full forward).
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import platform
+import time
+from collections.abc import Callable, Iterator
+
+import numpy as np
+import torch
+
+from gpt2_reference import oracle
+from gpt2_reference.model import GPT2
+from gpt2_spec import GPT2Config, spec_definitions
+
+S = spec_definitions()
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+Run = Callable[[torch.Tensor], object]
+
+
+def logits_and_head_error(output: object, head: torch.Tensor, tol: object) -> tuple:
+    """The logits (float64 NumPy) and, for head.linear-no-bias, their distance to h @ W^T."""
+    logits = output.logits.double().cpu().numpy()  # type: ignore[attr-defined]
+    hidden = getattr(output, "hidden_states", None)
+    if isinstance(hidden, tuple):  # transformers: the last entry is after ln_f
+        hidden = hidden[-1]
+    product = hidden.double().cpu().numpy() @ head.double().cpu().numpy().T
+    return logits, fraction_of_bound(logits, product, tol)
+
+
+def fraction_of_bound(actual: np.ndarray, expected: np.ndarray, tol: object) -> float:
+    """Largest row error as a fraction of the spec's bound for that row."""
+    excess_free = S.row_excess(actual, expected, S.Tolerance(atol=0.0, rtol=0.0))
+    bound = tol.atol + tol.rtol * np.abs(expected).max(axis=-1)  # type: ignore[attr-defined]
+    return float((excess_free / bound).max())
+
+
+def implementations(
+    config: GPT2Config, params: oracle.Params, dtype: torch.dtype, device: str
+) -> Iterator[tuple[str, Run, GPT2 | None]]:
+    tensors = {k: torch.from_numpy(v) for k, v in params.items()}
+    model = GPT2(config)
+    model.load_state_dict(tensors)
+    model = model.to(device=device, dtype=dtype).eval()
+    yield "reference", lambda t: model(t), model
+    try:
+        import transformers
+    except ImportError:
+        return
+    transformers.logging.set_verbosity_error()
+    for attn in ("eager", "sdpa"):
+        hf_config = transformers.GPT2Config(
+            **config.to_hf_dict(), bos_token_id=0, eos_token_id=0, attn_implementation=attn
+        )
+        hf = transformers.GPT2LMHeadModel(hf_config)
+        hf.load_state_dict({k: v.float() for k, v in tensors.items()}, strict=False)
+        hf.tie_weights()
+        hf = hf.to(device=device, dtype=dtype).eval()
+        yield f"transformers-{attn}", (lambda t, hf=hf: hf(t, output_hidden_states=True)), None
+
+
+def params_head(
+    model: GPT2 | None, config: GPT2Config, params: oracle.Params, dtype: torch.dtype, device: str
+) -> torch.Tensor:
+    """The head matrix as the implementation holds it (wte, rounded to its dtype)."""
+    if model is not None:
+        return model.head_weight.detach()
+    return torch.from_numpy(params["transformer.wte.weight"]).to(device=device, dtype=dtype)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--draws", type=int, default=60)
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args()
+    rng = np.random.default_rng(args.seed)
+    domain = S.DOMAIN
+    worst: dict[tuple[str, str, str, str], float] = collections.defaultdict(float)
+    start = time.perf_counter()
+    for draw in range(args.draws):
+        n_head = int(rng.choice([1, 2, 4]))
+        config = GPT2Config(
+            vocab_size=int(rng.integers(8, 256)),
+            n_positions=domain["max_positions"],
+            n_embd=n_head * int(rng.choice([4, 8, 16, 32])),
+            n_layer=int(rng.integers(1, domain["max_n_layer"] + 1)),
+            n_head=n_head,
+        )
+        shape = (int(rng.integers(1, 5)), int(rng.integers(2, domain["max_positions"] + 1)))
+        tokens = rng.integers(0, config.vocab_size, shape)
+        k = int(rng.integers(1, shape[1]))  # prefix length
+        for dtype_name, dtype in DTYPES.items():
+            scales = domain["weight_scales"][dtype_name]
+            scale = scales[draw % len(scales)]
+            params = oracle.random_params(config, seed=draw, scale=scale)
+            expected = oracle.forward(params, config, tokens).logits
+            expected_loss = S.causal_lm_loss(expected, S.shift_labels(tokens))
+            to_oracle = S.TOLERANCES[("oracle", dtype_name)]
+            to_self = S.TOLERANCES[("self", dtype_name)]
+            label = "init" if scale is None else str(scale)
+            x = torch.from_numpy(tokens).to(args.device)
+            for name, run, model in implementations(config, params, dtype, args.device):
+                head = params_head(model, config, params, dtype, args.device)
+                with torch.no_grad():
+                    full, head_fraction = logits_and_head_error(run(x), head, to_self)
+                    prefix = run(x[:, :k]).logits.double().cpu().numpy()
+                found = {
+                    "head": head_fraction,
+                    "logp": fraction_of_bound(
+                        S.log_softmax(full), S.log_softmax(expected), to_oracle
+                    ),
+                    "loss": fraction_of_bound(
+                        np.array([S.causal_lm_loss(full, S.shift_labels(tokens))]),
+                        np.array([expected_loss]),
+                        to_oracle,
+                    ),
+                    "prefix": fraction_of_bound(
+                        S.log_softmax(prefix), S.log_softmax(full[:, :k]), to_self
+                    ),
+                }
+                if dtype_name == "float32":
+                    found["logits"] = fraction_of_bound(full, expected, to_oracle)
+                if model is not None:
+                    with torch.no_grad():
+                        first = model(x[:, :k], use_cache=True)
+                        rest = model(x[:, k:], past_key_values=first.past_key_values)
+                    cached = torch.cat([first.logits, rest.logits], 1).double().cpu().numpy()
+                    found["cache"] = fraction_of_bound(
+                        S.log_softmax(cached), S.log_softmax(full), to_self
+                    )
+                for comparison, value in found.items():
+                    key = (dtype_name, comparison, label, name)
+                    worst[key] = max(worst[key], value)
+    seconds = time.perf_counter() - start
+    print(f"{args.draws} draws in {seconds:.0f} s on {args.device} ({platform.processor()}),")
+    print(f"torch {torch.__version__}; largest error as a fraction of the spec's bound:")
+    print(f"{'dtype':9} {'comparison':10} {'scale':6} {'implementation':20} {'fraction':>9}")
+    for (dtype_name, comparison, label, name), value in sorted(worst.items()):
+        print(f"{dtype_name:9} {comparison:10} {label:6} {name:20} {value:9.3f}")
+    print(f"largest fraction overall: {max(worst.values()):.3f} (the spec promises <= 0.2)")
+
+
+if __name__ == "__main__":
+    main()
