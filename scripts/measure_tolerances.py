@@ -35,6 +35,20 @@ DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch
 Run = Callable[[torch.Tensor], object]
 
 
+def gradient_fraction(
+    module: torch.nn.Module, x: torch.Tensor, expected: oracle.Params, tol: object
+) -> float:
+    """Largest per-tensor gradient error (vs the oracle) as a fraction of the spec's bound."""
+    module.zero_grad(set_to_none=True)
+    module(x, labels=x).loss.backward()
+    worst = 0.0
+    for name, p in module.named_parameters():
+        got = p.grad.double().cpu().numpy().reshape(1, -1)
+        worst = max(worst, fraction_of_bound(got, expected[name].reshape(1, -1), tol))
+    module.zero_grad(set_to_none=True)
+    return worst
+
+
 def logits_and_head_error(output: object, head: torch.Tensor, tol: object) -> tuple:
     """The logits (float64 NumPy) and, for head.linear-no-bias, their distance to h @ W^T."""
     logits = output.logits.double().cpu().numpy()  # type: ignore[attr-defined]
@@ -54,12 +68,12 @@ def fraction_of_bound(actual: np.ndarray, expected: np.ndarray, tol: object) -> 
 
 def implementations(
     config: GPT2Config, params: oracle.Params, dtype: torch.dtype, device: str
-) -> Iterator[tuple[str, Run, GPT2 | None]]:
+) -> Iterator[tuple[str, torch.nn.Module, GPT2 | None]]:
     tensors = {k: torch.from_numpy(v) for k, v in params.items()}
     model = GPT2(config)
     model.load_state_dict(tensors)
     model = model.to(device=device, dtype=dtype).eval()
-    yield "reference", lambda t: model(t), model
+    yield "reference", model, model
     try:
         import transformers
     except ImportError:
@@ -73,7 +87,7 @@ def implementations(
         hf.load_state_dict({k: v.float() for k, v in tensors.items()}, strict=False)
         hf.tie_weights()
         hf = hf.to(device=device, dtype=dtype).eval()
-        yield f"transformers-{attn}", (lambda t, hf=hf: hf(t, output_hidden_states=True)), None
+        yield f"transformers-{attn}", hf, None
 
 
 def params_head(
@@ -113,11 +127,18 @@ def main() -> None:
             params = oracle.random_params(config, seed=draw, scale=scale)
             expected = oracle.forward(params, config, tokens).logits
             expected_loss = S.causal_lm_loss(expected, S.shift_labels(tokens))
+            expected_grads = oracle.gradients(params, config, tokens, labels=tokens).grads
             to_oracle = S.TOLERANCES[("oracle", dtype_name)]
             to_self = S.TOLERANCES[("self", dtype_name)]
             label = "init" if scale is None else str(scale)
             x = torch.from_numpy(tokens).to(args.device)
-            for name, run, model in implementations(config, params, dtype, args.device):
+            for name, module, model in implementations(config, params, dtype, args.device):
+
+                def run(
+                    t: torch.Tensor, module: torch.nn.Module = module, ours: object = model
+                ) -> object:
+                    return module(t, output_hidden_states=True) if ours is None else module(t)
+
                 head = params_head(model, config, params, dtype, args.device)
                 with torch.no_grad():
                     full, head_fraction = logits_and_head_error(run(x), head, to_self)
@@ -138,6 +159,7 @@ def main() -> None:
                 }
                 if dtype_name == "float32":
                     found["logits"] = fraction_of_bound(full, expected, to_oracle)
+                found["grads"] = gradient_fraction(module, x, expected_grads, to_oracle)
                 if model is not None:
                     with torch.no_grad():
                         first = model(x[:, :k], use_cache=True)
