@@ -97,3 +97,22 @@ def test_agreement_detects_an_exact_gelu() -> None:
     logits, _, _ = _run(model, tokens, tokens)
     truth = oracle.forward(params, config, tokens).logits
     assert not S.agree(S.log_softmax(logits), S.log_softmax(truth), ORACLE)
+
+
+@pytest.mark.parametrize("scale", [None, 0.3])
+def test_a_checkpoint_transformers_wrote_loads_into_the_reference_with_the_same_logits(
+    tmp_path, scale
+) -> None:
+    config = GPT2Config(vocab_size=70, n_positions=24, n_embd=24, n_layer=2, n_head=3)
+    params = oracle.random_params(config, seed=3, scale=scale)
+    theirs = _transformers(config, params)
+    theirs.save_pretrained(tmp_path)  # writes model.safetensors without lm_head.weight
+    ours = GPT2.from_pretrained(tmp_path).eval()
+    assert ours.config == config
+    tokens = torch.from_numpy(np.random.default_rng(0).integers(0, 70, (2, 24)))
+    with torch.no_grad():
+        a = ours(tokens).logits.double().numpy()
+        b = theirs(tokens).logits.double().numpy()
+    truth = oracle.forward(params, config, tokens.numpy()).logits
+    assert S.agree(a, b, S.TOLERANCES[("self", "float32")])
+    assert S.agree(a, truth, ORACLE)
