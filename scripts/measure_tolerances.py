@@ -9,7 +9,8 @@ domain, the table, or adding an implementation:
     python scripts/measure_tolerances.py --draws 300
 
 Comparisons: ``logp`` (log-probabilities vs the oracle), ``logits`` (raw logits vs the oracle,
-float32 only), ``loss`` (mean loss vs the oracle), and self-consistency: ``prefix`` (the
+float32 only), ``loss`` (mean loss vs the oracle), ``grads`` (every parameter's gradient vs the
+oracle's backward, per tensor, on the gradient domain), and self-consistency: ``prefix`` (the
 implementation on a prefix vs on the full sequence), ``head`` (logits vs the implementation's own
 final hidden states times its head matrix, in float64) and, for the reference, ``cache`` (cached
 decoding vs the full forward).
@@ -159,7 +160,9 @@ def main() -> None:
                 }
                 if dtype_name == "float32":
                     found["logits"] = fraction_of_bound(full, expected, to_oracle)
-                found["grads"] = gradient_fraction(module, x, expected_grads, to_oracle)
+                if scale in domain["gradient_weight_scales"][dtype_name]:
+                    to_gradient = S.TOLERANCES[("gradient", dtype_name)]
+                    found["grads"] = gradient_fraction(module, x, expected_grads, to_gradient)
                 if model is not None:
                     with torch.no_grad():
                         first = model(x[:, :k], use_cache=True)

@@ -19,6 +19,7 @@ transformers.logging.set_verbosity_error()
 
 S = spec_definitions()
 ORACLE = S.TOLERANCES[("oracle", "float32")]
+GRADIENT = S.TOLERANCES[("gradient", "float32")]
 
 
 @st.composite
@@ -83,7 +84,7 @@ def test_reference_transformers_and_oracle_agree(draw) -> None:
         for key, expected in truth.grads.items():
             got = grads[key]
             # per-tensor scale (chapter 7): flatten so the whole tensor is one "row"
-            assert S.agree(got.reshape(1, -1), expected.reshape(1, -1), ORACLE), f"{name} {key}"
+            assert S.agree(got.reshape(1, -1), expected.reshape(1, -1), GRADIENT), f"{name} {key}"
 
 
 def test_agreement_detects_an_exact_gelu() -> None:

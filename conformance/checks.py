@@ -1,0 +1,262 @@
+"""Comparisons that fail in the spec's terms.
+
+Every property in the suite judges an implementation through these helpers, so that a failure
+always reads as the requirement it breaks, with numbers::
+
+    causality.future-invisible: changing token 7 moved the log-probabilities of position 3 by
+    4.1e-02 (tolerance 1.0e-06)
+
+They know nothing about pytest or hypothesis; the plugin turns :class:`ConformanceFailure` into a
+test failure tied to the requirement id.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, NoReturn, TypeVar
+
+import numpy as np
+
+from gpt2_spec import spec_definitions
+
+from .adapter import to_numpy
+
+T = TypeVar("T")
+S = spec_definitions()
+
+
+class ConformanceFailure(AssertionError):
+    """An implementation broke a requirement; ``str()`` starts with the requirement id."""
+
+    def __init__(self, requirement: str, message: str) -> None:
+        super().__init__(f"{requirement}: {message}")
+        self.requirement = requirement
+        self.detail = message
+
+
+class ImplementationError(ConformanceFailure):
+    """The implementation raised (or returned garbage) where the spec expects a result."""
+
+
+def fail(requirement: str, message: str) -> NoReturn:
+    raise ConformanceFailure(requirement, message)
+
+
+def call(requirement: str, what: str, function: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+    """Call into the implementation; an exception becomes a failure of ``requirement``."""
+    try:
+        return function(*args, **kwargs)
+    except ConformanceFailure:
+        raise
+    except NotImplementedError as error:
+        raise ImplementationError(
+            requirement,
+            f"the adapter claims the capability for {what} but raised NotImplementedError: {error}",
+        ) from error
+    except Exception as error:
+        raise ImplementationError(
+            requirement, f"the implementation raised {type(error).__name__} while {what}: {error}"
+        ) from error
+
+
+def array(
+    requirement: str, value: Any, *, what: str, shape: tuple[int, ...] | None = None
+) -> np.ndarray:
+    """Convert an output to float64 NumPy, checking its shape and that it is finite."""
+    try:
+        result = to_numpy(value)
+    except Exception as error:
+        raise ImplementationError(
+            requirement,
+            f"{what}: the output ({type(value).__name__}) is not an array NumPy can read: {error}",
+        ) from error
+    if result.dtype.kind not in "fiu":
+        fail(requirement, f"{what} has dtype {result.dtype}, expected a real floating dtype")
+    if shape is not None and result.shape != tuple(shape):
+        fail(requirement, f"{what} has shape {result.shape}, expected {tuple(shape)}")
+    if result.dtype.kind == "f" and not np.isfinite(result).all():
+        bad = np.argwhere(~np.isfinite(result))[0]
+        fail(
+            requirement,
+            f"{what} contains {result[tuple(bad)]} at index {tuple(int(i) for i in bad)} "
+            "(outputs must be finite, numerics.finite)",
+        )
+    return result.astype(np.float64)
+
+
+def worst_row(actual: np.ndarray, expected: np.ndarray, tol: Any) -> tuple[tuple[int, ...], float]:
+    """The row with the largest excess over its bound, and its absolute error."""
+    excess = S.row_excess(actual, expected, tol)
+    index = np.unravel_index(int(np.argmax(excess)), excess.shape)
+    err = float(np.abs(actual[index] - expected[index]).max())
+    return tuple(int(i) for i in index), err
+
+
+def bound(expected_row: np.ndarray, tol: Any) -> float:
+    return float(tol.atol + tol.rtol * np.abs(expected_row).max())
+
+
+def rows_agree(
+    requirement: str,
+    actual: np.ndarray,
+    expected: np.ndarray,
+    tol: Any,
+    *,
+    describe: Callable[[tuple[int, ...], float, float], str],
+) -> None:
+    """Every row (last axis) of ``actual`` agrees with ``expected`` (spec chapter 7's rule).
+
+    ``describe(index, error, tolerance)`` words the failure for the worst row, e.g.
+    ``"changing token 7 moved the log-probabilities of position 3 by 4.1e-02 (tolerance 1e-06)"``.
+    """
+    if actual.shape != expected.shape:
+        fail(requirement, f"shape {actual.shape} where {expected.shape} was expected")
+    if S.agree(actual, expected, tol):
+        return
+    index, err = worst_row(actual, expected, tol)
+    fail(requirement, describe(index, err, bound(expected[index], tol)))
+
+
+def scalar_agrees(requirement: str, actual: float, expected: float, tol: Any, *, what: str) -> None:
+    """A scalar (a loss) agrees with its expected value under the spec's rule."""
+    if np.isnan(expected) and np.isnan(actual):
+        return
+    if not S.agree(np.float64(actual), np.float64(expected), tol):
+        limit = bound(np.array([expected]), tol)
+        fail(
+            requirement,
+            f"{what} is {actual:.8g}, expected {expected:.8g} "
+            f"(difference {abs(actual - expected):.2e}, tolerance {limit:.1e})",
+        )
+
+
+def log_probs(logits: np.ndarray) -> np.ndarray:
+    """Distribution-level view of logits (spec chapter 7): row-wise log-softmax, float64."""
+    return S.log_softmax(np.asarray(logits, dtype=np.float64))
+
+
+# Helpers for properties that call the implementation (chapters 2 to 4): each call and each
+# output check fails the property's own requirement, with the spec's words.
+
+
+def label_convention(adapter: Any) -> str:
+    """The adapter's declared label convention; anything but "inputs"/"shifted" is a failure of
+    ``objective.label-convention-declared``, whichever property asked."""
+    convention = getattr(adapter, "label_convention", None)
+    if convention not in S.LABEL_CONVENTIONS:
+        fail(
+            "objective.label-convention-declared",
+            f"the adapter declares label_convention={convention!r}; it must be one of "
+            f'{S.LABEL_CONVENTIONS} ("inputs": labels are the input ids and the loss shifts '
+            'them once; "shifted": targets are already aligned with the rows)',
+        )
+    return str(convention)
+
+
+def logits_of(
+    requirement: str,
+    implementation: Any,
+    tokens: np.ndarray,
+    *,
+    vocab_size: int,
+    what: str = "computing logits",
+    **kwargs: Any,
+) -> np.ndarray:
+    """``implementation.logits(tokens, **kwargs)`` as float64 ``[B, T, V]``, shape and finiteness
+    checked."""
+    out = call(requirement, what, implementation.logits, tokens, **kwargs)
+    B, T = tokens.shape
+    return array(requirement, out, what=f"the logits of a {B}x{T} batch", shape=(B, T, vocab_size))
+
+
+def scalar(requirement: str, value: Any, *, what: str, allow_nan: bool = False) -> float:
+    """An output that must be one number (a loss) as a Python float; finite unless allowed NaN."""
+    try:
+        result = to_numpy(value)
+    except Exception as error:
+        raise ImplementationError(
+            requirement, f"{what}: the output ({type(value).__name__}) is not a number: {error}"
+        ) from error
+    if result.size != 1 or result.dtype.kind not in "fiu":
+        fail(requirement, f"{what} is {result.dtype} of shape {result.shape}, not one number")
+    number = float(result.reshape(()))
+    if not (np.isfinite(number) or (allow_nan and np.isnan(number))):
+        fail(requirement, f"{what} is {number} (outputs must be finite, numerics.finite)")
+    return number
+
+
+def loss_of(
+    requirement: str,
+    implementation: Any,
+    tokens: np.ndarray,
+    labels: np.ndarray,
+    *,
+    reduction: str,
+    allow_nan: bool = False,
+) -> float:
+    """``implementation.loss(tokens, labels, reduction=...)`` as a float."""
+    what = f"the {reduction} loss"
+    out = call(
+        requirement, f"computing {what}", implementation.loss, tokens, labels, reduction=reduction
+    )
+    return scalar(requirement, out, what=what, allow_nan=allow_nan)
+
+
+def gradient_of(
+    requirement: str, gradients: Any, name: str, *, shape: tuple[int, ...]
+) -> np.ndarray:
+    """One canonical parameter's gradient from the mapping ``Implementation.gradients`` returns."""
+    try:
+        value = gradients[name]
+    except (KeyError, TypeError) as error:
+        raise ImplementationError(
+            requirement, f"the gradients hold no entry for the canonical parameter {name!r}"
+        ) from error
+    return array(requirement, value, what=f"the gradient of {name}", shape=shape)
+
+
+def tensors_agree(
+    requirement: str, actual: np.ndarray, expected: np.ndarray, tol: Any, *, what: str
+) -> None:
+    """Whole-tensor agreement (spec chapter 7: a gradient's bound scales with the largest
+    magnitude in the expected tensor), failing with the worst entry."""
+    actual = np.asarray(actual, dtype=np.float64)
+    expected = np.asarray(expected, dtype=np.float64)
+    if actual.shape != expected.shape:
+        fail(requirement, f"{what} has shape {actual.shape} where {expected.shape} was expected")
+    if S.agree(actual.reshape(1, -1), expected.reshape(1, -1), tol):
+        return
+    error = np.abs(actual - expected)
+    index = tuple(int(i) for i in np.unravel_index(int(np.argmax(error)), error.shape))
+    fail(
+        requirement,
+        f"{what} differs by {error[index]:.2e} at index {index} (expected {expected[index]:.6g}, "
+        f"got {actual[index]:.6g}; tolerance {bound(expected.reshape(-1), tol):.1e})",
+    )
+
+
+def head_matrix(
+    requirement: str, implementation: Any, *, shape: tuple[int, int], from_params: bool
+) -> np.ndarray:
+    """The matrix W ``[V, d]`` the implementation's head multiplies by (logits = h Wᵀ):
+    ``head_weight()``, or, where that is not implemented and ``from_params`` (the adapter claims
+    ``params``), ``lm_head.weight`` (else ``transformer.wte.weight``) from ``get_params()``."""
+    try:
+        value = implementation.head_weight()
+    except NotImplementedError:
+        if not from_params:
+            raise ImplementationError(
+                requirement,
+                "head_weight() is not implemented and the adapter does not claim params: the "
+                "head's matrix cannot be read",
+            ) from None
+        named = call(requirement, "reading get_params()", implementation.get_params)
+        value = named.get("lm_head.weight", named.get("transformer.wte.weight"))
+        if value is None:
+            fail(requirement, "get_params() has neither lm_head.weight nor transformer.wte.weight")
+    except Exception as error:
+        raise ImplementationError(
+            requirement,
+            f"the implementation raised {type(error).__name__} in head_weight(): {error}",
+        ) from error
+    return array(requirement, value, what="the head's weight", shape=shape)

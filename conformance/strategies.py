@@ -1,0 +1,207 @@
+"""Hypothesis strategies of the suite, gathered in one place.
+
+Configurations are small (so a property can afford many examples) and varied (vocabularies that
+are not powers of two, one to four heads, one to three layers); weights come from the oracle at the
+scales the spec's tolerance domain covers for the run's dtype (GPT-2's initialisation and larger
+scales that exercise GELU, softmax and LayerNorm); token batches, perturbation positions, label
+masks and micro-batch splits are drawn against a configuration.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+
+import numpy as np
+from hypothesis import strategies as st
+
+from gpt2_spec import GPT2Config, spec_definitions
+
+from .adapter import Params
+from .suite import Suite
+
+S = spec_definitions()
+IGNORE_INDEX = int(S.IGNORE_INDEX)
+MAX_POSITIONS = int(S.DOMAIN["max_positions"])
+
+
+@st.composite
+def configs(draw: st.DrawFn, suite: Suite, *, min_positions: int = 4) -> GPT2Config:
+    """A configuration the implementation supports: drawn, declared by the adapter, or the
+    checkpoint's."""
+    if suite.checkpoint is not None:
+        return suite.checkpoint[0]
+    if suite.adapter.supported_configs is not None:
+        return draw(st.sampled_from(list(suite.adapter.supported_configs)))
+    n_head = draw(st.sampled_from([1, 2, 4]))
+    return GPT2Config(
+        vocab_size=draw(st.integers(5, 97)),
+        n_positions=draw(st.integers(max(min_positions, 8), MAX_POSITIONS)),
+        n_embd=n_head * draw(st.sampled_from([4, 8, 16])),
+        n_layer=draw(st.integers(1, 3)),
+        n_head=n_head,
+    )
+
+
+@dataclasses.dataclass(frozen=True)
+class Draw:
+    """A model to check: configuration, weight scale and seed (weights come from the oracle)."""
+
+    config: GPT2Config
+    scale: float | None
+    seed: int
+    params: Params | None = None  # set when a checkpoint supplies the weights
+
+    def __repr__(self) -> str:  # shown in hypothesis' falsifying example
+        scale = "gpt2-init" if self.scale is None else self.scale
+        return f"Draw({self.config}, scale={scale}, seed={self.seed})"
+
+
+@st.composite
+def models(draw: st.DrawFn, suite: Suite) -> Draw:
+    """A configuration plus weights: drawn, or the checkpoint's when --checkpoint is given."""
+    config = draw(configs(suite))
+    if suite.checkpoint is not None:
+        return Draw(config, None, 0, suite.checkpoint[1])
+    scale = draw(st.sampled_from(suite.weight_scales))
+    return Draw(config, scale, draw(st.integers(0, 2**31 - 1)))
+
+
+@st.composite
+def tokens(
+    draw: st.DrawFn,
+    config: GPT2Config,
+    *,
+    min_batch: int = 1,
+    max_batch: int = 3,
+    min_length: int = 1,
+    max_length: int | None = None,
+) -> np.ndarray:
+    """An int64 ``[B, T]`` batch of valid token ids."""
+    longest = min(config.n_positions, max_length or config.n_positions)
+    batch = draw(st.integers(min_batch, max_batch))
+    length = draw(st.integers(min(min_length, longest), longest))
+    seed = draw(st.integers(0, 2**31 - 1))
+    return np.random.default_rng(seed).integers(0, config.vocab_size, (batch, length))
+
+
+@st.composite
+def ignore_masks(draw: st.DrawFn, shape: tuple[int, ...], *, p_max: float = 0.5) -> np.ndarray:
+    """A boolean mask of label positions to replace by ignore_index (possibly none, never all
+    positions unless the batch is tiny)."""
+    p = draw(st.floats(0.0, p_max))
+    seed = draw(st.integers(0, 2**31 - 1))
+    return np.random.default_rng(seed).random(shape) < p
+
+
+def with_ignored(labels: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    return np.where(mask, IGNORE_INDEX, labels)
+
+
+@st.composite
+def splits(draw: st.DrawFn, size: int) -> list[int]:
+    """Sorted cut points that split ``range(size)`` into at least two non-empty parts."""
+    if size < 2:
+        return []
+    cuts = draw(st.sets(st.integers(1, size - 1), min_size=1, max_size=min(3, size - 1)))
+    return sorted(cuts)
+
+
+@st.composite
+def labelled_batches(
+    draw: st.DrawFn,
+    config: GPT2Config,
+    convention: str,
+    *,
+    min_batch: int = 1,
+    max_batch: int = 3,
+    min_length: int = 1,
+    max_length: int | None = None,
+    p_ignore_max: float = 0.5,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Tokens ``[B, T]`` and labels ``[B, T]`` cut from one token stream, in ``convention``:
+    "inputs" labels are the tokens themselves (the loss shifts them); "shifted" labels are the
+    stream's next tokens (nanoGPT's loader reads T+1 tokens). Some labels are ignored."""
+    longest = min(config.n_positions, max_length or config.n_positions)
+    batch = draw(st.integers(min_batch, max_batch))
+    length = draw(st.integers(min(min_length, longest), longest))
+    seed = draw(st.integers(0, 2**31 - 1))
+    stream = np.random.default_rng(seed).integers(0, config.vocab_size, (batch, length + 1))
+    tokens = stream[:, :length]
+    labels = tokens.copy() if convention == "inputs" else stream[:, 1:].copy()
+    mask = draw(ignore_masks(labels.shape, p_max=p_ignore_max))
+    return tokens, with_ignored(labels, mask)
+
+
+@st.composite
+def chunk_sizes(draw: st.DrawFn, total: int) -> list[int]:
+    """Positive sizes adding up to ``total``: how new tokens are fed to a cache, call by call."""
+    if total <= 0:
+        return []
+    cuts = draw(st.sets(st.integers(1, total - 1), max_size=total - 1)) if total > 1 else set()
+    edges = [0, *sorted(cuts), total]
+    return [b - a for a, b in itertools.pairwise(edges)]
+
+
+@st.composite
+def left_padded(
+    draw: st.DrawFn, config: GPT2Config, *, max_batch: int = 3, max_length: int = 32
+) -> tuple[list[np.ndarray], np.ndarray, np.ndarray]:
+    """Sequences of different lengths, left-padded with random tokens into one batch.
+
+    Returns ``(sequences, tokens [B, T], attention_mask [B, T])``: ``sequences[b]`` holds the
+    real tokens of row b, which sit at its last ``len(sequences[b])`` indices (mask 1); at least
+    one row is padded.
+    """
+    T = draw(st.integers(2, min(config.n_positions, max_length)))
+    B = draw(st.integers(1, max_batch))
+    lengths = [draw(st.integers(1, T)) for _ in range(B)]
+    padded = draw(st.integers(0, B - 1))
+    lengths[padded] = min(lengths[padded], T - 1)  # at least one row has padding
+    rng = np.random.default_rng(draw(st.integers(0, 2**31 - 1)))
+    tokens = rng.integers(0, config.vocab_size, (B, T))  # pad tokens are random too
+    mask = np.zeros((B, T), dtype=np.int64)
+    for b, n in enumerate(lengths):
+        mask[b, T - n :] = 1
+    sequences = [tokens[b, T - n :].copy() for b, n in enumerate(lengths)]
+    return sequences, tokens, mask
+
+
+@st.composite
+def gradient_models(draw: st.DrawFn, suite: Suite) -> Draw:
+    """Like :func:`models`, on the weight scales where the spec promises gradient comparisons
+    (``DOMAIN["gradient_weight_scales"]``: at reduced precision, GPT-2's init scale only)."""
+    config = draw(configs(suite))
+    if suite.checkpoint is not None:
+        return Draw(config, None, 0, suite.checkpoint[1])
+    scale = draw(st.sampled_from(suite.gradient_weight_scales))
+    return Draw(config, scale, draw(st.integers(0, 2**31 - 1)))
+
+
+@st.composite
+def models_at(draw: st.DrawFn, suite: Suite, prefer: tuple[float | None, ...]) -> Draw:
+    """Like :func:`models`, with the weight scale drawn from ``prefer`` (the scales that expose a
+    detail: the exact GELU shows at 0.1-0.3, not at init; LayerNorm's epsilon shows best at init)
+    where the run's dtype domain has them, from the whole domain otherwise."""
+    config = draw(configs(suite))
+    if suite.checkpoint is not None:
+        return Draw(config, None, 0, suite.checkpoint[1])
+    scales = [s for s in suite.weight_scales if s in prefer] or list(suite.weight_scales)
+    scale = draw(st.sampled_from(scales))
+    return Draw(config, scale, draw(st.integers(0, 2**31 - 1)))
+
+
+@st.composite
+def init_configs(draw: st.DrawFn, suite: Suite) -> GPT2Config:
+    """Configurations wide enough for sample statistics of an initialisation (every weight matrix
+    has at least 32 x 32 entries); the adapter's or the checkpoint's when those are fixed."""
+    if suite.checkpoint is not None or suite.adapter.supported_configs is not None:
+        return draw(configs(suite))
+    n_head = draw(st.sampled_from([1, 2, 4]))
+    return GPT2Config(
+        vocab_size=draw(st.integers(64, 97)),
+        n_positions=draw(st.integers(32, MAX_POSITIONS)),
+        n_embd=draw(st.sampled_from([32, 64])),
+        n_layer=draw(st.integers(1, 3)),
+        n_head=n_head,
+    )

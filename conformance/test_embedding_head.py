@@ -1,0 +1,852 @@
+"""Chapter 5, the embedding and head matrices: shapes, the input of block 0, the head as a
+matrix product without bias, and weight tying judged by behaviour.
+
+Tying is never judged from equal values (spec head.untied-is-declared): every tie property
+changes wte (set_params, an optimiser step, a save and load, a resize, a move) and checks that the
+head changed with it, in the logits, against the oracle. When the head did not follow, the
+failure says so ("the logits match a head still holding the previous wte: a copy, untied").
+"""
+
+from __future__ import annotations
+
+import tempfile
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from hypothesis import assume, given
+from hypothesis import strategies as st
+
+from gpt2_conformance import checks, diagnose, strategies
+from gpt2_conformance.adapter import Implementation, Params, to_numpy
+from gpt2_conformance.suite import Suite
+from gpt2_reference import oracle
+from gpt2_spec import GPT2Config, spec_definitions
+
+S = spec_definitions()
+WTE = "transformer.wte.weight"
+WPE = "transformer.wpe.weight"
+HEAD = "lm_head.weight"
+TIED_IDS = (
+    "head.tied-to-embedding",
+    "head.tied-gradient",
+    "head.tied-after-update",
+    "head.tied-after-save-load",
+    "head.tied-after-resize",
+    "head.tied-after-move",
+)
+
+
+# ------------------------------------------------------------------------------------------
+# Helpers
+
+
+def _declared_tied(suite: Suite, rid: str) -> None:
+    """A head.tied-* requirement cannot be met by an adapter that declares an untied head."""
+    if not suite.adapter.tied_head:
+        checks.fail(
+            rid,
+            "declared untied head (a declared deviation): the adapter sets tied_head=False, so "
+            "it does not claim the head.tied-* requirements (spec head.untied-is-declared)",
+        )
+
+
+def _canonical(named: Mapping[str, Any], config: GPT2Config, rid: str) -> Params:
+    """get_params() as float64 canonical params (lm_head.weight dropped), shapes checked."""
+    shapes = S.canonical_shapes(
+        config.vocab_size, config.n_positions, config.n_embd, config.n_layer
+    )
+    out: Params = {}
+    for name, shape in shapes.items():
+        if name not in named:
+            checks.fail(rid, f"get_params() has no {name}")
+        out[name] = checks.array(rid, named[name], what=name, shape=tuple(shape))
+    return out
+
+
+def _read_params(impl: Implementation, config: GPT2Config, rid: str) -> Params:
+    return _canonical(checks.call(rid, "reading get_params()", impl.get_params), config, rid)
+
+
+def _new_wte(config: GPT2Config, scale: float | None, seed: int) -> np.ndarray:
+    """A fresh token embedding at the draw's weight scale (GPT-2's 0.02 at init scale)."""
+    std = 0.02 if scale is None else scale
+    rng = np.random.default_rng([seed, 5])
+    return rng.normal(0.0, std, (config.vocab_size, config.n_embd))
+
+
+def _logp(logits: np.ndarray) -> np.ndarray:
+    return checks.log_probs(logits)
+
+
+def _follows_wte(
+    rid: str,
+    impl: Implementation,
+    config: GPT2Config,
+    tokens: np.ndarray,
+    params: Params,
+    previous_wte: np.ndarray | None,
+    tol: Any,
+    *,
+    after: str,
+) -> None:
+    """The logits are those of ``params`` with the head = ``params[wte]`` (the one tensor).
+
+    ``previous_wte`` is wte's value before the change under test; a head that kept it is named
+    in the failure as an untied copy.
+    """
+    logits = checks.logits_of(rid, impl, tokens, vocab_size=config.vocab_size)
+    actual = _logp(logits)
+    out = oracle.forward(params, config, tokens)
+    expected = _logp(out.logits)
+    if S.agree(actual, expected, tol):
+        return
+    index, err = checks.worst_row(actual, expected, tol)
+    where = (
+        f"row {list(index)} of the log-probabilities differs from the oracle's (head = the "
+        f"current wte) by {err:.2e} (tolerance {checks.bound(expected[index], tol):.1e})"
+    )
+    if previous_wte is not None and previous_wte.shape == params[WTE].shape:
+        stale_head = _logp(out.hidden @ previous_wte.T)
+        if S.agree(actual, stale_head, tol):
+            checks.fail(
+                rid,
+                f"{after}, the head did not follow wte: the logits match a head that still holds "
+                f"the previous wte, so the head is a copy of the embedding, not the embedding "
+                f"itself (untied); {where}",
+            )
+        stale_lookup = dict(params)
+        stale_lookup[WTE] = previous_wte
+        mixed = oracle.forward(stale_lookup, config, tokens).hidden @ params[WTE].T
+        if S.agree(actual, _logp(mixed), tol):
+            checks.fail(
+                rid,
+                f"{after}, the head uses the new wte but the input lookup still reads the "
+                f"previous one: two tensors (untied); {where}",
+            )
+    diagnosis = diagnose.identify(params, config, tokens, actual, tol, first_other=True)
+    if any(not v.requirement.startswith("head.tied") for v in diagnosis.matches):
+        return  # the spec's forward with the new wte, but for a deviation judged elsewhere
+    checks.fail(rid, f"{after}, {where}; {diagnosis.describe()}")
+
+
+def _head_is_wte(
+    rid: str, impl: Implementation, config: GPT2Config, wte: np.ndarray, tol: Any, *, after: str
+) -> None:
+    """head_weight() (or get_params' lm_head.weight) holds the values of wte."""
+    head = checks.head_matrix(rid, impl, shape=(config.vocab_size, config.n_embd), from_params=True)
+    checks.rows_agree(
+        rid,
+        head,
+        wte,
+        tol,
+        describe=lambda i, e, t: (
+            f"{after}, the head's weight differs from wte in row {list(i)} by {e:.2e} "
+            f"(tolerance {t:.1e}): the head is not the embedding tensor"
+        ),
+    )
+
+
+def _oracle_labels(convention: str, labels: np.ndarray) -> dict[str, np.ndarray]:
+    return {"labels": labels} if convention == "inputs" else {"targets": labels}
+
+
+def _counted(convention: str, labels: np.ndarray) -> int:
+    scored = labels[:, 1:] if convention == "inputs" else labels
+    return int((scored != S.IGNORE_INDEX).sum())
+
+
+def _targets(convention: str, labels: np.ndarray) -> np.ndarray:
+    """The [B, T] targets row i is scored against, in either label convention."""
+    shifted: np.ndarray = S.shift_labels(labels) if convention == "inputs" else labels
+    return shifted
+
+
+def _leave_out_last_token(
+    config: GPT2Config, tokens: np.ndarray, labels: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """Map ids into [0, V - 1): wte's last row then gets the head's contribution alone."""
+    keep = config.vocab_size - 1
+    labels = np.where(labels == S.IGNORE_INDEX, labels, labels % keep)
+    return tokens % keep, labels
+
+
+class _OwnOutputs:
+    """The implementation's own logits and hidden states for a batch (before a change), from
+    which the head's contribution to wte's gradient follows without the oracle."""
+
+    def __init__(
+        self,
+        rid: str,
+        suite: Suite,
+        impl: Implementation,
+        config: GPT2Config,
+        tokens: np.ndarray,
+        wte: np.ndarray,
+    ) -> None:
+        B, T = tokens.shape
+        self.logits = checks.logits_of(rid, impl, tokens, vocab_size=config.vocab_size)
+        self.wte = wte
+        self.tol = suite.tolerance("self")
+        self.hidden = None
+        if suite.claims("hidden-states"):
+            self.hidden = checks.array(
+                rid,
+                checks.call(rid, "computing hidden states", impl.hidden_states, tokens),
+                what="the hidden states",
+                shape=(B, T, config.n_embd),
+            )
+
+    def head_part(self, targets: np.ndarray, reduction: str = "mean") -> np.ndarray | None:
+        """Gᵀ Ĥ [V, d] from the implementation's own outputs; None without hidden states, or
+        when the logits are not Ĥ wteᵀ up to a constant per row and a bias per vocabulary entry
+        (a scaled head, say: then Gᵀ Ĥ is not the head's contribution, and head.linear-no-bias
+        reports the head)."""
+        if self.hidden is None:
+            return None
+        V, d = self.logits.shape[-1], self.hidden.shape[-1]
+        rest = (self.logits - self.hidden @ self.wte.T).reshape(-1, V)
+        rest = rest - rest.mean(axis=-1, keepdims=True) - rest.mean(axis=0) + rest.mean()
+        if np.abs(rest).max() > checks.bound(self.logits, self.tol):
+            return None
+        G = S.logits_gradient(self.logits, targets, reduction, S.IGNORE_INDEX)
+        head: np.ndarray = G.reshape(-1, V).T @ self.hidden.reshape(-1, d)
+        return head
+
+
+def _judge_wte_gradient(
+    rid: str,
+    actual: np.ndarray,
+    expected: Any,
+    own: _OwnOutputs,
+    targets: np.ndarray,
+    tokens: np.ndarray,
+    tol: Any,
+    *,
+    what: str,
+    head_entry: np.ndarray | None = None,
+) -> None:
+    """``actual`` [V, d] is the total of both contributions (``expected``: the oracle's
+    gradients, with ``wte_from_lookup`` and ``wte_from_head``).
+
+    Against the oracle first, naming a missing half. When the total differs from the oracle's
+    in no recognisable way, the forward itself may deviate (other requirements judge that);
+    then the tie is judged where no oracle is needed: a row of wte whose token id is absent from
+    the batch receives the head's contribution alone, which follows from the implementation's
+    own logits and hidden states. ``head_entry`` is a gradient reported under lm_head.weight.
+    """
+    total = expected.grads[WTE]
+    if _agree_tensor(actual, total, tol):
+        return
+    note = ""
+    if _agree_tensor(actual, expected.wte_from_lookup, tol):
+        note = (
+            ": it equals the lookup contribution alone; the head's contribution Gᵀ Ĥ is missing "
+            "(a head that reads a detached or separate copy of wte)"
+        )
+        if head_entry is not None and _agree_tensor(head_entry, expected.wte_from_head, tol):
+            note += "; the head's part was reported under lm_head.weight: two tensors (untied)"
+    elif _agree_tensor(actual, expected.wte_from_head, tol):
+        note = (
+            ": it equals the head contribution alone; the lookup's scatter-add at the token ids "
+            "is missing"
+        )
+    elif _agree_tensor(actual, 2 * total, tol):
+        note = ": it is twice the expected total (the shared tensor counted twice)"
+    if note or own.hidden is None:
+        checks.tensors_agree(rid, actual, total, tol, what=f"{what} (lookup + head){note};")
+    head_part = own.head_part(targets)
+    if head_part is None:
+        return  # not a plain linear head: head.linear-no-bias judges it, and the forward too
+    absent = np.setdiff1d(np.arange(actual.shape[0]), tokens)
+    checks.tensors_agree(
+        rid,
+        actual[absent],
+        head_part[absent],
+        tol,
+        what=f"{what} differs from the oracle's total and, in the rows of the {len(absent)} "
+        f"token id(s) absent from the batch (e.g. {int(absent[-1])}), which receive the head's "
+        "contribution alone (Gᵀ Ĥ from the implementation's own logits and hidden states), it",
+    )
+    # The head's part is there: the rest of the difference comes from the forward, which
+    # numerics.log-probs-match-oracle and numerics.gradients-match-oracle judge.
+
+
+def _agree_tensor(actual: np.ndarray, expected: np.ndarray, tol: Any) -> bool:
+    """One tensor, one bound (spec chapter 7: a gradient's bound scales with its largest entry)."""
+    return bool(S.agree(actual.reshape(1, -1), expected.reshape(1, -1), tol))
+
+
+# ------------------------------------------------------------------------------------------
+# The embeddings
+
+
+@pytest.mark.requirement("embedding.shapes")
+@pytest.mark.capability("params")
+@given(data=st.data())
+def test_embeddings_have_one_row_per_token_and_per_position(
+    suite: Suite, data: st.DataObject
+) -> None:
+    rid = "embedding.shapes"
+    draw = data.draw(strategies.models(suite), label="model")
+    config = draw.config
+    impl, _ = suite.build(
+        config, requirement=rid, params=draw.params, seed=draw.seed, scale=draw.scale
+    )
+    named = checks.call(rid, "reading get_params()", impl.get_params)
+    for name, shape, rows in (
+        (WTE, (config.vocab_size, config.n_embd), "one row per token id, V = vocab_size"),
+        (WPE, (config.n_positions, config.n_embd), "one row per position, n_ctx = n_positions"),
+    ):
+        if name not in named:
+            checks.fail(rid, f"get_params() has no {name}")
+        actual = tuple(to_numpy(named[name]).shape)
+        if actual != shape:
+            checks.fail(rid, f"{name} has shape {actual}, expected {shape} ({rows})")
+
+
+@pytest.mark.requirement("embedding.input-sum")
+@pytest.mark.capability("params", "hidden-states")
+@given(data=st.data())
+def test_block_zero_reads_token_row_plus_position_row(suite: Suite, data: st.DataObject) -> None:
+    """With every c_proj weight and bias zero each block adds nothing to the residual stream, so
+    the final hidden state is ln_f(wte[x_i] + wpe[i]): the input of block 0, made visible."""
+    rid = "embedding.input-sum"
+    draw = data.draw(strategies.models(suite), label="model")
+    config = draw.config
+    base = draw.params or oracle.random_params(config, seed=draw.seed, scale=draw.scale)
+    params = {name: np.array(value, dtype=np.float64) for name, value in base.items()}
+    for name in params:
+        if ".attn.c_proj." in name or ".mlp.c_proj." in name:
+            params[name] = np.zeros_like(params[name])
+    impl, params_used = suite.build(config, requirement=rid, params=params, seed=draw.seed)
+    assert params_used is not None
+    tokens = data.draw(strategies.tokens(config, min_length=4), label="tokens")
+    B, T = tokens.shape
+    hidden = checks.array(
+        rid,
+        checks.call(rid, "computing hidden states", impl.hidden_states, tokens),
+        what="the hidden states",
+        shape=(B, T, config.n_embd),
+    )
+    tol = suite.tolerance("oracle")
+    expected = oracle.forward(params, config, tokens).hidden
+    if S.agree(hidden, expected, tol):
+        return
+    wte, wpe = params[WTE], params[WPE]
+    g, b = params["transformer.ln_f.weight"], params["transformer.ln_f.bias"]
+    eps = config.layer_norm_epsilon
+    positions = np.arange(T)
+    candidates = {
+        "positions counted from 1 (the first token got wpe row 1)": (
+            wte[tokens] + wpe[np.minimum(positions + 1, config.n_positions - 1)]
+            if config.n_positions > T
+            else None
+        ),
+        "a token embedding multiplied by sqrt(d)": np.sqrt(config.n_embd) * wte[tokens]
+        + wpe[positions],
+        "no position embedding": wte[tokens],
+        "the position rows in reverse order": wte[tokens] + wpe[positions[::-1]],
+    }
+    note = ""
+    for label, x0 in candidates.items():
+        if x0 is not None and S.agree(hidden, S.layer_norm(x0, g, b, eps), tol):
+            note = f": the hidden states match an input of block 0 with {label}"
+            break
+    else:
+        if diagnose.identify_hidden(params, config, tokens, hidden, tol):
+            return  # block 0's input is right; a LayerNorm or block deviation is judged elsewhere
+    checks.rows_agree(
+        rid,
+        hidden,
+        expected,
+        tol,
+        describe=lambda i, e, t: (
+            f"with every block's c_proj zeroed (blocks add nothing), hidden state {list(i)} "
+            f"differs from ln_f(wte[x_i] + wpe[i]) by {e:.2e} (tolerance {t:.1e}){note}"
+        ),
+    )
+
+
+# ------------------------------------------------------------------------------------------
+# The head
+
+
+@pytest.mark.requirement("head.linear-no-bias")
+@pytest.mark.capability("hidden-states")
+@given(data=st.data())
+def test_logits_are_hidden_states_times_the_head_matrix(suite: Suite, data: st.DataObject) -> None:
+    """Raw logits (not log-probabilities: a bias or a scale must show) equal h Wᵀ computed in
+    float64 from the implementation's own hidden states and head matrix."""
+    rid = "head.linear-no-bias"
+    draw = data.draw(strategies.models(suite), label="model")
+    config = draw.config
+    impl, _ = suite.build(
+        config, requirement=rid, params=draw.params, seed=draw.seed, scale=draw.scale
+    )
+    tokens = data.draw(strategies.tokens(config, min_length=4), label="tokens")
+    B, T = tokens.shape
+    logits = checks.logits_of(rid, impl, tokens, vocab_size=config.vocab_size)
+    hidden = checks.array(
+        rid,
+        checks.call(rid, "computing hidden states", impl.hidden_states, tokens),
+        what="the hidden states",
+        shape=(B, T, config.n_embd),
+    )
+    W = checks.head_matrix(
+        rid, impl, shape=(config.vocab_size, config.n_embd), from_params=suite.claims("params")
+    )
+    expected = hidden @ W.T
+    tol = suite.tolerance("self")
+    if S.agree(logits, expected, tol):
+        return
+    rows = (logits - expected).reshape(-1, config.vocab_size)
+    note = ""
+    if rows.shape[0] >= 2 and np.allclose(rows, rows[:1], atol=checks.bound(expected, tol)):
+        note = "; the same vector is added to every row: the head has a bias"
+    elif np.allclose(rows, rows.mean(axis=-1, keepdims=True), atol=checks.bound(expected, tol)):
+        note = "; each row is shifted by a constant"
+    else:
+        scale = float((logits * expected).sum() / max((expected * expected).sum(), 1e-300))
+        if S.agree(logits, scale * expected, tol):
+            note = (
+                f"; the logits are h Wᵀ times {scale:.4g} "
+                f"(1/sqrt(d) = {1 / np.sqrt(config.n_embd):.4g}): a scale factor"
+            )
+    checks.rows_agree(
+        rid,
+        logits,
+        expected,
+        tol,
+        describe=lambda i, e, t: (
+            f"raw logits {list(i)} differ from hidden_states @ head_weightᵀ by {e:.2e} "
+            f"(tolerance {t:.1e}){note}"
+        ),
+    )
+
+
+@pytest.mark.requirement("head.tied-to-embedding")
+@pytest.mark.capability("params")
+@given(data=st.data())
+def test_changing_wte_changes_the_head(suite: Suite, data: st.DataObject) -> None:
+    """set_params() of wte alone: the head's weight and the logits follow at once."""
+    rid = "head.tied-to-embedding"
+    _declared_tied(suite, rid)
+    draw = data.draw(strategies.models(suite), label="model")
+    config = draw.config
+    impl, params = suite.build(
+        config, requirement=rid, params=draw.params, seed=draw.seed, scale=draw.scale
+    )
+    assert params is not None
+    tokens = data.draw(strategies.tokens(config, min_length=4), label="tokens")
+    tol = suite.tolerance("oracle")
+    new = _new_wte(config, draw.scale, draw.seed)
+    checks.call(
+        rid, "setting transformer.wte.weight with set_params()", impl.set_params, {WTE: new}
+    )
+    changed = dict(params)
+    changed[WTE] = new
+    _follows_wte(
+        rid, impl, config, tokens, changed, params[WTE], tol, after="after set_params() of wte"
+    )
+    _head_is_wte(rid, impl, config, new, tol, after="after set_params() of wte")
+
+
+@pytest.mark.requirement("head.tied-gradient")
+@pytest.mark.capability("params", "gradients")
+@given(data=st.data())
+def test_wte_gradient_is_lookup_plus_head_contribution(suite: Suite, data: st.DataObject) -> None:
+    rid = "head.tied-gradient"
+    _declared_tied(suite, rid)
+    draw = data.draw(strategies.gradient_models(suite), label="model")
+    config = draw.config
+    impl, params = suite.build(
+        config, requirement=rid, params=draw.params, seed=draw.seed, scale=draw.scale
+    )
+    assert params is not None
+    convention = checks.label_convention(suite.adapter)
+    tokens, labels = data.draw(
+        strategies.labelled_batches(config, convention, min_length=4, p_ignore_max=0.3),
+        label="tokens and labels",
+    )
+    tokens, labels = _leave_out_last_token(config, tokens, labels)
+    assume(_counted(convention, labels) > 0)
+    _, grads = checks.call(
+        rid, "computing gradients", impl.gradients, tokens, labels, reduction="mean"
+    )
+    shape = (config.vocab_size, config.n_embd)
+    actual = checks.gradient_of(rid, grads, WTE, shape=shape)
+    expected = oracle.gradients(params, config, tokens, **_oracle_labels(convention, labels))
+    tol = suite.tolerance("gradient")
+    head_entry = None
+    if HEAD in grads:
+        head_entry = checks.array(
+            rid, grads[HEAD], what="the gradient of lm_head.weight", shape=shape
+        )
+    own = _OwnOutputs(rid, suite, impl, config, tokens, params[WTE])
+    _judge_wte_gradient(
+        rid,
+        actual,
+        expected,
+        own,
+        _targets(convention, labels),
+        tokens,
+        tol,
+        what=f"the gradient of {WTE}",
+        head_entry=head_entry,
+    )
+    if head_entry is not None:
+        checks.tensors_agree(
+            rid,
+            head_entry,
+            actual,
+            tol,
+            what="the gradient listed under lm_head.weight (the same tensor as wte, so the same "
+            "total as wte's)",
+        )
+
+
+@pytest.mark.requirement("head.tied-after-update")
+@pytest.mark.capability("params", "train-step")
+@given(data=st.data())
+def test_still_tied_after_an_sgd_step(suite: Suite, data: st.DataObject) -> None:
+    """One plain SGD step moves the one tensor by lr times the summed gradient; afterwards the
+    head is still that tensor and the logits are the oracle's on the updated weights."""
+    rid = "head.tied-after-update"
+    _declared_tied(suite, rid)
+    draw = data.draw(strategies.gradient_models(suite), label="model")
+    config = draw.config
+    impl, _ = suite.build(
+        config, requirement=rid, params=draw.params, seed=draw.seed, scale=draw.scale
+    )
+    convention = checks.label_convention(suite.adapter)
+    tokens, labels = data.draw(
+        strategies.labelled_batches(config, convention, min_length=4, p_ignore_max=0.3),
+        label="tokens and labels",
+    )
+    tokens, labels = _leave_out_last_token(config, tokens, labels)
+    assume(_counted(convention, labels) > 0)
+    lr = data.draw(st.sampled_from([0.5, 1.0, 2.0]), label="lr")
+    tol = suite.tolerance("oracle")
+    before = _read_params(impl, config, rid)
+    own = _OwnOutputs(rid, suite, impl, config, tokens, before[WTE])
+    checks.call(rid, f"taking one SGD step (lr={lr})", impl.sgd_step, tokens, labels, lr=lr)
+    named_after = checks.call(rid, "reading get_params() after the step", impl.get_params)
+    after = _canonical(named_after, config, rid)
+    if HEAD in named_after:
+        head = checks.array(rid, named_after[HEAD], what=HEAD, shape=after[WTE].shape)
+        checks.rows_agree(
+            rid,
+            head,
+            after[WTE],
+            suite.tolerance("self"),
+            describe=lambda i, e, t: (
+                f"after one SGD step get_params()' lm_head.weight differs from wte in row "
+                f"{list(i)} by {e:.2e} (tolerance {t:.1e}): two tensors, stepped apart (untied)"
+            ),
+        )
+    _head_is_wte(rid, impl, config, after[WTE], suite.tolerance("self"), after="after one SGD step")
+    grads = oracle.gradients(before, config, tokens, **_oracle_labels(convention, labels))
+    _judge_wte_gradient(
+        rid,
+        (before[WTE] - after[WTE]) / lr,
+        grads,
+        own,
+        _targets(convention, labels),
+        tokens,
+        suite.tolerance("gradient"),
+        what=f"the change of wte in one SGD step with lr={lr}, divided by -lr,",
+    )
+    _follows_wte(rid, impl, config, tokens, after, before[WTE], tol, after="after one SGD step")
+
+
+@pytest.mark.requirement("head.tied-after-save-load")
+@pytest.mark.capability("params", "save-load")
+@given(data=st.data())
+def test_still_tied_after_save_and_load(suite: Suite, data: st.DataObject) -> None:
+    """Save after changing wte, load: the loaded model's head holds the saved wte, and changing
+    wte in the loaded model changes its head too."""
+    rid = "head.tied-after-save-load"
+    _declared_tied(suite, rid)
+    draw = data.draw(strategies.models(suite), label="model")
+    config = draw.config
+    impl, params = suite.build(
+        config, requirement=rid, params=draw.params, seed=draw.seed, scale=draw.scale
+    )
+    assert params is not None
+    tokens = data.draw(strategies.tokens(config, min_length=4), label="tokens")
+    tol = suite.tolerance("oracle")
+    first = _new_wte(config, draw.scale, draw.seed)
+    checks.call(rid, "setting wte with set_params()", impl.set_params, {WTE: first})
+    with tempfile.TemporaryDirectory() as tmp:
+        checks.call(rid, "saving", impl.save, Path(tmp) / "saved")
+        loaded = checks.call(rid, "loading what save() wrote", impl.load, Path(tmp) / "saved")
+    saved = _read_params(loaded, config, rid)
+    changed = dict(params)
+    changed[WTE] = first
+    checks.tensors_agree(rid, saved[WTE], first, tol, what="wte after saving and loading")
+    _follows_wte(rid, loaded, config, tokens, saved, params[WTE], tol, after="after save and load")
+    second = _new_wte(config, draw.scale, draw.seed + 1)
+    checks.call(rid, "setting wte of the loaded model", loaded.set_params, {WTE: second})
+    again = dict(saved)
+    again[WTE] = second
+    _follows_wte(
+        rid,
+        loaded,
+        config,
+        tokens,
+        again,
+        first,
+        tol,
+        after="after save and load, then set_params() of wte",
+    )
+
+
+@pytest.mark.requirement("head.tied-after-save-load")
+@pytest.mark.capability("checkpoint")
+@given(data=st.data())
+def test_checkpoint_without_lm_head_loads_tied(suite: Suite, data: st.DataObject) -> None:
+    """A canonical checkpoint has no lm_head.weight (written by the project's save_checkpoint):
+    it loads, computes the oracle's log-probabilities with head = wte, and (with params) stays
+    tied. A checkpoint whose lm_head.weight differs from wte is not loaded as a tied GPT-2 with a
+    matrix dropped: refusing it, or keeping both matrices untied, conforms."""
+    import torch
+
+    from gpt2_reference.checkpoint import save_checkpoint
+
+    rid = "head.tied-after-save-load"
+    _declared_tied(suite, rid)
+    draw = data.draw(strategies.models(suite), label="model")
+    config = draw.config
+    impl, _ = suite.build(
+        config, requirement=rid, params=draw.params, seed=draw.seed, scale=draw.scale
+    )
+    source = draw.params or oracle.random_params(config, seed=draw.seed, scale=draw.scale)
+    weights = {name: np.asarray(v, dtype=np.float32) for name, v in source.items()}
+    tokens = data.draw(strategies.tokens(config, min_length=4), label="tokens")
+    tol = suite.tolerance("oracle")
+    with tempfile.TemporaryDirectory() as tmp:
+        canonical = Path(tmp) / "canonical"
+        save_checkpoint(canonical, config, {k: torch.from_numpy(v) for k, v in weights.items()})
+        loaded = checks.call(
+            rid,
+            "loading a canonical checkpoint that has no lm_head.weight",
+            impl.load_checkpoint,
+            canonical,
+        )
+        as_float64 = {k: v.astype(np.float64) for k, v in weights.items()}
+        _follows_wte(
+            rid,
+            loaded,
+            config,
+            tokens,
+            as_float64,
+            None,
+            tol,
+            after="after loading a checkpoint without lm_head.weight",
+        )
+        if suite.claims("params"):
+            new = _new_wte(config, draw.scale, draw.seed)
+            checks.call(rid, "setting wte of the loaded model", loaded.set_params, {WTE: new})
+            changed = dict(as_float64)
+            changed[WTE] = new
+            _follows_wte(
+                rid,
+                loaded,
+                config,
+                tokens,
+                changed,
+                as_float64[WTE],
+                tol,
+                after="after loading a checkpoint without lm_head.weight, then set_params() of wte",
+            )
+        from safetensors.numpy import save_file
+
+        untied = Path(tmp) / "untied"
+        untied.mkdir()
+        (untied / "config.json").write_text((canonical / "config.json").read_text())
+        other = _new_wte(config, draw.scale, draw.seed + 2).astype(np.float32)
+        save_file({**weights, HEAD: other}, str(untied / "model.safetensors"))
+        try:
+            wrong = impl.load_checkpoint(untied)
+        except Exception:
+            return  # refused: conforming (the spec recommends a message that says why)
+        logits = checks.logits_of(rid, wrong, tokens, vocab_size=config.vocab_size)
+        actual = _logp(logits)
+        # Loaded untied (embedding wte, head lm_head.weight, as transformers does with a
+        # warning): both matrices kept, so nothing was dropped and this requirement holds.
+        hidden = oracle.forward(as_float64, config, tokens).hidden
+        if S.agree(actual, _logp(hidden @ other.astype(np.float64).T), tol):
+            return
+        kept = "its logits match neither matrix, nor both kept untied"
+        if S.agree(actual, _logp(oracle.forward(as_float64, config, tokens).logits), tol):
+            kept = "it computes with wte as the head, lm_head.weight was dropped"
+        else:
+            head_both = dict(as_float64)
+            head_both[WTE] = other.astype(np.float64)
+            if S.agree(actual, _logp(oracle.forward(head_both, config, tokens).logits), tol):
+                kept = "it uses lm_head.weight for both, wte was dropped"
+        checks.fail(
+            rid,
+            "a checkpoint whose lm_head.weight differs from transformer.wte.weight was loaded "
+            f"without complaint as a tied model ({kept}); it is not a tied GPT-2 checkpoint and "
+            "must not be loaded silently",
+        )
+
+
+@pytest.mark.requirement("head.tied-after-resize")
+@pytest.mark.capability("params", "resize-vocab")
+@given(data=st.data())
+def test_still_tied_after_resizing_the_vocabulary(suite: Suite, data: st.DataObject) -> None:
+    rid = "head.tied-after-resize"
+    _declared_tied(suite, rid)
+    draw = data.draw(strategies.models(suite), label="model")
+    config = draw.config
+    impl, _ = suite.build(
+        config, requirement=rid, params=draw.params, seed=draw.seed, scale=draw.scale
+    )
+    V = config.vocab_size
+    new_V = data.draw(
+        st.integers(max(2, V // 2), V + 16).filter(lambda v: v != V), label="new vocab size"
+    )
+    before = _read_params(impl, config, rid)
+    checks.call(rid, f"resizing the vocabulary from {V} to {new_V}", impl.resize_vocab, new_V)
+    resized = GPT2Config(
+        vocab_size=new_V,
+        n_positions=config.n_positions,
+        n_embd=config.n_embd,
+        n_layer=config.n_layer,
+        n_head=config.n_head,
+    )
+    after = _read_params(impl, resized, rid)
+    keep = min(V, new_V)
+    checks.rows_agree(
+        rid,
+        after[WTE][:keep],
+        before[WTE][:keep],
+        suite.tolerance("self"),
+        describe=lambda i, e, t: (
+            f"resizing from {V} to {new_V} changed kept row {list(i)} of wte by {e:.2e} "
+            f"(tolerance {t:.1e}); the first {keep} rows must keep their values"
+        ),
+    )
+    _head_is_wte(rid, impl, resized, after[WTE], suite.tolerance("self"), after="after resizing")
+    tol = suite.tolerance("oracle")
+    tokens = data.draw(strategies.tokens(resized, min_length=4), label="tokens")
+    _follows_wte(rid, impl, resized, tokens, after, None, tol, after=f"after resizing to {new_V}")
+    new = _new_wte(resized, draw.scale, draw.seed)
+    checks.call(rid, "setting wte after the resize", impl.set_params, {WTE: new})
+    changed = dict(after)
+    changed[WTE] = new
+    _follows_wte(
+        rid,
+        impl,
+        resized,
+        tokens,
+        changed,
+        after[WTE],
+        tol,
+        after=f"after resizing to {new_V}, then set_params() of wte",
+    )
+
+
+def _move_path(suite: Suite) -> list[tuple[str, str]]:
+    """Away to another dtype (or to the CPU) and back to the run's device and dtype, so that the
+    final state is judged at the run's tolerance."""
+    home = (suite.device, suite.dtype)
+    away = [(suite.device, dt) for dt in suite.adapter.dtypes if dt != suite.dtype]
+    if suite.device != "cpu" and "cpu" in suite.adapter.devices:
+        away.append(("cpu", suite.dtype))
+    return [away[0], home] if away else [home]
+
+
+@pytest.mark.requirement("head.tied-after-move")
+@pytest.mark.capability("params", "move")
+@given(data=st.data())
+def test_still_tied_after_a_device_or_dtype_move(suite: Suite, data: st.DataObject) -> None:
+    rid = "head.tied-after-move"
+    _declared_tied(suite, rid)
+    draw = data.draw(strategies.models(suite), label="model")
+    config = draw.config
+    impl, _ = suite.build(
+        config, requirement=rid, params=draw.params, seed=draw.seed, scale=draw.scale
+    )
+    path = _move_path(suite)
+    moved = impl
+    for device, dtype in path:
+        moved = checks.call(rid, f"moving to {device}/{dtype}", moved.moved, device, dtype)
+    route = " then ".join(f"{device}/{dtype}" for device, dtype in path)
+    params = _read_params(moved, config, rid)
+    _head_is_wte(rid, moved, config, params[WTE], suite.tolerance("self"), after=f"after {route}")
+    tokens = data.draw(strategies.tokens(config, min_length=4), label="tokens")
+    new = _new_wte(config, draw.scale, draw.seed)
+    checks.call(rid, "setting wte after the move", moved.set_params, {WTE: new})
+    changed = dict(params)
+    changed[WTE] = new
+    _follows_wte(
+        rid,
+        moved,
+        config,
+        tokens,
+        changed,
+        params[WTE],
+        suite.tolerance("oracle"),
+        after=f"after moving {route}, then set_params() of wte",
+    )
+
+
+@pytest.mark.requirement("head.untied-is-declared")
+@pytest.mark.capability("params")
+@given(data=st.data())
+def test_an_untied_head_is_declared(suite: Suite, data: st.DataObject) -> None:
+    """Tiedness by behaviour: change wte (set_params) and see whether the head follows; with
+    gradients, see whether wte's gradient holds the head's contribution. An implementation that
+    behaves untied must declare tied_head=False."""
+    rid = "head.untied-is-declared"
+    draw = data.draw(strategies.models(suite), label="model")
+    config = draw.config
+    impl, params = suite.build(
+        config, requirement=rid, params=draw.params, seed=draw.seed, scale=draw.scale
+    )
+    assert params is not None
+    if not suite.adapter.tied_head:
+        return  # declared: the head.tied-* properties report the deviation as declared
+    tokens = data.draw(strategies.tokens(config, min_length=4), label="tokens")
+    tol = suite.tolerance("oracle")
+    declared = "while the adapter declares tied_head=True (an untied head must be declared)"
+    new = _new_wte(config, draw.scale, draw.seed)
+    checks.call(rid, "setting wte with set_params()", impl.set_params, {WTE: new})
+    changed = dict(params)
+    changed[WTE] = new
+    actual = _logp(checks.logits_of(rid, impl, tokens, vocab_size=config.vocab_size))
+    tied = _logp(oracle.forward(changed, config, tokens).logits)
+    if not S.agree(actual, tied, tol):
+        stale = _logp(oracle.forward(changed, config, tokens).hidden @ params[WTE].T)
+        if S.agree(actual, stale, tol):
+            checks.fail(
+                rid,
+                f"after set_params() of wte the head kept the previous wte (the logits match "
+                f"hidden states times the old matrix): the head is a separate tensor {declared}",
+            )
+    if not suite.claims("gradients"):
+        return
+    checks.call(rid, "restoring wte", impl.set_params, {WTE: params[WTE]})
+    convention = checks.label_convention(suite.adapter)
+    labels = tokens.copy() if convention == "inputs" else np.roll(tokens, -1, axis=1)
+    _, grads = checks.call(
+        rid, "computing gradients", impl.gradients, tokens, labels, reduction="mean"
+    )
+    actual_grad = checks.gradient_of(
+        rid, grads, WTE, shape=(config.vocab_size, config.n_embd)
+    ).reshape(1, -1)
+    expected = oracle.gradients(params, config, tokens, **_oracle_labels(convention, labels))
+    if not S.agree(actual_grad, expected.grads[WTE].reshape(1, -1), tol) and S.agree(
+        actual_grad, expected.wte_from_lookup.reshape(1, -1), tol
+    ):
+        checks.fail(
+            rid,
+            "the gradient of wte holds only the lookup contribution, not the head's: in "
+            f"training the head behaves as a separate tensor {declared}",
+        )

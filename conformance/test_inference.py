@@ -1,0 +1,275 @@
+"""Chapter 4, inference: the next-token row, last-position-only heads, the key/value cache (and
+where new tokens sit after it), and left padding.
+
+Every property compares the implementation with itself: its full forward pass is the reference
+for its own shortcuts. Rows are compared as log-probabilities under the spec's "self" tolerance.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from gpt2_conformance import checks, strategies
+from gpt2_conformance.adapter import Cache
+from gpt2_conformance.suite import Suite
+from gpt2_spec import GPT2Config, spec_definitions
+
+S = spec_definitions()
+IGNORE = strategies.IGNORE_INDEX
+MAX_LENGTH = 32
+
+
+def _model(suite: Suite, data: st.DataObject, requirement: str) -> tuple[GPT2Config, Any]:
+    draw = data.draw(strategies.models(suite), label="model")
+    implementation, _ = suite.build(
+        draw.config, requirement=requirement, params=draw.params, seed=draw.seed, scale=draw.scale
+    )
+    return draw.config, implementation
+
+
+def _log_probs(
+    requirement: str, implementation: Any, tokens: np.ndarray, config: GPT2Config, **kwargs: Any
+) -> np.ndarray:
+    logits = checks.logits_of(
+        requirement, implementation, tokens, vocab_size=config.vocab_size, **kwargs
+    )
+    return checks.log_probs(logits)
+
+
+# --- The next token is read from the last row ----------------------------------------------------
+
+
+@pytest.mark.requirement("inference.next-token-is-last-row")
+@given(data=st.data())
+def test_earlier_rows_are_the_last_rows_of_shorter_contexts(
+    suite: Suite, data: st.DataObject
+) -> None:
+    rid = "inference.next-token-is-last-row"
+    tol = suite.tolerance("self")
+    config, implementation = _model(suite, data, rid)
+    tokens = data.draw(
+        strategies.tokens(config, min_length=2, max_length=MAX_LENGTH), label="contexts"
+    )
+    k = tokens.shape[1]
+    shorter = {0, k - 2} | data.draw(
+        st.sets(st.integers(0, k - 2), max_size=2), label="shorter contexts"
+    )
+    full = _log_probs(rid, implementation, tokens, config)
+    for i in sorted(shorter):
+        last = _log_probs(rid, implementation, tokens[:, : i + 1], config)[:, -1]
+        checks.rows_agree(
+            rid,
+            full[:, i],
+            last,
+            tol,
+            describe=lambda index, err, limit, i=i: (
+                f"row {i} of the {k}-token context of sequence {index[0]} differs from the last "
+                f"row of its first {i + 1} tokens run alone (the next-token distribution of that "
+                f"context) by {err:.2e} in log-probability (tolerance {limit:.1e})"
+            ),
+        )
+
+
+@pytest.mark.requirement("inference.next-token-is-last-row")
+@pytest.mark.capability("loss")
+@given(data=st.data())
+def test_the_last_row_is_what_the_loss_scores_the_next_token_with(
+    suite: Suite, data: st.DataObject
+) -> None:
+    """The distribution read from the last row of a context is the one training scores the next
+    token with: -log softmax(z_(k-1))[v] is the loss term of v after that context."""
+    rid = "inference.next-token-is-last-row"
+    tol = suite.tolerance("self")
+    convention = checks.label_convention(suite.adapter)
+    config, implementation = _model(suite, data, rid)
+    stream = data.draw(
+        strategies.tokens(config, min_length=2, max_length=min(MAX_LENGTH, config.n_positions)),
+        label="context and next token",
+    )
+    context, following = stream[:, :-1], stream[:, -1]
+    B, k = context.shape
+    last = _log_probs(rid, implementation, context, config)[:, -1]  # [B, V]
+    expected = float(-last[np.arange(B), following].sum())
+    if convention == "inputs":  # the next token is appended and is the only counted label
+        tokens, labels = stream, np.full_like(stream, IGNORE)
+        labels[:, k] = following
+    else:  # row k-1's target is the next token
+        tokens, labels = context, np.full_like(context, IGNORE)
+        labels[:, k - 1] = following
+    actual = checks.loss_of(rid, implementation, tokens, labels, reduction="sum")
+    if not S.agree(np.float64(actual), np.float64(expected), tol):
+        limit = checks.bound(np.array([expected]), tol)
+        checks.fail(
+            rid,
+            f"the last rows of {B} contexts of {k} tokens give the next tokens "
+            f"{following.tolist()} a total of -log p = {expected:.8g}, but the sum loss of those "
+            f"next tokens is {actual:.8g} (tolerance {limit:.1e})",
+        )
+
+
+@pytest.mark.requirement("inference.last-position-only")
+@pytest.mark.capability("last-position")
+@given(data=st.data())
+def test_last_position_logits_are_the_full_forwards_last_row(
+    suite: Suite, data: st.DataObject
+) -> None:
+    rid = "inference.last-position-only"
+    config, implementation = _model(suite, data, rid)
+    tokens = data.draw(strategies.tokens(config, max_length=MAX_LENGTH), label="tokens")
+    B, T = tokens.shape
+    V = config.vocab_size
+    out = checks.call(
+        rid, "computing the last position's logits", implementation.last_logits, tokens
+    )
+    last = checks.array(rid, out, what=f"the last-position logits of a {B}x{T} batch")
+    if last.shape not in ((B, V), (B, 1, V)):
+        checks.fail(rid, f"the last-position logits have shape {last.shape}, expected {(B, V)}")
+    full = _log_probs(rid, implementation, tokens, config)
+    checks.rows_agree(
+        rid,
+        checks.log_probs(last.reshape(B, V)),
+        full[:, -1],
+        suite.tolerance("self"),
+        describe=lambda index, err, limit: (
+            f"the last-position logits of sequence {index[0]} differ from row {T - 1} of the full "
+            f"forward by {err:.2e} in log-probability (tolerance {limit:.1e})"
+        ),
+    )
+
+
+# --- The key/value cache -------------------------------------------------------------------------
+
+
+def _run_cached(
+    requirement: str,
+    implementation: Any,
+    tokens: np.ndarray,
+    config: GPT2Config,
+    schedule: list[int],
+    tol: Any,
+    *,
+    hint: str = "",
+) -> None:
+    """Prefill ``schedule[0]`` tokens, feed the rest in calls of ``schedule[1:]`` tokens, and
+    compare every returned row with the same row of one full forward pass."""
+    full = _log_probs(requirement, implementation, tokens, config)
+    B = tokens.shape[0]
+    cache: Cache | None = None
+    start = 0
+    for call_number, size in enumerate(schedule):
+        piece = tokens[:, start : start + size]
+        if cache is None:
+            what = f"prefilling a cache with {size} tokens"
+            out, cache = checks.call(requirement, what, implementation.prefill, piece)
+        else:
+            what = f"extending a cache of {start} positions by {size} tokens"
+            out, cache = checks.call(requirement, what, implementation.extend, cache, piece)
+        rows = checks.array(
+            requirement,
+            out,
+            what=f"the logits returned by {what}",
+            shape=(B, size, config.vocab_size),
+        )
+        checks.rows_agree(
+            requirement,
+            checks.log_probs(rows),
+            full[:, start : start + size],
+            tol,
+            describe=lambda index, err, limit, start=start, size=size, n=call_number: (
+                (
+                    f"prefilling {size} tokens gave a row for position {start + index[1]}"
+                    if n == 0
+                    else f"after a cache of {start} positions, new token {index[1]} of {size} "
+                    f"(absolute position {start + index[1]}) got a row"
+                )
+                + f" of sequence {index[0]} that differs from the full forward's by {err:.2e} in "
+                f"log-probability (tolerance {limit:.1e}; cached calls {schedule}){hint}"
+            ),
+        )
+        start += size
+
+
+@pytest.mark.requirement("inference.kv-cache")
+@pytest.mark.capability("kv-cache")
+@given(data=st.data())
+def test_cached_decoding_equals_the_full_forward(suite: Suite, data: st.DataObject) -> None:
+    rid = "inference.kv-cache"
+    config, implementation = _model(suite, data, rid)
+    tokens = data.draw(
+        strategies.tokens(config, min_length=2, max_length=MAX_LENGTH), label="tokens"
+    )
+    T = tokens.shape[1]
+    prefill = data.draw(st.integers(1, T - 1), label="prefill")
+    schedule = [prefill, *data.draw(strategies.chunk_sizes(T - prefill), label="chunks")]
+    _run_cached(rid, implementation, tokens, config, schedule, suite.tolerance("self"))
+
+
+@pytest.mark.requirement("inference.cache-positions")
+@pytest.mark.capability("kv-cache")
+@given(data=st.data())
+def test_new_tokens_continue_the_cached_positions(suite: Suite, data: st.DataObject) -> None:
+    """After a non-empty cache: one call of several tokens (a top-left aligned causal mask shows
+    there), then single tokens at positions P > 0 (positions restarting at 0 show there)."""
+    rid = "inference.cache-positions"
+    config, implementation = _model(suite, data, rid)
+    longest = min(config.n_positions, MAX_LENGTH)
+    prefill = data.draw(st.integers(1, longest - 3), label="prefill")
+    chunk = data.draw(st.integers(2, longest - prefill - 1), label="chunk")
+    singles = data.draw(st.integers(1, min(3, longest - prefill - chunk)), label="single tokens")
+    schedule = [prefill, chunk] + [1] * singles
+    tokens = data.draw(
+        strategies.tokens(config, min_length=sum(schedule), max_length=sum(schedule)),
+        label="tokens",
+    )
+    _run_cached(
+        rid,
+        implementation,
+        tokens,
+        config,
+        schedule,
+        suite.tolerance("self"),
+        hint=(
+            "; new tokens must sit at positions P, P+1, ... and read keys 0..P+t (a causal mask "
+            "aligned to the top-left corner, or positions restarting at 0, breaks this)"
+        ),
+    )
+
+
+# --- Left padding --------------------------------------------------------------------------------
+
+
+@pytest.mark.requirement("inference.left-padding")
+@pytest.mark.capability("attention-mask")
+@given(data=st.data())
+def test_left_padding_leaves_real_rows_unchanged(suite: Suite, data: st.DataObject) -> None:
+    rid = "inference.left-padding"
+    tol = suite.tolerance("self")
+    config, implementation = _model(suite, data, rid)
+    sequences, tokens, mask = data.draw(
+        strategies.left_padded(config, max_length=MAX_LENGTH), label="padded batch"
+    )
+    T = tokens.shape[1]
+    positions = S.position_ids_from_mask(mask)
+    padded = _log_probs(
+        rid, implementation, tokens, config, attention_mask=mask, position_ids=positions
+    )
+    for b, sequence in enumerate(sequences):
+        n = len(sequence)
+        alone = _log_probs(rid, implementation, sequence[None], config)
+        checks.rows_agree(
+            rid,
+            padded[b : b + 1, T - n :],
+            alone,
+            tol,
+            describe=lambda index, err, limit, b=b, n=n: (
+                f"sequence {b} ({n} real tokens after {T - n} padding tokens, position ids "
+                f"position_ids_from_mask) gives at index {T - n + index[1]} log-probabilities "
+                f"that differ from row {index[1]} of its unpadded run by {err:.2e} "
+                f"(tolerance {limit:.1e})"
+            ),
+        )

@@ -1,0 +1,188 @@
+"""Chapter 1, the model: canonical parameter names and the canonical storage layout."""
+
+from __future__ import annotations
+
+import json
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from gpt2_conformance import checks, diagnose, strategies
+from gpt2_conformance.adapter import Params, to_numpy
+from gpt2_conformance.suite import Suite
+from gpt2_reference import oracle
+from gpt2_spec import GPT2Config, spec_definitions
+
+S = spec_definitions()
+HEAD = "lm_head.weight"
+WTE = "transformer.wte.weight"
+
+
+def _shapes(config: GPT2Config) -> dict[str, tuple[int, ...]]:
+    return {
+        name: tuple(shape)
+        for name, shape in S.canonical_shapes(
+            config.vocab_size, config.n_positions, config.n_embd, config.n_layer
+        ).items()
+    }
+
+
+@pytest.mark.requirement("model.canonical-names")
+@pytest.mark.capability("params")
+@given(data=st.data())
+def test_parameters_are_exposed_under_the_canonical_names(
+    suite: Suite, data: st.DataObject
+) -> None:
+    """get_params() holds every canonical name and nothing else, except an lm_head.weight that is
+    wte (equal values); mask buffers are not parameters."""
+    rid = "model.canonical-names"
+    draw = data.draw(strategies.models(suite), label="model")
+    impl, _ = suite.build(
+        draw.config, requirement=rid, params=draw.params, seed=draw.seed, scale=draw.scale
+    )
+    named = checks.call(rid, "reading get_params()", impl.get_params)
+    expected = _shapes(draw.config)
+    missing = [name for name in expected if name not in named]
+    if missing:
+        checks.fail(
+            rid,
+            f"get_params() lacks {len(missing)} canonical name(s), e.g. {missing[:3]}; it has "
+            f"{sorted(named)[:4]}... (names are transformers' GPT2LMHeadModel state-dict keys)",
+        )
+    extra = [name for name in named if name not in expected and name != HEAD]
+    if extra:
+        buffers = [name for name in extra if S.is_mask_buffer(name)]
+        why = (
+            "causal-mask buffers are not parameters"
+            if buffers
+            else "only canonical names and lm_head.weight may appear"
+        )
+        checks.fail(rid, f"get_params() has non-canonical name(s) {extra[:4]}: {why}")
+    if HEAD in named:
+        head = checks.array(rid, named[HEAD], what=HEAD, shape=expected[WTE])
+        wte = checks.array(rid, named[WTE], what=WTE, shape=expected[WTE])
+        if not np.array_equal(head, wte):
+            checks.fail(
+                rid,
+                f"get_params() lists lm_head.weight with values that differ from "
+                f"transformer.wte.weight by up to {np.abs(head - wte).max():.2e}: if present it "
+                "must be the token embedding itself",
+            )
+
+
+def _write_safetensors(directory: Path, config: GPT2Config, tensors: dict[str, np.ndarray]) -> None:
+    from safetensors.numpy import save_file
+
+    directory.mkdir(parents=True, exist_ok=True)
+    arrays = {name: np.ascontiguousarray(value) for name, value in tensors.items()}
+    save_file(arrays, str(directory / "model.safetensors"), metadata={"format": "pt"})
+    body = json.dumps(config.to_hf_dict(), indent=2, sort_keys=True)
+    (directory / "config.json").write_text(body + "\n", encoding="utf-8")
+
+
+def _float32(params: Params) -> Params:
+    return {name: np.asarray(value, dtype=np.float32) for name, value in params.items()}
+
+
+@pytest.mark.requirement("model.canonical-names")
+@pytest.mark.capability("checkpoint")
+@given(data=st.data())
+def test_loader_reads_the_names_that_real_checkpoints_carry(
+    suite: Suite, data: st.DataObject
+) -> None:
+    """A loader accepts lm_head.weight equal to wte and the old mask buffers (ignored); one that
+    accepts base-model names (no ``transformer.`` prefix) reads them as the canonical names."""
+    rid = "model.canonical-names"
+    draw = data.draw(strategies.models(suite), label="model")
+    config = draw.config
+    impl, _ = suite.build(
+        config, requirement=rid, params=draw.params, seed=draw.seed, scale=draw.scale
+    )
+    weights = _float32(
+        draw.params or oracle.random_params(config, seed=draw.seed, scale=draw.scale)
+    )
+    tokens = data.draw(strategies.tokens(config, min_length=4), label="tokens")
+    T = config.n_positions
+    causal = np.tril(np.ones((T, T), dtype=np.float32))[None, None]
+    with_extras = dict(weights)
+    with_extras[HEAD] = weights[WTE].copy()
+    for layer in range(config.n_layer):
+        with_extras[f"transformer.h.{layer}.attn.bias"] = causal
+        with_extras[f"transformer.h.{layer}.attn.masked_bias"] = np.array(-1e4, dtype=np.float32)
+    base_model = {name.removeprefix("transformer."): value for name, value in weights.items()}
+    tol = suite.tolerance("oracle")
+    with tempfile.TemporaryDirectory() as tmp:
+        files = Path(tmp)
+        _write_safetensors(files / "extras", config, with_extras)
+        loaded = checks.call(
+            rid,
+            "loading a checkpoint with lm_head.weight (equal to wte) and the causal-mask buffers "
+            "attn.bias/attn.masked_bias of older transformers versions",
+            impl.load_checkpoint,
+            files / "extras",
+        )
+        logits = checks.logits_of(rid, loaded, tokens, vocab_size=config.vocab_size)
+        diagnose.judge_log_probs(
+            rid, weights, config, tokens, logits, tol, what="the loaded model's log-probabilities"
+        )
+        _write_safetensors(files / "base", config, base_model)
+        try:
+            loaded = impl.load_checkpoint(files / "base")
+        except Exception:  # a loader need not accept base-model names
+            return
+        logits = checks.logits_of(rid, loaded, tokens, vocab_size=config.vocab_size)
+        diagnose.judge_log_probs(
+            rid,
+            weights,
+            config,
+            tokens,
+            logits,
+            tol,
+            what="the log-probabilities after loading base-model names (h.0..., read as "
+            "transformer.h.0...)",
+        )
+
+
+@pytest.mark.requirement("model.canonical-layout")
+@pytest.mark.capability("params")
+@given(data=st.data())
+def test_parameters_have_the_canonical_layout(suite: Suite, data: st.DataObject) -> None:
+    """Canonical shapes; get_params() gives back the weights it was built with; and those
+    weights mean what the spec says (Conv1D [in, out], q|k|v column blocks, contiguous heads):
+    the log-probabilities agree with the oracle's on the same canonical weights."""
+    rid = "model.canonical-layout"
+    draw = data.draw(strategies.models(suite), label="model")
+    config = draw.config
+    impl, params = suite.build(
+        config, requirement=rid, params=draw.params, seed=draw.seed, scale=draw.scale
+    )
+    assert params is not None
+    named = checks.call(rid, "reading get_params()", impl.get_params)
+    tol = suite.tolerance("oracle")
+    for name, shape in _shapes(config).items():
+        if name not in named:
+            checks.fail(rid, f"get_params() has no {name}: its layout cannot be checked")
+        actual = to_numpy(named[name])
+        if tuple(actual.shape) != shape:
+            hint = ""
+            if len(shape) == 2 and tuple(actual.shape) == shape[::-1]:
+                hint = (
+                    " (transposed: nn.Linear's [out, in]; Conv1D weights are stored [in, out])"
+                    if S.is_conv1d_weight(name)
+                    else " (transposed: one row per token id or position is the canonical layout)"
+                )
+            checks.fail(rid, f"{name} has shape {tuple(actual.shape)}, expected {shape}{hint}")
+        checks.tensors_agree(
+            rid,
+            actual,
+            params[name],
+            tol,
+            what=f"{name} read back with get_params() after building with canonical weights",
+        )
+    tokens = data.draw(strategies.tokens(config, min_length=4), label="tokens")
+    logits = checks.logits_of(rid, impl, tokens, vocab_size=config.vocab_size)
+    diagnose.judge_log_probs(rid, params, config, tokens, logits, tol)

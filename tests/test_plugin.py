@@ -1,0 +1,931 @@
+"""The conformance suite's pytest plugin and its report (gpt2_conformance.plugin, .report).
+
+Most tests run pytest inside pytest (pytester) on tiny fake adapters and tiny fake property
+modules written into a temporary folder, so they exercise the plugin without the real suite's
+cost. Runs that need a fresh process (xdist, signals, hypothesis' global seed, the environment)
+use a subprocess. One smoke run checks a real property against the reference.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import textwrap
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from gpt2_conformance import SUITE_VERSION, report
+from gpt2_conformance.plugin import PROFILES
+from gpt2_spec import SPEC_VERSION, load_requirements
+
+pytest_plugins = ["pytester"]
+
+USAGE_ERROR = pytest.ExitCode.USAGE_ERROR
+
+FAKE_ADAPTERS = """
+import time
+
+import numpy as np
+
+from gpt2_conformance.adapter import Adapter, Implementation
+
+
+class Impl(Implementation):
+    def __init__(self, config, mode):
+        self.config, self.mode = config, mode
+
+    def logits(self, tokens, *, attention_mask=None, position_ids=None):
+        B, T = np.shape(tokens)
+        V = self.config.vocab_size
+        if self.mode == "raise":
+            raise RuntimeError("kernel exploded")
+        if self.mode == "hang":
+            time.sleep(120)
+        if self.mode == "nan":
+            out = np.zeros((B, T, V))
+            out[0, T - 1, 3] = np.nan
+            return out
+        if self.mode == "shape":
+            return np.zeros((B, T + 1, V))
+        return np.zeros((B, T, V))
+
+
+class Fake(Adapter):
+    name = "fake"
+    version = "9.9"
+    capabilities = frozenset({"loss", "hidden-states"})
+    label_convention = "shifted"
+    tied_head = False
+    dtypes = ("float32", "float16")
+    mode = "ok"
+
+    def build(self, config, *, params, seed, device, dtype):
+        if self.mode == "build":
+            raise ValueError("cannot build that")
+        return Impl(config, self.mode)
+
+
+class Raising(Fake):
+    mode = "raise"
+
+
+class NaN(Fake):
+    mode = "nan"
+
+
+class Shape(Fake):
+    mode = "shape"
+
+
+class Hang(Fake):
+    mode = "hang"
+
+
+class BuildFails(Fake):
+    mode = "build"
+
+
+class NoBuild(Adapter):
+    name = "nobuild"
+
+
+class NotAnAdapter:
+    pass
+
+
+adapter = Fake()
+not_an_adapter = 42
+
+
+def make_fake():
+    return Fake()
+"""
+
+# Three properties that call the implementation, one with two ids, one needing a capability
+# the fake does not claim, one MUST and one SHOULD property that always fail, one expected
+# failure (listed in the xfails file of the tests that use it).
+PROPERTIES = """
+import numpy as np
+import pytest
+from hypothesis import given, strategies as st
+
+from gpt2_conformance import checks
+from gpt2_spec import GPT2Config
+
+CONFIG = GPT2Config(vocab_size=11, n_positions=8, n_embd=8, n_layer=1, n_head=2)
+
+
+def logits(suite, rid, length):
+    impl, _ = suite.build(CONFIG, requirement=rid)
+    tokens = np.zeros((2, length), dtype=np.int64)
+    out = checks.call(rid, "computing logits", impl.logits, tokens)
+    return checks.array(rid, out, what="logits", shape=(2, length, 11))
+
+
+@pytest.mark.requirement("objective.one-row-per-position")
+@given(length=st.integers(1, 8))
+def test_rows(suite, length):
+    logits(suite, "objective.one-row-per-position", length)
+
+
+@pytest.mark.requirement("causality.future-invisible", "causality.prefix-consistency")
+def test_two_ids(suite):
+    assert suite.adapter.name
+
+
+@pytest.mark.requirement("objective.sum-of-terms")
+@pytest.mark.capability("gradients")
+def test_not_claimed(suite):
+    raise AssertionError("never runs: the fake does not claim gradients")
+
+
+@pytest.mark.requirement("objective.ignore-index")
+def test_must_fails(suite):
+    checks.fail("objective.ignore-index", "an ignored target still counted (sum 3.0, expected 2.0)")
+
+
+@pytest.mark.requirement("objective.loss-in-float32")
+def test_should_fails(suite):
+    checks.fail("objective.loss-in-float32", "the loss was computed in float16")
+
+
+@pytest.mark.requirement("objective.mean-over-counted-targets")
+def test_expected_failure(suite):
+    checks.fail("objective.mean-over-counted-targets", "a mean of per-sequence means")
+"""
+
+# Only properties that pass against the fake adapter.
+PASSING = """
+import numpy as np
+import pytest
+from hypothesis import given, strategies as st
+
+from gpt2_conformance import checks
+from gpt2_spec import GPT2Config
+
+CONFIG = GPT2Config(vocab_size=11, n_positions=8, n_embd=8, n_layer=1, n_head=2)
+
+
+@pytest.mark.requirement("objective.one-row-per-position")
+@given(length=st.integers(1, 8))
+def test_rows(suite, length):
+    rid = "objective.one-row-per-position"
+    impl, _ = suite.build(CONFIG, requirement=rid)
+    out = checks.call(rid, "computing logits", impl.logits, np.zeros((2, length), np.int64))
+    checks.array(rid, out, what="logits", shape=(2, length, 11))
+
+
+@pytest.mark.requirement("causality.future-invisible", "causality.prefix-consistency")
+def test_two_ids(suite):
+    assert suite.adapter.name
+"""
+
+
+@pytest.fixture
+def fake(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch) -> pytest.Pytester:
+    """A pytester folder with the fake adapters importable as ``fake_gpt2``."""
+    pytester.makepyfile(fake_gpt2=FAKE_ADAPTERS)
+    pytester.syspathinsert()
+    monkeypatch.setenv("PYTHONPATH", str(pytester.path))
+    monkeypatch.delenv("GPT2_CONFORMANCE_IMPL", raising=False)
+    monkeypatch.delenv("HYPOTHESIS_PROFILE", raising=False)
+    return pytester
+
+
+def run(pytester: pytest.Pytester, *args: str, subprocess: bool = False) -> pytest.RunResult:
+    args = ("-p", "no:cacheprovider", *args)
+    if subprocess:
+        return pytester.runpytest_subprocess(*args, timeout=120)
+    return pytester.runpytest_inprocess(*args)
+
+
+def load(path: Path) -> dict:
+    return json.loads(path.read_text(encoding="utf-8"))
+
+
+def statuses(data: dict) -> dict[str, str]:
+    return {r["id"]: r["status"] for r in data["requirements"]}
+
+
+# --------------------------------------------------------------------------------------------
+# Choosing the implementation
+# --------------------------------------------------------------------------------------------
+
+
+def test_header_describes_the_run(fake: pytest.Pytester) -> None:
+    fake.makepyfile(test_props=PASSING)
+    result = run(fake, "--impl=fake_gpt2:Fake", "--dtype=float16", "--co")
+    header = result.stdout.str()
+    assert f"gpt2-conformance {SUITE_VERSION}, spec {SPEC_VERSION}" in header
+    assert "implementation: fake 9.9 (--impl=fake_gpt2:Fake) on cpu, float16" in header
+    assert "claimed capabilities: hidden-states, loss" in header
+    assert "label convention: shifted; tied head: no" in header
+    ci = PROFILES["ci"]["max_examples"]
+    assert f"hypothesis profile: ci, seed: derandomized, max_examples: {ci}" in header
+    assert "conformance timeout: 300 s per property" in header
+
+
+@pytest.mark.parametrize(
+    "impl", ["fake_gpt2", "fake_gpt2:adapter", "fake_gpt2:Fake", "fake_gpt2:make_fake"]
+)
+def test_impl_accepts_module_instance_class_and_factory(fake: pytest.Pytester, impl: str) -> None:
+    fake.makepyfile(test_props=PASSING)
+    result = run(fake, f"--impl={impl}", "--co")
+    assert result.ret == pytest.ExitCode.OK
+    result.stdout.fnmatch_lines(["implementation: fake 9.9*"])
+
+
+def test_builtin_name_selects_the_reference(fake: pytest.Pytester) -> None:
+    fake.makepyfile(test_props=PASSING)
+    result = run(fake, "--impl=reference", "--co")
+    assert result.ret == pytest.ExitCode.OK
+    result.stdout.fnmatch_lines(["implementation: reference * on cpu, float32"])
+
+
+def test_environment_variable_selects_the_implementation(
+    fake: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    fake.makepyfile(test_props=PASSING)
+    monkeypatch.setenv("GPT2_CONFORMANCE_IMPL", "fake_gpt2:Fake")
+    result = run(fake)
+    result.assert_outcomes(passed=2)
+    result.stdout.fnmatch_lines(["implementation: fake 9.9*"])
+
+
+def test_properties_without_an_implementation_are_a_usage_error(fake: pytest.Pytester) -> None:
+    fake.makepyfile(test_props=PASSING)
+    result = run(fake)
+    assert result.ret == USAGE_ERROR
+    result.stderr.fnmatch_lines(["*choose the implementation to check: --impl=NAME or*"])
+
+
+@pytest.mark.parametrize(
+    ("impl", "message"),
+    [
+        ("no_such_gpt2", "*cannot import module 'no_such_gpt2'*Install the package*PYTHONPATH*"),
+        ("fake_gpt2:missing", "*module 'fake_gpt2' has no attribute 'missing'*"),
+        ("fake_gpt2:not_an_adapter", "*not_an_adapter is of type int, not a *Adapter*"),
+        ("fake_gpt2:NotAnAdapter", "*NotAnAdapter is a class but not a subclass of*Adapter*"),
+        ("fake_gpt2:NoBuild", "*NoBuild is missing required method build*"),
+    ],
+)
+def test_a_bad_adapter_is_a_usage_error(fake: pytest.Pytester, impl: str, message: str) -> None:
+    fake.makepyfile(test_props=PASSING)
+    result = run(fake, f"--impl={impl}")
+    assert result.ret == USAGE_ERROR
+    result.stderr.fnmatch_lines([f"ERROR: --impl={impl}: {message}"])
+
+
+def test_a_dtype_the_adapter_does_not_declare_is_a_usage_error(fake: pytest.Pytester) -> None:
+    fake.makepyfile(test_props=PASSING)
+    result = run(fake, "--impl=fake_gpt2:Fake", "--dtype=bfloat16")
+    assert result.ret == USAGE_ERROR
+    result.stderr.fnmatch_lines(
+        ["*--dtype=bfloat16: the adapter 'fake' supports float32, float16 (its `dtypes`)*"]
+    )
+
+
+def test_cuda_without_cuda_is_a_usage_error(fake: pytest.Pytester) -> None:
+    torch = pytest.importorskip("torch")
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    fake.makepyfile(test_props=PASSING)
+    result = run(fake, "--impl=fake_gpt2:Fake", "--device=cuda")
+    assert result.ret == USAGE_ERROR
+    result.stderr.fnmatch_lines(["*--device=cuda: CUDA is not available here*--device=cpu*"])
+    auto = run(fake, "--impl=fake_gpt2:Fake", "--device=auto", "--co")
+    auto.stdout.fnmatch_lines(["implementation: fake 9.9 * on cpu, float32"])
+
+
+def test_a_device_the_adapter_does_not_declare_is_a_usage_error(fake: pytest.Pytester) -> None:
+    fake.makepyfile(
+        cpu_only="from fake_gpt2 import Fake\n\nclass NoCpu(Fake):\n    devices = ('cuda',)\n"
+    )
+    fake.makepyfile(test_props=PASSING)
+    result = run(fake, "--impl=cpu_only:NoCpu", "--device=cpu")
+    assert result.ret == USAGE_ERROR
+    result.stderr.fnmatch_lines(
+        ["*--device=cpu: the adapter 'fake' supports cuda (its `devices`); choose one*"]
+    )
+
+
+def test_an_adapter_that_fails_to_build_fails_each_test(fake: pytest.Pytester) -> None:
+    fake.makepyfile(test_props=PASSING)
+    result = run(fake, "--impl=fake_gpt2:BuildFails")
+    result.assert_outcomes(failed=1, passed=1)
+    result.stdout.fnmatch_lines(
+        ["*objective.one-row-per-position: the adapter could not build*cannot build that*"]
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# Collection
+# --------------------------------------------------------------------------------------------
+
+
+def test_an_unknown_requirement_id_is_a_collection_error(fake: pytest.Pytester) -> None:
+    fake.makepyfile(
+        test_bad="""
+        import pytest
+
+        @pytest.mark.requirement("objective.one-row-per-positon")
+        def test_typo(suite):
+            pass
+        """
+    )
+    result = run(fake, "--impl=fake_gpt2:Fake")
+    assert result.ret == pytest.ExitCode.INTERRUPTED
+    result.stdout.fnmatch_lines(
+        [
+            "*ERROR collecting test_bad.py*",
+            "*test_typo: requirement marker names 'objective.one-row-per-positon', which is not "
+            "a requirement of the spec*",
+        ]
+    )
+
+
+def test_an_unknown_capability_is_a_collection_error(fake: pytest.Pytester) -> None:
+    fake.makepyfile(
+        test_bad="""
+        import pytest
+
+        @pytest.mark.requirement("objective.sum-of-terms")
+        @pytest.mark.capability("gradient")
+        def test_typo(suite):
+            pass
+        """
+    )
+    result = run(fake, "--impl=fake_gpt2:Fake")
+    assert result.ret == pytest.ExitCode.INTERRUPTED
+    result.stdout.fnmatch_lines(["*capability marker names 'gradient', which is not a capability*"])
+
+
+def test_the_projects_own_tests_are_unaffected(
+    fake: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """No properties collected: no header, no summary, the project's own hypothesis profile
+    (registered in its conftest, like tests/conftest.py), and a broken $GPT2_CONFORMANCE_IMPL does
+    not matter."""
+    fake.makeconftest(
+        """
+        from hypothesis import settings
+
+        settings.register_profile("project", max_examples=7, deadline=None)
+        settings.load_profile("project")
+        """
+    )
+    fake.makepyfile(
+        test_plain="""
+        from hypothesis import given, settings, strategies as st
+
+        def test_profile_untouched():
+            assert settings.get_current_profile_name() == "project"
+
+        @given(st.integers())
+        def test_property(x):
+            with open("examples.txt", "a") as f:
+                f.write(f"{x}\\n")
+        """
+    )
+    monkeypatch.setenv("GPT2_CONFORMANCE_IMPL", "no_such_module_anywhere")
+    result = run(fake, subprocess=True)
+    result.assert_outcomes(passed=2)
+    assert len((fake.path / "examples.txt").read_text().split()) == 7
+    out = result.stdout.str()
+    assert "implementation:" not in out
+    assert "gpt2-conformance: requirements" not in out
+    assert not re.search(r"^gpt2-conformance", out, re.MULTILINE)
+
+
+# --------------------------------------------------------------------------------------------
+# Hypothesis profiles and examples
+# --------------------------------------------------------------------------------------------
+
+COUNTING = """
+import os
+
+import pytest
+from hypothesis import given, strategies as st
+
+
+@pytest.mark.requirement("objective.sum-of-terms")
+@given(x=st.integers(0, 10**9))
+def test_counts(suite, x):
+    with open(os.environ["EXAMPLES_FILE"], "a") as f:
+        f.write(f"{x}\\n")
+"""
+
+
+def examples(fake: pytest.Pytester, monkeypatch: pytest.MonkeyPatch, *args: str) -> list[str]:
+    target = fake.path / f"examples-{time.monotonic_ns()}.txt"
+    monkeypatch.setenv("EXAMPLES_FILE", str(target))
+    result = run(fake, "--impl=fake_gpt2:Fake", *args)
+    result.assert_outcomes(passed=1)
+    return target.read_text().split()
+
+
+def test_profiles_and_max_examples_set_the_number_of_examples(
+    fake: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    fake.makepyfile(test_counting=COUNTING)
+    ci = examples(fake, monkeypatch)
+    assert len(ci) == PROFILES["ci"]["max_examples"]
+    assert ci == examples(fake, monkeypatch), "the ci profile is derandomized"
+    dev = examples(fake, monkeypatch, "--conformance-profile=dev")
+    assert len(dev) == PROFILES["dev"]["max_examples"]
+    assert len(examples(fake, monkeypatch, "--max-examples=4")) == 4
+    assert len(examples(fake, monkeypatch, "--conformance-profile=dev", "--max-examples=6")) == 6
+
+
+def test_thorough_profile_and_seed_in_header_and_report(
+    fake: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    fake.makepyfile(test_counting=COUNTING)
+    monkeypatch.setenv("EXAMPLES_FILE", str(fake.path / "seeded.txt"))
+    result = run(
+        fake,
+        "--impl=fake_gpt2:Fake",
+        "--conformance-profile=thorough",
+        "--max-examples=2",
+        "--hypothesis-seed=1234",
+        "--conformance-report=r.json",
+        subprocess=True,
+    )
+    result.assert_outcomes(passed=1)
+    result.stdout.fnmatch_lines(["hypothesis profile: thorough, seed: 1234, max_examples: 2"])
+    assert load(fake.path / "r.json")["hypothesis"] == {
+        "profile": "thorough",
+        "seed": 1234,
+        "max_examples": 2,
+    }
+    first = (fake.path / "seeded.txt").read_text()
+    (fake.path / "seeded.txt").unlink()
+    again = ("--impl=fake_gpt2:Fake", "--max-examples=2", "--hypothesis-seed=1234")
+    run(fake, *again, subprocess=True)
+    assert (fake.path / "seeded.txt").read_text() == first, "the same seed draws the same examples"
+
+
+def test_bad_option_values_are_usage_errors(fake: pytest.Pytester) -> None:
+    fake.makepyfile(test_props=PASSING)
+    assert run(fake, "--impl=fake_gpt2:Fake", "--max-examples=0").ret == USAGE_ERROR
+    assert run(fake, "--impl=fake_gpt2:Fake", "--conformance-profile=fast").ret == USAGE_ERROR
+    missing = run(fake, "--impl=fake_gpt2:Fake", "--xfails-file=nope.txt")
+    assert missing.ret == USAGE_ERROR
+    missing.stderr.fnmatch_lines(["*--xfails-file=nope.txt: cannot read it*"])
+
+
+# --------------------------------------------------------------------------------------------
+# Reports
+# --------------------------------------------------------------------------------------------
+
+
+def test_json_report_has_a_status_for_every_requirement(fake: pytest.Pytester) -> None:
+    fake.makepyfile(test_props=PROPERTIES)
+    fake.path.joinpath("xfails.txt").write_text("objective.mean-over-counted-targets\n")
+    result = run(
+        fake,
+        "--impl=fake_gpt2:Fake",
+        "--xfails-file=xfails.txt",
+        "--conformance-report=out/report.json",
+    )
+    result.assert_outcomes(passed=2, failed=2, skipped=1, xfailed=1)
+    data = load(fake.path / "out" / "report.json")
+
+    assert data["suite"] == SUITE_VERSION
+    assert data["spec_version"] == SPEC_VERSION
+    impl = data["implementation"]
+    assert (impl["name"], impl["version"], impl["device"], impl["dtype"]) == (
+        "fake",
+        "9.9",
+        "cpu",
+        "float32",
+    )
+    assert impl["capabilities"] == ["hidden-states", "loss"]
+    assert (impl["label_convention"], impl["tied_head"]) == ("shifted", False)
+    assert data["hypothesis"] == {
+        "profile": "ci",
+        "seed": "derandomized",
+        "max_examples": PROFILES["ci"]["max_examples"],
+    }
+    assert [r["id"] for r in data["requirements"]] == [r.id for r in load_requirements()]
+
+    got = statuses(data)
+    expected = {
+        "objective.one-row-per-position": "pass",
+        "causality.future-invisible": "pass",
+        "causality.prefix-consistency": "pass",
+        "objective.sum-of-terms": "not-claimed",
+        "objective.ignore-index": "fail",
+        "objective.loss-in-float32": "fail",
+        "objective.mean-over-counted-targets": "xfail",
+    }
+    assert {k: got[k] for k in expected} == expected
+    assert {v for k, v in got.items() if k not in expected} == {"not-run"}
+    assert data["summary"] == {
+        "pass": 3,
+        "fail": 2,
+        "xfail": 1,
+        "not-claimed": 1,
+        "skipped": 0,
+        "not-run": len(got) - 7,
+    }
+
+    by_id = {r["id"]: r for r in data["requirements"]}
+    failing = by_id["objective.ignore-index"]
+    assert failing["level"] == "MUST"
+    assert failing["chapter"] == "02-objective.md"
+    assert failing["anchor"] == "spec/02-objective.md#objective.ignore-index"
+    assert failing["message"] == (
+        "objective.ignore-index: an ignored target still counted (sum 3.0, expected 2.0)"
+    )
+    (test,) = failing["tests"]
+    assert test["nodeid"] == "test_props.py::test_must_fails"
+    assert test["outcome"] == "failed"
+    assert test["duration_s"] >= 0
+    assert by_id["objective.sum-of-terms"]["message"].startswith(
+        "not-claimed: the adapter does not claim gradients"
+    )
+    assert by_id["objective.mean-over-counted-targets"]["message"] == (
+        "listed in xfails.txt: objective.mean-over-counted-targets: a mean of per-sequence means"
+    )
+    # One test with two ids counts for both.
+    assert (
+        by_id["causality.future-invisible"]["tests"]
+        == by_id["causality.prefix-consistency"]["tests"]
+    )
+    assert data["verdict"].startswith(
+        "gpt2-conformance: fake DOES NOT CONFORM to spec "
+        f"{SPEC_VERSION}: 1 MUST requirement fail (objective.ignore-index)"
+    )
+    assert "SHOULD/MAY deviations: objective.loss-in-float32" in data["verdict"]
+    assert data["conforms"] is False
+    assert data["duration_s"] > 0
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\+00:00", data["created"])
+
+    result.stdout.fnmatch_lines(
+        [
+            "*= gpt2-conformance: requirements =*",
+            "objective.ignore-index * MUST * fail",
+            "*objective.ignore-index: an ignored target still counted*",
+            "3 pass, 2 fail, 1 xfail, 1 not-claimed, 0 skipped, * not-run",
+            "conformance report written to out?report.json",
+            "gpt2-conformance: fake DOES NOT CONFORM to spec*",
+        ]
+    )
+
+
+def test_markdown_report(fake: pytest.Pytester) -> None:
+    fake.makepyfile(test_props=PROPERTIES)
+    run(fake, "--impl=fake_gpt2:Fake", "--conformance-markdown=summary.md")
+    text = (fake.path / "summary.md").read_text(encoding="utf-8")
+    assert text.startswith("## GPT-2 conformance: fake 9.9\n")
+    assert "**gpt2-conformance: fake DOES NOT CONFORM" in text
+    assert (
+        "| [`objective.ignore-index`](spec/02-objective.md#objective.ignore-index) "
+        "Ignored targets count nowhere | MUST | ❌ fail | objective.ignore-index: an ignored "
+        "target still counted (sum 3.0, expected 2.0) |"
+    ) in text
+    ci = PROFILES["ci"]["max_examples"]
+    assert f"| Hypothesis | profile ci, seed derandomized, max_examples {ci} |" in text
+    assert "- `test_props.py::test_must_fails`: objective.ignore-index: an ignored" in text
+
+
+def test_junit_xml_carries_the_requirement_ids(fake: pytest.Pytester) -> None:
+    fake.makepyfile(test_props=PASSING)
+    run(fake, "--impl=fake_gpt2:Fake", "--junitxml=junit.xml")
+    xml = (fake.path / "junit.xml").read_text()
+    assert '<property name="requirement" value="objective.one-row-per-position" />' in xml
+    assert '<property name="requirement" value="causality.future-invisible" />' in xml
+    assert '<property name="requirement" value="causality.prefix-consistency" />' in xml
+
+
+def test_report_is_written_when_everything_fails(fake: pytest.Pytester) -> None:
+    fake.makepyfile(test_props=PASSING)
+    result = run(fake, "--impl=fake_gpt2:Raising", "-k", "rows", "--conformance-report=r.json")
+    result.assert_outcomes(failed=1, deselected=1)
+    data = load(fake.path / "r.json")
+    assert statuses(data)["objective.one-row-per-position"] == "fail"
+    assert data["conforms"] is False
+
+
+def test_report_is_written_when_the_run_is_interrupted(fake: pytest.Pytester) -> None:
+    fake.makepyfile(
+        test_props=PASSING
+        + """
+
+@pytest.mark.requirement("objective.sum-of-terms")
+def test_zz_interrupt(suite):
+    raise KeyboardInterrupt
+"""
+    )
+    result = run(fake, "--impl=fake_gpt2:Fake", "--conformance-report=r.json", subprocess=True)
+    assert result.ret == pytest.ExitCode.INTERRUPTED
+    data = load(fake.path / "r.json")
+    assert data["interrupted"] is True
+    assert statuses(data)["objective.one-row-per-position"] == "pass"
+    assert data["conforms"] is None
+
+
+# --------------------------------------------------------------------------------------------
+# Failures of the implementation
+# --------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("impl", "message"),
+    [
+        (
+            "Raising",
+            "objective.one-row-per-position: the implementation raised RuntimeError while "
+            "computing logits: kernel exploded",
+        ),
+        ("NaN", "objective.one-row-per-position: logits contains nan at index (0, 0, 3)*"),
+        (
+            "Shape",
+            "objective.one-row-per-position: logits has shape (2, 2, 11), expected (2, 1, 11)",
+        ),
+    ],
+)
+def test_a_broken_implementation_fails_its_requirement_and_the_run_goes_on(
+    fake: pytest.Pytester, impl: str, message: str
+) -> None:
+    fake.makepyfile(test_props=PASSING)
+    result = run(fake, f"--impl=fake_gpt2:{impl}", "--conformance-report=r.json")
+    result.assert_outcomes(failed=1, passed=1)
+    # The failure's output starts with the requirement's message, then pytest's usual output
+    # with hypothesis' falsifying example and reproduce decorator.
+    result.stdout.fnmatch_lines(
+        [
+            "*_ test_rows _*",
+            message,
+            "",
+            "*test_rows(*",  # hypothesis' failing example (its wording varies by version)
+            "*length=1,*",
+            "*@reproduce_failure(*",
+            "FAILED test_props.py::test_rows - gpt2_conformance.checks.*",
+        ]
+    )
+    data = load(fake.path / "r.json")
+    (test,) = next(r for r in data["requirements"] if r["id"] == "objective.one-row-per-position")[
+        "tests"
+    ]
+    assert re.fullmatch(re.escape(message).replace(r"\*", ".*"), test["message"])
+    assert "@reproduce_failure(" in test["hypothesis"]
+    assert statuses(data)["causality.future-invisible"] == "pass"
+
+
+def test_a_hanging_implementation_is_stopped_by_the_timeout(fake: pytest.Pytester) -> None:
+    fake.makepyfile(test_props=PASSING)
+    started = time.monotonic()
+    result = run(
+        fake,
+        "--impl=fake_gpt2:Hang",
+        "--conformance-timeout=1",
+        "--conformance-report=r.json",
+        subprocess=True,
+    )
+    assert time.monotonic() - started < 30
+    result.assert_outcomes(failed=1, passed=1)
+    message = (
+        "objective.one-row-per-position: the implementation did not finish within 1 s and was "
+        "stopped (--conformance-timeout)"
+    )
+    result.stdout.fnmatch_lines([message])
+    data = load(fake.path / "r.json")
+    assert statuses(data)["objective.one-row-per-position"] == "fail"
+    assert statuses(data)["causality.future-invisible"] == "pass"
+
+
+# --------------------------------------------------------------------------------------------
+# The xfails file
+# --------------------------------------------------------------------------------------------
+
+
+def test_xfails_file_matches_ids_node_ids_and_names_and_warns_on_the_rest(
+    fake: pytest.Pytester,
+) -> None:
+    fake.makepyfile(test_props=PROPERTIES)
+    fake.path.joinpath("known.txt").write_text(
+        textwrap.dedent(
+            """\
+            # known failures of the fake
+            objective.ignore-index
+            test_props.py::test_should_fails   # by node id
+
+            test_expected_failure
+            objective.kv-cache-typo
+            """
+        )
+    )
+    result = run(
+        fake, "--impl=fake_gpt2:Fake", "--xfails-file=known.txt", "--conformance-report=r.json"
+    )
+    result.assert_outcomes(passed=2, skipped=1, xfailed=3)
+    got = statuses(load(fake.path / "r.json"))
+    assert got["objective.ignore-index"] == "xfail"
+    assert got["objective.loss-in-float32"] == "xfail"
+    assert got["objective.mean-over-counted-targets"] == "xfail"
+    result.stdout.fnmatch_lines(
+        [
+            "*ConformanceWarning: known.txt: entry 'objective.kv-cache-typo' matches no collected "
+            "conformance test*",
+            "warning: known.txt: entry 'objective.kv-cache-typo' matches no collected conformance "
+            "test",
+            "gpt2-conformance: fake DOES NOT CONFORM to spec * fail as listed in the xfails file "
+            "(objective.mean-over-counted-targets, objective.ignore-index)*",
+        ]
+    )
+
+
+def test_xfails_file_entries_are_parsed(tmp_path: Path) -> None:
+    from gpt2_conformance.plugin import read_xfails
+
+    path = tmp_path / "x.txt"
+    path.write_text("# comment\n\n  a.b  \nt.py::test_x[1] # why\n#c.d\n")
+    assert read_xfails(str(path)) == ["a.b", "t.py::test_x[1]"]
+
+
+# --------------------------------------------------------------------------------------------
+# Checkpoint
+# --------------------------------------------------------------------------------------------
+
+
+def test_checkpoint_option_loads_the_weights(fake: pytest.Pytester) -> None:
+    from gpt2_reference import checkpoint, oracle
+    from gpt2_spec import GPT2Config
+
+    torch = pytest.importorskip("torch")
+    config = GPT2Config(vocab_size=13, n_positions=6, n_embd=8, n_layer=1, n_head=2)
+    params = oracle.random_params(config, seed=3)
+    weights = {k: torch.tensor(v, dtype=torch.float32) for k, v in params.items()}
+    checkpoint.save_checkpoint(fake.path / "ckpt", config, weights)
+    np.save(fake.path / "wte.npy", params["transformer.wte.weight"].astype(np.float32))
+    fake.makepyfile(
+        test_ckpt="""
+        import numpy as np
+        import pytest
+
+        @pytest.mark.requirement("embedding.shapes")
+        def test_sees_checkpoint(suite):
+            config, params = suite.checkpoint
+            assert config.vocab_size == 13 and config.n_embd == 8
+            assert params["transformer.wte.weight"].dtype == np.float64
+            np.testing.assert_array_equal(params["transformer.wte.weight"], np.load("wte.npy"))
+            assert suite.checkpoint_path.name in ("ckpt", "model.safetensors")
+        """
+    )
+    run(fake, "--impl=fake_gpt2:Fake", "--checkpoint=ckpt").assert_outcomes(passed=1)
+    single = run(fake, "--impl=fake_gpt2:Fake", "--checkpoint=ckpt/model.safetensors")
+    single.assert_outcomes(passed=1)
+    single.stdout.fnmatch_lines(["checkpoint: *model.safetensors"])
+    bad = run(fake, "--impl=fake_gpt2:Fake", "--checkpoint=nowhere")
+    assert bad.ret == USAGE_ERROR
+    bad.stderr.fnmatch_lines(["ERROR: --checkpoint=nowhere: checkpoint path 'nowhere' does not *"])
+
+
+# --------------------------------------------------------------------------------------------
+# xdist
+# --------------------------------------------------------------------------------------------
+
+
+def test_xdist_gives_the_same_verdicts_and_one_merged_report(fake: pytest.Pytester) -> None:
+    pytest.importorskip("xdist")
+    fake.makepyfile(test_props=PROPERTIES, test_more=PASSING)
+    fake.path.joinpath("xfails.txt").write_text("objective.mean-over-counted-targets\nnot.an-id\n")
+    common = ("--impl=fake_gpt2:Fake", "--xfails-file=xfails.txt")
+    serial = run(fake, *common, "--conformance-report=serial.json", subprocess=True)
+    parallel = run(fake, *common, "-n", "2", "--conformance-report=parallel.json", subprocess=True)
+    serial.assert_outcomes(passed=4, failed=2, skipped=1, xfailed=1, warnings=1)
+    parallel.assert_outcomes(passed=4, failed=2, skipped=1, xfailed=1, warnings=2)
+    one, two = load(fake.path / "serial.json"), load(fake.path / "parallel.json")
+    assert statuses(one) == statuses(two)
+    assert one["verdict"] == two["verdict"]
+    assert one["summary"] == two["summary"]
+
+    def tests_of(data: dict) -> dict[str, set[tuple[str, str]]]:
+        return {
+            r["id"]: {(t["nodeid"], t["outcome"]) for t in r["tests"]} for r in data["requirements"]
+        }
+
+    assert tests_of(one) == tests_of(two)
+    assert len(tests_of(two)["objective.one-row-per-position"]) == 2  # from both modules
+    parallel.stdout.fnmatch_lines(
+        ["*objective.ignore-index: an ignored target*", "warning: xfails.txt: entry 'not.an-id'*"]
+    )
+    assert parallel.stdout.str().count("gpt2-conformance: fake DOES NOT CONFORM") == 1
+
+
+# --------------------------------------------------------------------------------------------
+# The real suite
+# --------------------------------------------------------------------------------------------
+
+
+def test_smoke_real_property_against_the_reference_via_pyargs(fake: pytest.Pytester) -> None:
+    result = run(
+        fake,
+        "--pyargs",
+        "gpt2_conformance.test_objective",
+        "-k",
+        "one_row_of_logits",
+        "--impl=reference",
+        "--max-examples=3",
+        "--conformance-report=r.json",
+        subprocess=True,
+    )
+    result.assert_outcomes(passed=1, deselected=result.parseoutcomes().get("deselected", 0))
+    data = load(fake.path / "r.json")
+    assert statuses(data)["objective.one-row-per-position"] == "pass"
+    assert data["implementation"]["name"] == "reference"
+    assert data["conforms"] is None  # only one requirement was checked
+
+
+# --------------------------------------------------------------------------------------------
+# report.py on its own
+# --------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("outcomes", "status"),
+    [
+        ([], "not-run"),
+        (["passed"], "pass"),
+        (["passed", "not-claimed"], "pass"),
+        (["passed", "xpassed"], "pass"),
+        (["passed", "failed"], "fail"),
+        (["xfailed", "error"], "fail"),
+        (["xfailed", "passed"], "xfail"),
+        (["not-claimed", "not-claimed"], "not-claimed"),
+        (["not-claimed", "skipped"], "skipped"),
+        (["skipped"], "skipped"),
+    ],
+)
+def test_requirement_status(outcomes: list[str], status: str) -> None:
+    assert report.requirement_status(outcomes) == status
+
+
+def _report(outcomes: dict[str, str]) -> dict:
+    requirements = load_requirements()
+    records = [
+        report.TestRecord(f"t.py::test_{i}", (r.id,), outcomes.get(r.id, "passed"), 0.1, "msg")
+        for i, r in enumerate(requirements)
+        if outcomes.get(r.id) != "none"
+    ]
+    return report.build_report(
+        requirements=requirements,
+        tests=records,
+        implementation={"name": "x", "version": "1"},
+        hypothesis={"profile": "ci", "seed": "derandomized", "max_examples": 10},
+        suite_version=SUITE_VERSION,
+        spec_version=SPEC_VERSION,
+        duration_s=1.0,
+    )
+
+
+def test_verdicts() -> None:
+    ids = [r.id for r in load_requirements()]
+    should = next(r.id for r in load_requirements() if r.level == "SHOULD")
+    must = [r.id for r in load_requirements() if r.level == "MUST"]
+
+    clean = _report({ids[0]: "not-claimed"})
+    assert clean["conforms"] is True
+    assert clean["verdict"] == (
+        f"gpt2-conformance: x CONFORMS to spec {SPEC_VERSION} ({len(ids) - 1} pass, 1 not-claimed)"
+    )
+
+    deviation = _report({should: "failed"})
+    assert deviation["conforms"] is True
+    assert deviation["verdict"].endswith(f"; SHOULD/MAY deviations: {should}")
+
+    broken = _report({must[0]: "failed", must[1]: "error", should: "failed"})
+    assert broken["conforms"] is False
+    assert broken["verdict"].startswith(
+        f"gpt2-conformance: x DOES NOT CONFORM to spec {SPEC_VERSION}: 2 MUST requirements fail "
+        f"({must[0]}, {must[1]})"
+    )
+
+    partial = _report({ids[0]: "none", ids[1]: "skipped"})
+    assert partial["conforms"] is None
+    assert "INCOMPLETE" in partial["verdict"]
+    assert "2 requirements not checked" in partial["verdict"]
+
+
+def test_markdown_escapes_table_cells() -> None:
+    data = _report({})
+    data["requirements"][0]["status"] = "fail"
+    data["requirements"][0]["message"] = "a | b\nsecond line"
+    text = report.to_markdown(data)
+    assert "| ❌ fail | a \\| b |" in text
+    assert "second line" not in text
+
+
+def test_summary_lines_list_failures_and_end_with_the_verdict() -> None:
+    must = next(r.id for r in load_requirements() if r.level == "MUST")
+    data = _report({must: "failed"})
+    quiet = report.summary_lines(data)
+    assert quiet[0].split() == [must, "MUST", "fail"]
+    assert quiet[1].strip() == "msg"
+    assert quiet[-1] == data["verdict"]
+    assert len(report.summary_lines(data, verbose=True)) == len(load_requirements()) + 3
