@@ -138,7 +138,9 @@ def chunk_sizes(draw: st.DrawFn, total: int) -> list[int]:
     """Positive sizes adding up to ``total``: how new tokens are fed to a cache, call by call."""
     if total <= 0:
         return []
-    cuts = draw(st.sets(st.integers(1, total - 1), max_size=total - 1)) if total > 1 else set()
+    cuts = (
+        set(draw(st.lists(st.integers(1, total - 1), max_size=total - 1))) if total > 1 else set()
+    )
     edges = [0, *sorted(cuts), total]
     return [b - a for a, b in itertools.pairwise(edges)]
 
