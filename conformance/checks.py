@@ -260,3 +260,11 @@ def head_matrix(
             f"the implementation raised {type(error).__name__} in head_weight(): {error}",
         ) from error
     return array(requirement, value, what="the head's weight", shape=shape)
+
+
+def log_probs_of(
+    requirement: str, implementation: Any, tokens: np.ndarray, config: Any, **kwargs: Any
+) -> np.ndarray:
+    """The implementation's logits for ``tokens`` as float64 log-probabilities (checked shape)."""
+    logits = logits_of(requirement, implementation, tokens, vocab_size=config.vocab_size, **kwargs)
+    return log_probs(logits)

@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 
 from gpt2_spec import GPT2Config, spec_definitions
 
-from .adapter import Params
+from .adapter import Implementation, Params
 from .suite import Suite
 
 S = spec_definitions()
@@ -207,3 +207,14 @@ def init_configs(draw: st.DrawFn, suite: Suite) -> GPT2Config:
         n_layer=draw(st.integers(1, 3)),
         n_head=n_head,
     )
+
+
+def draw_implementation(
+    data: st.DataObject, suite: Suite, requirement: str
+) -> tuple[GPT2Config, Implementation]:
+    """Draw a model (:func:`models`) and build it; a failure to build fails ``requirement``."""
+    draw = data.draw(models(suite), label="model")
+    implementation, _ = suite.build(
+        draw.config, requirement=requirement, params=draw.params, seed=draw.seed, scale=draw.scale
+    )
+    return draw.config, implementation

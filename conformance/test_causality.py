@@ -9,8 +9,6 @@ in another order (batch independence). Rows are compared as log-probabilities un
 
 from __future__ import annotations
 
-from typing import Any
-
 import numpy as np
 import pytest
 from hypothesis import given
@@ -18,28 +16,11 @@ from hypothesis import strategies as st
 
 from gpt2_conformance import checks, strategies
 from gpt2_conformance.suite import Suite
-from gpt2_spec import GPT2Config, spec_definitions
+from gpt2_spec import spec_definitions
 
 S = spec_definitions()
 IGNORE = strategies.IGNORE_INDEX
 MAX_LENGTH = 32
-
-
-def _model(suite: Suite, data: st.DataObject, requirement: str) -> tuple[GPT2Config, Any]:
-    draw = data.draw(strategies.models(suite), label="model")
-    implementation, _ = suite.build(
-        draw.config, requirement=requirement, params=draw.params, seed=draw.seed, scale=draw.scale
-    )
-    return draw.config, implementation
-
-
-def _log_probs(
-    requirement: str, implementation: Any, tokens: np.ndarray, config: GPT2Config, **kwargs: Any
-) -> np.ndarray:
-    logits = checks.logits_of(
-        requirement, implementation, tokens, vocab_size=config.vocab_size, **kwargs
-    )
-    return checks.log_probs(logits)
 
 
 def _positions(changed: np.ndarray) -> str:
@@ -57,7 +38,7 @@ def _positions(changed: np.ndarray) -> str:
 def test_changing_future_tokens_changes_no_earlier_row(suite: Suite, data: st.DataObject) -> None:
     rid = "causality.future-invisible"
     tol = suite.tolerance("self")
-    config, implementation = _model(suite, data, rid)
+    config, implementation = strategies.draw_implementation(data, suite, rid)
     V = config.vocab_size
     T = data.draw(st.integers(2, min(config.n_positions, MAX_LENGTH)), label="length")
     rng = np.random.default_rng(data.draw(st.integers(0, 2**31 - 1), label="seed"))
@@ -82,7 +63,7 @@ def test_changing_future_tokens_changes_no_earlier_row(suite: Suite, data: st.Da
         copies.append((copy, changed))
 
     batch = np.stack([original] + [copy for copy, _ in copies])
-    logp = _log_probs(rid, implementation, batch, config)
+    logp = checks.log_probs_of(rid, implementation, batch, config)
     worst: tuple[float, int, int, float] | None = None  # (excess, copy, position, error)
     for c, (_, changed) in enumerate(copies, start=1):
         first = int(np.argmax(changed))  # rows 0..first-1 have seen only unchanged tokens
@@ -107,15 +88,15 @@ def test_changing_future_tokens_changes_no_earlier_row(suite: Suite, data: st.Da
 def test_a_prefix_gives_the_same_rows(suite: Suite, data: st.DataObject) -> None:
     rid = "causality.prefix-consistency"
     tol = suite.tolerance("self")
-    config, implementation = _model(suite, data, rid)
+    config, implementation = strategies.draw_implementation(data, suite, rid)
     tokens = data.draw(
         strategies.tokens(config, min_length=2, max_length=MAX_LENGTH), label="tokens"
     )
     T = tokens.shape[1]
     lengths = data.draw(st.lists(st.integers(1, T - 1), min_size=1, max_size=3), label="prefixes")
-    full = _log_probs(rid, implementation, tokens, config)
+    full = checks.log_probs_of(rid, implementation, tokens, config)
     for k in sorted(set(lengths)):
-        prefix = _log_probs(rid, implementation, tokens[:, :k], config)
+        prefix = checks.log_probs_of(rid, implementation, tokens[:, :k], config)
         checks.rows_agree(
             rid,
             prefix,
@@ -140,7 +121,7 @@ def test_earlier_rows_send_no_gradient_to_later_positions(
     rid = "causality.jacobian-lower-triangular"
     tol = suite.tolerance("self")
     convention = checks.label_convention(suite.adapter)
-    config, implementation = _model(suite, data, rid)
+    config, implementation = strategies.draw_implementation(data, suite, rid)
     tokens, labels = data.draw(
         strategies.labelled_batches(
             config, convention, min_length=2, max_length=MAX_LENGTH, p_ignore_max=0.0
@@ -190,7 +171,7 @@ def test_earlier_rows_send_no_gradient_to_later_positions(
 def test_a_sequence_ignores_the_rest_of_its_batch(suite: Suite, data: st.DataObject) -> None:
     rid = "causality.batch-independence"
     tol = suite.tolerance("self")
-    config, implementation = _model(suite, data, rid)
+    config, implementation = strategies.draw_implementation(data, suite, rid)
     tokens = data.draw(
         strategies.tokens(config, min_batch=2, max_batch=4, max_length=MAX_LENGTH), label="tokens"
     )
@@ -203,8 +184,8 @@ def test_a_sequence_ignores_the_rest_of_its_batch(suite: Suite, data: st.DataObj
     others = tokens.copy()
     others[np.arange(B) != probe] = rng.integers(0, config.vocab_size, (B - 1, T))
 
-    batch = _log_probs(rid, implementation, tokens, config)
-    alone = _log_probs(rid, implementation, tokens[probe : probe + 1], config)
+    batch = checks.log_probs_of(rid, implementation, tokens, config)
+    alone = checks.log_probs_of(rid, implementation, tokens[probe : probe + 1], config)
     checks.rows_agree(
         rid,
         batch[probe : probe + 1],
@@ -215,7 +196,7 @@ def test_a_sequence_ignores_the_rest_of_its_batch(suite: Suite, data: st.DataObj
             f"{err:.2e} in log-probability (tolerance {limit:.1e})"
         ),
     )
-    reordered = _log_probs(rid, implementation, tokens[order], config)
+    reordered = checks.log_probs_of(rid, implementation, tokens[order], config)
     checks.rows_agree(
         rid,
         reordered,
@@ -226,7 +207,7 @@ def test_a_sequence_ignores_the_rest_of_its_batch(suite: Suite, data: st.DataObj
             f"{int(order[index[0]])} at position {index[1]} by {err:.2e} (tolerance {limit:.1e})"
         ),
     )
-    companions = _log_probs(rid, implementation, others, config)
+    companions = checks.log_probs_of(rid, implementation, others, config)
     checks.rows_agree(
         rid,
         companions[probe : probe + 1],
@@ -247,16 +228,16 @@ def test_a_padded_sequence_ignores_the_rest_of_its_batch(suite: Suite, data: st.
     the sequence gives alone with the same mask and positions (compared at real positions)."""
     rid = "causality.batch-independence"
     tol = suite.tolerance("self")
-    config, implementation = _model(suite, data, rid)
+    config, implementation = strategies.draw_implementation(data, suite, rid)
     _, tokens, mask = data.draw(
         strategies.left_padded(config, max_batch=4, max_length=MAX_LENGTH), label="padded batch"
     )
     positions = S.position_ids_from_mask(mask)
-    batch = _log_probs(
+    batch = checks.log_probs_of(
         rid, implementation, tokens, config, attention_mask=mask, position_ids=positions
     )
     for b in range(len(tokens)):
-        alone = _log_probs(
+        alone = checks.log_probs_of(
             rid,
             implementation,
             tokens[b : b + 1],

@@ -24,23 +24,6 @@ IGNORE = strategies.IGNORE_INDEX
 MAX_LENGTH = 32
 
 
-def _model(suite: Suite, data: st.DataObject, requirement: str) -> tuple[GPT2Config, Any]:
-    draw = data.draw(strategies.models(suite), label="model")
-    implementation, _ = suite.build(
-        draw.config, requirement=requirement, params=draw.params, seed=draw.seed, scale=draw.scale
-    )
-    return draw.config, implementation
-
-
-def _log_probs(
-    requirement: str, implementation: Any, tokens: np.ndarray, config: GPT2Config, **kwargs: Any
-) -> np.ndarray:
-    logits = checks.logits_of(
-        requirement, implementation, tokens, vocab_size=config.vocab_size, **kwargs
-    )
-    return checks.log_probs(logits)
-
-
 # --- The next token is read from the last row ----------------------------------------------------
 
 
@@ -51,7 +34,7 @@ def test_earlier_rows_are_the_last_rows_of_shorter_contexts(
 ) -> None:
     rid = "inference.next-token-is-last-row"
     tol = suite.tolerance("self")
-    config, implementation = _model(suite, data, rid)
+    config, implementation = strategies.draw_implementation(data, suite, rid)
     tokens = data.draw(
         strategies.tokens(config, min_length=2, max_length=MAX_LENGTH), label="contexts"
     )
@@ -59,9 +42,9 @@ def test_earlier_rows_are_the_last_rows_of_shorter_contexts(
     shorter = {0, k - 2} | set(
         data.draw(st.lists(st.integers(0, k - 2), max_size=2), label="shorter contexts")
     )
-    full = _log_probs(rid, implementation, tokens, config)
+    full = checks.log_probs_of(rid, implementation, tokens, config)
     for i in sorted(shorter):
-        last = _log_probs(rid, implementation, tokens[:, : i + 1], config)[:, -1]
+        last = checks.log_probs_of(rid, implementation, tokens[:, : i + 1], config)[:, -1]
         checks.rows_agree(
             rid,
             full[:, i],
@@ -86,14 +69,14 @@ def test_the_last_row_is_what_the_loss_scores_the_next_token_with(
     rid = "inference.next-token-is-last-row"
     tol = suite.tolerance("self")
     convention = checks.label_convention(suite.adapter)
-    config, implementation = _model(suite, data, rid)
+    config, implementation = strategies.draw_implementation(data, suite, rid)
     stream = data.draw(
         strategies.tokens(config, min_length=2, max_length=min(MAX_LENGTH, config.n_positions)),
         label="context and next token",
     )
     context, following = stream[:, :-1], stream[:, -1]
     B, k = context.shape
-    last = _log_probs(rid, implementation, context, config)[:, -1]  # [B, V]
+    last = checks.log_probs_of(rid, implementation, context, config)[:, -1]  # [B, V]
     expected = float(-last[np.arange(B), following].sum())
     if convention == "inputs":  # the next token is appended and is the only counted label
         tokens, labels = stream, np.full_like(stream, IGNORE)
@@ -119,7 +102,7 @@ def test_last_position_logits_are_the_full_forwards_last_row(
     suite: Suite, data: st.DataObject
 ) -> None:
     rid = "inference.last-position-only"
-    config, implementation = _model(suite, data, rid)
+    config, implementation = strategies.draw_implementation(data, suite, rid)
     tokens = data.draw(strategies.tokens(config, max_length=MAX_LENGTH), label="tokens")
     B, T = tokens.shape
     V = config.vocab_size
@@ -129,7 +112,7 @@ def test_last_position_logits_are_the_full_forwards_last_row(
     last = checks.array(rid, out, what=f"the last-position logits of a {B}x{T} batch")
     if last.shape not in ((B, V), (B, 1, V)):
         checks.fail(rid, f"the last-position logits have shape {last.shape}, expected {(B, V)}")
-    full = _log_probs(rid, implementation, tokens, config)
+    full = checks.log_probs_of(rid, implementation, tokens, config)
     checks.rows_agree(
         rid,
         checks.log_probs(last.reshape(B, V)),
@@ -157,7 +140,7 @@ def _run_cached(
 ) -> None:
     """Prefill ``schedule[0]`` tokens, feed the rest in calls of ``schedule[1:]`` tokens, and
     compare every returned row with the same row of one full forward pass."""
-    full = _log_probs(requirement, implementation, tokens, config)
+    full = checks.log_probs_of(requirement, implementation, tokens, config)
     B = tokens.shape[0]
     cache: Cache | None = None
     start = 0
@@ -199,7 +182,7 @@ def _run_cached(
 @given(data=st.data())
 def test_cached_decoding_equals_the_full_forward(suite: Suite, data: st.DataObject) -> None:
     rid = "inference.kv-cache"
-    config, implementation = _model(suite, data, rid)
+    config, implementation = strategies.draw_implementation(data, suite, rid)
     tokens = data.draw(
         strategies.tokens(config, min_length=2, max_length=MAX_LENGTH), label="tokens"
     )
@@ -216,7 +199,7 @@ def test_new_tokens_continue_the_cached_positions(suite: Suite, data: st.DataObj
     """After a non-empty cache: one call of several tokens (a top-left aligned causal mask shows
     there), then single tokens at positions P > 0 (positions restarting at 0 show there)."""
     rid = "inference.cache-positions"
-    config, implementation = _model(suite, data, rid)
+    config, implementation = strategies.draw_implementation(data, suite, rid)
     longest = min(config.n_positions, MAX_LENGTH)
     prefill = data.draw(st.integers(1, longest - 3), label="prefill")
     chunk = data.draw(st.integers(2, longest - prefill - 1), label="chunk")
@@ -249,18 +232,18 @@ def test_new_tokens_continue_the_cached_positions(suite: Suite, data: st.DataObj
 def test_left_padding_leaves_real_rows_unchanged(suite: Suite, data: st.DataObject) -> None:
     rid = "inference.left-padding"
     tol = suite.tolerance("self")
-    config, implementation = _model(suite, data, rid)
+    config, implementation = strategies.draw_implementation(data, suite, rid)
     sequences, tokens, mask = data.draw(
         strategies.left_padded(config, max_length=MAX_LENGTH), label="padded batch"
     )
     T = tokens.shape[1]
     positions = S.position_ids_from_mask(mask)
-    padded = _log_probs(
+    padded = checks.log_probs_of(
         rid, implementation, tokens, config, attention_mask=mask, position_ids=positions
     )
     for b, sequence in enumerate(sequences):
         n = len(sequence)
-        alone = _log_probs(rid, implementation, sequence[None], config)
+        alone = checks.log_probs_of(rid, implementation, sequence[None], config)
         checks.rows_agree(
             rid,
             padded[b : b + 1, T - n :],

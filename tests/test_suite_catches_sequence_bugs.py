@@ -13,12 +13,10 @@ pytest process per run would spend most of the time importing); the two share th
 
 from __future__ import annotations
 
-import importlib
 import json
 import os
 import subprocess
 import sys
-from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +28,7 @@ from gpt2_spec import GPT2Config
 
 if str(Path(__file__).parent) not in sys.path:  # ``broken`` is importable beside this file
     sys.path.insert(0, str(Path(__file__).parent))
-from broken import sequence_bugs
+from broken import properties_by_requirement, sequence_bugs
 
 TESTS = Path(__file__).parent
 CONFORMANCE = Path(gpt2_conformance.__file__).parent
@@ -78,22 +76,7 @@ for job in json.loads(open(sys.argv[1], encoding="utf-8").read()):
 """
 
 
-def properties_by_requirement() -> dict[str, list[str]]:
-    """Requirement id -> node ids of the properties of chapters 2 to 4 tagged with it."""
-    found: dict[str, list[str]] = defaultdict(list)
-    for name in MODULES:
-        module = importlib.import_module(f"gpt2_conformance.{name}")
-        for attribute, function in vars(module).items():
-            if not attribute.startswith("test_"):
-                continue
-            for mark in getattr(function, "pytestmark", []):
-                if mark.name == "requirement":
-                    for rid in mark.args:
-                        found[rid].append(f"{CONFORMANCE / name}.py::{attribute}")
-    return dict(found)
-
-
-PROPERTIES = properties_by_requirement()
+PROPERTIES = properties_by_requirement(MODULES)
 BUGS = list(sequence_bugs.ALL)
 DTYPES = sorted(set(sequence_bugs.ALL.values()))
 

@@ -21,10 +21,8 @@ afterwards.
 from __future__ import annotations
 
 import contextlib
-import importlib
 import json
 import sys
-from collections import defaultdict
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -41,7 +39,7 @@ from gpt2_spec import GPT2Config, load_requirements, spec_definitions
 
 if str(Path(__file__).parent) not in sys.path:  # ``broken`` is importable beside this file
     sys.path.insert(0, str(Path(__file__).parent))
-from broken import weight_bugs
+from broken import properties_by_requirement, weight_bugs
 
 pytest_plugins = ["pytester"]
 
@@ -72,22 +70,7 @@ settings.register_profile(
 S = spec_definitions()
 
 
-def properties_by_requirement() -> dict[str, list[str]]:
-    """Requirement id -> node ids of the properties of these chapters tagged with it."""
-    found: dict[str, list[str]] = defaultdict(list)
-    for name in MODULES:
-        module = importlib.import_module(f"gpt2_conformance.{name}")
-        for attribute, function in vars(module).items():
-            if not attribute.startswith("test_"):
-                continue
-            for mark in getattr(function, "pytestmark", []):
-                if mark.name == "requirement":
-                    for rid in mark.args:
-                        found[rid].append(f"{CONFORMANCE / name}.py::{attribute}")
-    return dict(found)
-
-
-PROPERTIES = properties_by_requirement()
+PROPERTIES = properties_by_requirement(MODULES)
 
 
 def _requirement_ids() -> list[str]:
