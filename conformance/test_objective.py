@@ -28,14 +28,6 @@ IGNORE = strategies.IGNORE_INDEX
 MAX_LENGTH = 32  # positions per sequence: enough for every clause, cheap with a checkpoint too
 
 
-def _model(suite: Suite, data: st.DataObject, requirement: str) -> tuple[GPT2Config, Any]:
-    draw = data.draw(strategies.models(suite), label="model")
-    implementation, _ = suite.build(
-        draw.config, requirement=requirement, params=draw.params, seed=draw.seed, scale=draw.scale
-    )
-    return draw.config, implementation
-
-
 def _spec_loss(logits: np.ndarray, targets: np.ndarray, reduction: str) -> float:
     return float(S.causal_lm_loss(logits, targets, reduction, IGNORE))
 
@@ -133,7 +125,7 @@ def _check_scoring(
 @given(data=st.data())
 def test_one_row_of_logits_per_input_position(suite: Suite, data: st.DataObject) -> None:
     rid = "objective.one-row-per-position"
-    config, implementation = _model(suite, data, rid)
+    config, implementation = strategies.draw_implementation(data, suite, rid)
     tokens = data.draw(strategies.tokens(config, max_length=MAX_LENGTH), label="tokens")
     B, T = tokens.shape
     out = checks.call(rid, "computing logits", implementation.logits, tokens)
@@ -146,7 +138,7 @@ def test_one_row_of_logits_per_input_position(suite: Suite, data: st.DataObject)
 def test_row_i_is_scored_against_token_i_plus_1(suite: Suite, data: st.DataObject) -> None:
     rid = "objective.row-predicts-next-token"
     convention = checks.label_convention(suite.adapter)
-    config, implementation = _model(suite, data, rid)
+    config, implementation = strategies.draw_implementation(data, suite, rid)
     tokens, labels = data.draw(
         strategies.labelled_batches(
             config, convention, min_length=2, max_length=MAX_LENGTH, p_ignore_max=0.3
@@ -169,7 +161,7 @@ def test_one_loss_term_per_counted_target(suite: Suite, data: st.DataObject) -> 
     rid = "objective.one-term-per-target"
     tol = suite.tolerance("self")
     convention = checks.label_convention(suite.adapter)
-    config, implementation = _model(suite, data, rid)
+    config, implementation = strategies.draw_implementation(data, suite, rid)
     tokens, labels = data.draw(
         strategies.labelled_batches(config, convention, min_length=2, max_length=MAX_LENGTH),
         label="tokens, labels",
@@ -230,7 +222,7 @@ def test_sum_reduction_is_the_sum_of_the_terms(suite: Suite, data: st.DataObject
     rid = "objective.sum-of-terms"
     tol = suite.tolerance("self")
     convention = checks.label_convention(suite.adapter)
-    config, implementation = _model(suite, data, rid)
+    config, implementation = strategies.draw_implementation(data, suite, rid)
     tokens, labels = data.draw(
         strategies.labelled_batches(config, convention, max_length=MAX_LENGTH),
         label="tokens, labels",
@@ -258,7 +250,7 @@ def test_mean_divides_by_the_counted_targets_of_the_batch(
     rid = "objective.mean-over-counted-targets"
     tol = suite.tolerance("self")
     convention = checks.label_convention(suite.adapter)
-    config, implementation = _model(suite, data, rid)
+    config, implementation = strategies.draw_implementation(data, suite, rid)
     tokens, labels = data.draw(
         strategies.labelled_batches(
             config, convention, min_batch=2, max_batch=4, min_length=4, max_length=24,
@@ -318,7 +310,7 @@ def test_ignored_targets_count_nowhere(suite: Suite, data: st.DataObject) -> Non
     rid = "objective.ignore-index"
     tol = suite.tolerance("self")
     convention = checks.label_convention(suite.adapter)
-    config, implementation = _model(suite, data, rid)
+    config, implementation = strategies.draw_implementation(data, suite, rid)
     tokens, labels = data.draw(
         strategies.labelled_batches(
             config, convention, min_length=3, max_length=MAX_LENGTH, p_ignore_max=0.0
@@ -370,7 +362,7 @@ def test_ignored_targets_count_nowhere(suite: Suite, data: st.DataObject) -> Non
 def test_loss_follows_the_declared_label_convention(suite: Suite, data: st.DataObject) -> None:
     rid = "objective.label-convention-declared"
     convention = checks.label_convention(suite.adapter)
-    config, implementation = _model(suite, data, rid)
+    config, implementation = strategies.draw_implementation(data, suite, rid)
     tokens, labels = data.draw(
         strategies.labelled_batches(
             config, convention, min_length=3, max_length=MAX_LENGTH, p_ignore_max=0.2
@@ -388,7 +380,7 @@ def test_labels_are_shifted_exactly_once(suite: Suite, data: st.DataObject) -> N
     rid = "objective.no-double-shift"
     tol = suite.tolerance("self")
     convention = checks.label_convention(suite.adapter)
-    config, implementation = _model(suite, data, rid)
+    config, implementation = strategies.draw_implementation(data, suite, rid)
     # Plain language-modelling labels, nothing ignored: the three alignments differ at every row.
     tokens, labels = data.draw(
         strategies.labelled_batches(
@@ -427,7 +419,7 @@ def test_micro_batch_sums_and_counts_add_up(suite: Suite, data: st.DataObject) -
     rid = "objective.microbatch-additivity"
     tol = suite.tolerance("self")
     convention = checks.label_convention(suite.adapter)
-    config, implementation = _model(suite, data, rid)
+    config, implementation = strategies.draw_implementation(data, suite, rid)
     tokens, labels = data.draw(
         strategies.labelled_batches(
             config, convention, min_batch=2, max_batch=4, min_length=2, max_length=24
@@ -469,7 +461,7 @@ def test_micro_batch_gradients_add_up(suite: Suite, data: st.DataObject) -> None
     rid = "objective.microbatch-additivity"
     tol = suite.tolerance("self")
     convention = checks.label_convention(suite.adapter)
-    config, implementation = _model(suite, data, rid)
+    config, implementation = strategies.draw_implementation(data, suite, rid)
     tokens, labels = data.draw(
         strategies.labelled_batches(
             config, convention, min_batch=2, max_batch=4, min_length=2, max_length=16
@@ -537,7 +529,7 @@ def test_logits_gradient_is_softmax_minus_one_hot(suite: Suite, data: st.DataObj
     d loss / d ln_f.bias = sum over rows of (d loss / d z_i) W."""
     rid = "objective.logits-gradient"
     convention = checks.label_convention(suite.adapter)
-    config, implementation = _model(suite, data, rid)
+    config, implementation = strategies.draw_implementation(data, suite, rid)
     tokens, labels = data.draw(
         strategies.labelled_batches(config, convention, min_length=2, max_length=MAX_LENGTH),
         label="tokens, labels",
@@ -602,7 +594,7 @@ def _nothing_counted(
 def test_zero_counted_targets_give_sum_zero_and_no_mean(suite: Suite, data: st.DataObject) -> None:
     rid = "objective.no-counted-targets"
     convention = checks.label_convention(suite.adapter)
-    config, implementation = _model(suite, data, rid)
+    config, implementation = strategies.draw_implementation(data, suite, rid)
     tokens, labels = data.draw(_nothing_counted(config, convention), label="tokens, labels")
     total = checks.loss_of(rid, implementation, tokens, labels, reduction="sum")
     checks.scalar_agrees(
@@ -633,7 +625,7 @@ def test_zero_counted_targets_give_sum_zero_and_no_mean(suite: Suite, data: st.D
 def test_zero_counted_targets_give_zero_gradient(suite: Suite, data: st.DataObject) -> None:
     rid = "objective.no-counted-targets"
     convention = checks.label_convention(suite.adapter)
-    config, implementation = _model(suite, data, rid)
+    config, implementation = strategies.draw_implementation(data, suite, rid)
     tokens, labels = data.draw(_nothing_counted(config, convention), label="tokens, labels")
     _, grads = checks.call(
         rid,
@@ -668,7 +660,7 @@ def test_loss_is_computed_in_at_least_float32(suite: Suite, data: st.DataObject)
     rid = "objective.loss-in-float32"
     tol = suite.tolerance("self")
     convention = checks.label_convention(suite.adapter)
-    config, implementation = _model(suite, data, rid)
+    config, implementation = strategies.draw_implementation(data, suite, rid)
     tokens, labels = data.draw(
         strategies.labelled_batches(
             config, convention, max_batch=4, min_length=2, max_length=MAX_LENGTH
