@@ -209,12 +209,18 @@ def init_configs(draw: st.DrawFn, suite: Suite) -> GPT2Config:
     )
 
 
+def build(suite: Suite, draw: Draw, requirement: str) -> tuple[Implementation, Params | None]:
+    """Build the drawn model (its checkpoint weights, or oracle weights at its scale and seed);
+    a failure to build fails ``requirement``."""
+    return suite.build(
+        draw.config, requirement=requirement, params=draw.params, seed=draw.seed, scale=draw.scale
+    )
+
+
 def draw_implementation(
     data: st.DataObject, suite: Suite, requirement: str
 ) -> tuple[GPT2Config, Implementation]:
     """Draw a model (:func:`models`) and build it; a failure to build fails ``requirement``."""
     draw = data.draw(models(suite), label="model")
-    implementation, _ = suite.build(
-        draw.config, requirement=requirement, params=draw.params, seed=draw.seed, scale=draw.scale
-    )
+    implementation, _ = build(suite, draw, requirement)
     return draw.config, implementation

@@ -292,9 +292,7 @@ def test_embeddings_have_one_row_per_token_and_per_position(
     rid = "embedding.shapes"
     draw = data.draw(strategies.models(suite), label="model")
     config = draw.config
-    impl, _ = suite.build(
-        config, requirement=rid, params=draw.params, seed=draw.seed, scale=draw.scale
-    )
+    impl, _ = strategies.build(suite, draw, rid)
     named = checks.call(rid, "reading get_params()", impl.get_params)
     for name, shape, rows in (
         (WTE, (config.vocab_size, config.n_embd), "one row per token id, V = vocab_size"),
@@ -383,9 +381,7 @@ def test_logits_are_hidden_states_times_the_head_matrix(suite: Suite, data: st.D
     rid = "head.linear-no-bias"
     draw = data.draw(strategies.models(suite), label="model")
     config = draw.config
-    impl, _ = suite.build(
-        config, requirement=rid, params=draw.params, seed=draw.seed, scale=draw.scale
-    )
+    impl, _ = strategies.build(suite, draw, rid)
     tokens = data.draw(strategies.tokens(config, min_length=4), label="tokens")
     B, T = tokens.shape
     logits = checks.logits_of(rid, impl, tokens, vocab_size=config.vocab_size)
@@ -436,9 +432,7 @@ def test_changing_wte_changes_the_head(suite: Suite, data: st.DataObject) -> Non
     _declared_tied(suite, rid)
     draw = data.draw(strategies.models(suite), label="model")
     config = draw.config
-    impl, params = suite.build(
-        config, requirement=rid, params=draw.params, seed=draw.seed, scale=draw.scale
-    )
+    impl, params = strategies.build(suite, draw, rid)
     assert params is not None
     tokens = data.draw(strategies.tokens(config, min_length=4), label="tokens")
     tol = suite.tolerance("oracle")
@@ -462,9 +456,7 @@ def test_wte_gradient_is_lookup_plus_head_contribution(suite: Suite, data: st.Da
     _declared_tied(suite, rid)
     draw = data.draw(strategies.gradient_models(suite), label="model")
     config = draw.config
-    impl, params = suite.build(
-        config, requirement=rid, params=draw.params, seed=draw.seed, scale=draw.scale
-    )
+    impl, params = strategies.build(suite, draw, rid)
     assert params is not None
     convention = checks.label_convention(suite.adapter)
     tokens, labels = data.draw(
@@ -518,9 +510,7 @@ def test_still_tied_after_an_sgd_step(suite: Suite, data: st.DataObject) -> None
     _declared_tied(suite, rid)
     draw = data.draw(strategies.gradient_models(suite), label="model")
     config = draw.config
-    impl, _ = suite.build(
-        config, requirement=rid, params=draw.params, seed=draw.seed, scale=draw.scale
-    )
+    impl, _ = strategies.build(suite, draw, rid)
     convention = checks.label_convention(suite.adapter)
     tokens, labels = data.draw(
         strategies.labelled_batches(config, convention, min_length=4, p_ignore_max=0.3),
@@ -572,9 +562,7 @@ def test_still_tied_after_save_and_load(suite: Suite, data: st.DataObject) -> No
     _declared_tied(suite, rid)
     draw = data.draw(strategies.models(suite), label="model")
     config = draw.config
-    impl, params = suite.build(
-        config, requirement=rid, params=draw.params, seed=draw.seed, scale=draw.scale
-    )
+    impl, params = strategies.build(suite, draw, rid)
     assert params is not None
     tokens = data.draw(strategies.tokens(config, min_length=4), label="tokens")
     tol = suite.tolerance("oracle")
@@ -620,9 +608,7 @@ def test_checkpoint_without_lm_head_loads_tied(suite: Suite, data: st.DataObject
     _declared_tied(suite, rid)
     draw = data.draw(strategies.models(suite), label="model")
     config = draw.config
-    impl, _ = suite.build(
-        config, requirement=rid, params=draw.params, seed=draw.seed, scale=draw.scale
-    )
+    impl, _ = strategies.build(suite, draw, rid)
     source = draw.params or oracle.random_params(config, seed=draw.seed, scale=draw.scale)
     weights = {name: np.asarray(v, dtype=np.float32) for name, v in source.items()}
     tokens = data.draw(strategies.tokens(config, min_length=4), label="tokens")
@@ -704,9 +690,7 @@ def test_still_tied_after_resizing_the_vocabulary(suite: Suite, data: st.DataObj
     _declared_tied(suite, rid)
     draw = data.draw(strategies.models(suite), label="model")
     config = draw.config
-    impl, _ = suite.build(
-        config, requirement=rid, params=draw.params, seed=draw.seed, scale=draw.scale
-    )
+    impl, _ = strategies.build(suite, draw, rid)
     V = config.vocab_size
     new_V = data.draw(
         st.integers(max(2, V // 2), V + 16).filter(lambda v: v != V), label="new vocab size"
@@ -770,9 +754,7 @@ def test_still_tied_after_a_device_or_dtype_move(suite: Suite, data: st.DataObje
     _declared_tied(suite, rid)
     draw = data.draw(strategies.models(suite), label="model")
     config = draw.config
-    impl, _ = suite.build(
-        config, requirement=rid, params=draw.params, seed=draw.seed, scale=draw.scale
-    )
+    impl, _ = strategies.build(suite, draw, rid)
     path = _move_path(suite)
     moved = impl
     for device, dtype in path:
@@ -807,9 +789,7 @@ def test_an_untied_head_is_declared(suite: Suite, data: st.DataObject) -> None:
     rid = "head.untied-is-declared"
     draw = data.draw(strategies.models(suite), label="model")
     config = draw.config
-    impl, params = suite.build(
-        config, requirement=rid, params=draw.params, seed=draw.seed, scale=draw.scale
-    )
+    impl, params = strategies.build(suite, draw, rid)
     assert params is not None
     if not suite.adapter.tied_head:
         return  # declared: the head.tied-* properties report the deviation as declared

@@ -40,9 +40,7 @@ def _forward_property(
     more keys, and the diagnosis needs a few rows to tell a bias on the logits from other
     deviations."""
     draw = data.draw(strategies.models_at(suite, prefer), label="model")
-    impl, params = suite.build(
-        draw.config, requirement=rid, params=draw.params, seed=draw.seed, scale=draw.scale
-    )
+    impl, params = strategies.build(suite, draw, rid)
     assert params is not None  # the property is marked capability("params")
     tokens = data.draw(strategies.tokens(draw.config, min_length=min_length), label="tokens")
     logits = checks.logits_of(rid, impl, tokens, vocab_size=draw.config.vocab_size)
@@ -93,9 +91,7 @@ def test_a_final_layernorm_precedes_the_head(suite: Suite, data: st.DataObject) 
     if not suite.claims("hidden-states"):
         return
     draw = data.draw(strategies.models(suite), label="model for hidden states")
-    impl, params = suite.build(
-        draw.config, requirement=rid, params=draw.params, seed=draw.seed, scale=draw.scale
-    )
+    impl, params = strategies.build(suite, draw, rid)
     assert params is not None
     tokens = data.draw(strategies.tokens(draw.config), label="tokens for hidden states")
     B, T = tokens.shape
@@ -133,9 +129,7 @@ def test_mlp_maps_d_to_4d_and_back(suite: Suite, data: st.DataObject) -> None:
     """The MLP weights have the 4d shapes, and the forward through them is the spec's."""
     rid = "forward.mlp-width"
     draw = data.draw(strategies.models(suite), label="model")
-    impl, _ = suite.build(
-        draw.config, requirement=rid, params=draw.params, seed=draw.seed, scale=draw.scale
-    )
+    impl, _ = strategies.build(suite, draw, rid)
     named = checks.call(rid, "reading get_params()", impl.get_params)
     d = draw.config.n_embd
     for layer in range(draw.config.n_layer):

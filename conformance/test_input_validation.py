@@ -86,9 +86,7 @@ def _valid(
     data: st.DataObject, suite: Suite, **kw: Any
 ) -> tuple[GPT2Config, Implementation, np.ndarray]:
     draw = data.draw(strategies.models(suite), label="model")
-    impl, _ = suite.build(
-        draw.config, requirement=kw.pop("rid"), params=draw.params, seed=draw.seed, scale=draw.scale
-    )
+    impl, _ = strategies.build(suite, draw, kw.pop("rid"))
     tokens = data.draw(strategies.tokens(draw.config, **kw), label="valid tokens")
     return draw.config, impl, tokens
 

@@ -41,9 +41,7 @@ def test_parameters_are_exposed_under_the_canonical_names(
     wte (equal values); mask buffers are not parameters."""
     rid = "model.canonical-names"
     draw = data.draw(strategies.models(suite), label="model")
-    impl, _ = suite.build(
-        draw.config, requirement=rid, params=draw.params, seed=draw.seed, scale=draw.scale
-    )
+    impl, _ = strategies.build(suite, draw, rid)
     named = checks.call(rid, "reading get_params()", impl.get_params)
     expected = _shapes(draw.config)
     missing = [name for name in expected if name not in named]
@@ -99,9 +97,7 @@ def test_loader_reads_the_names_that_real_checkpoints_carry(
     rid = "model.canonical-names"
     draw = data.draw(strategies.models(suite), label="model")
     config = draw.config
-    impl, _ = suite.build(
-        config, requirement=rid, params=draw.params, seed=draw.seed, scale=draw.scale
-    )
+    impl, _ = strategies.build(suite, draw, rid)
     weights = _float32(
         draw.params or oracle.random_params(config, seed=draw.seed, scale=draw.scale)
     )
@@ -157,9 +153,7 @@ def test_parameters_have_the_canonical_layout(suite: Suite, data: st.DataObject)
     rid = "model.canonical-layout"
     draw = data.draw(strategies.models(suite), label="model")
     config = draw.config
-    impl, params = suite.build(
-        config, requirement=rid, params=draw.params, seed=draw.seed, scale=draw.scale
-    )
+    impl, params = strategies.build(suite, draw, rid)
     assert params is not None
     named = checks.call(rid, "reading get_params()", impl.get_params)
     tol = suite.tolerance("oracle")
