@@ -44,6 +44,10 @@ CAPABILITIES: Mapping[str, str] = {
     "resize-vocab": "resize_vocab(new_vocab_size): grow the vocabulary, keeping old rows",
     "move": "moved(device, dtype): a copy on another device or dtype",
     "input-validation": "refuses invalid input with a ValueError before computing",
+    "embedding-matrix": "input_embedding() and set_input_embedding(W): the token-embedding "
+    "matrix [V, d] under the model's own names (no canonical weights needed)",
+    "embedding-gradients": "embedding_gradients(tokens, labels, reduction): the loss and its "
+    "gradients for the looked-up input embeddings, the embedding matrix and the head matrix",
 }
 
 
@@ -112,6 +116,30 @@ class Implementation(abc.ABC):
 
     def sgd_step(self, tokens: np.ndarray, labels: np.ndarray, *, lr: float) -> None:
         """One plain SGD step on the mean loss, updating the weights in place."""
+        raise NotImplementedError
+
+    def input_embedding(self) -> Any:
+        """The token-embedding matrix ``[V, d]`` the input lookup reads (``embedding-matrix``)."""
+        raise NotImplementedError
+
+    def set_input_embedding(self, weight: np.ndarray) -> None:
+        """Overwrite the token-embedding matrix in place (a tied head changes with it)."""
+        raise NotImplementedError
+
+    def embedding_gradients(
+        self,
+        tokens: np.ndarray,
+        labels: np.ndarray,
+        *,
+        reduction: Reduction = "mean",
+        ignore_index: int = -100,
+    ) -> tuple[Any, Mapping[str, Any]]:
+        """``(loss, {"inputs": [B, T, d], "lookup": [V, d], "embedding": [V, d], "head": [V, d]})``:
+        the gradients of the loss for the rows the input lookup returned; the share of the
+        embedding matrix's gradient that comes through the lookup alone (those rows' gradients
+        pulled back through it); and the whole gradients of the embedding matrix and of the head
+        matrix (``embedding-gradients``). A tied head is one tensor: its two entries are equal,
+        each the sum of the lookup's and the head's contributions."""
         raise NotImplementedError
 
     def prefill(self, tokens: np.ndarray) -> tuple[Any, Cache]:

@@ -1,7 +1,8 @@
 """gpt2_spec: the normative GPT-2 specification, readable by people (the Markdown chapters in this
 folder) and by machines (requirements, executable NumPy definitions, the configuration type).
 
-- :func:`load_requirements` lists the requirements with their stable ids.
+- :func:`load_requirements` lists the requirements with their stable ids; :func:`load_profiles`
+  the named subsets a conformance run may judge.
 - :func:`spec_definitions` executes the chapters' NumPy code and returns its functions.
 - :class:`GPT2Config` is the one configuration type of the project.
 """
@@ -9,7 +10,14 @@ folder) and by machines (requirements, executable NumPy definitions, the configu
 from .config import ConfigError, GPT2Config
 from .definitions import code_blocks, spec_definitions
 from .errors import InvalidInputError
-from .registry import Requirement, SpecFormatError, chapter_paths, load_requirements
+from .registry import (
+    Profile,
+    Requirement,
+    SpecFormatError,
+    chapter_paths,
+    load_profiles,
+    load_requirements,
+)
 
 SPEC_VERSION = "1.0.0-draft"
 
@@ -18,10 +26,12 @@ __all__ = [
     "ConfigError",
     "GPT2Config",
     "InvalidInputError",
+    "Profile",
     "Requirement",
     "SpecFormatError",
     "chapter_paths",
     "code_blocks",
+    "load_profiles",
     "load_requirements",
     "spec_definitions",
 ]

@@ -144,3 +144,101 @@ def load_requirements(spec_dir: Path = SPEC_DIR) -> list[Requirement]:
             seen[requirement.id] = requirement
             requirements.append(requirement)
     return requirements
+
+
+# --------------------------------------------------------------------------------------------
+# Profiles (spec/README.md, section "Profiles")
+
+_PROFILES_HEADING = re.compile(r"^## Profiles\s*$")
+_PROFILE_HEADING = re.compile(r"^### Profile `(?P<name>[a-z][a-z0-9-]*)`\s*$")
+_PROFILE_ITEM = re.compile(r"^- `(?P<id>" + _ID + r")`(?P<rest>.*)$")
+_TIED_ONLY = "declared tied only"
+# A fence line holds nothing but the fence and an info string (README's prose mentions fences).
+_FENCE_LINE = re.compile(r"^(`{3,}|~{3,})[\w-]*\s*$")
+#: The profile in which every requirement is judged (the default).
+FULL_PROFILE = "gpt2"
+
+
+@dataclasses.dataclass(frozen=True)
+class Profile:
+    """A named set of requirements a conformance run judges (spec README, "Profiles").
+
+    Attributes:
+        name: ``gpt2`` (every requirement) or ``causal-lm``.
+        requirements: the ids in the profile, in the spec's reading order.
+        tied_only: the ids that apply only to a model declaring a tied head.
+    """
+
+    name: str
+    requirements: tuple[str, ...]
+    tied_only: frozenset[str] = frozenset()
+
+    def __contains__(self, requirement_id: object) -> bool:
+        return requirement_id in self.requirements
+
+
+def load_profiles(spec_dir: Path = SPEC_DIR) -> dict[str, Profile]:
+    """The spec's profiles by name; ids are checked against the chapters.
+
+    The ``gpt2`` profile holds every requirement; a profile that lists ids holds those. Raises
+    :class:`SpecFormatError` for an id the chapters do not define, a duplicate, or a missing
+    ``gpt2`` profile.
+    """
+    readme = spec_dir / "README.md"
+    known = [r.id for r in load_requirements(spec_dir)]
+    listed: dict[str, list[str]] = {}
+    tied: dict[str, set[str]] = {}
+    lines: dict[str, int] = {}
+    inside = False
+    current: str | None = None
+    in_code = False
+    for number, line in enumerate(readme.read_text(encoding="utf-8").splitlines(), start=1):
+        if _FENCE_LINE.match(line):
+            in_code = not in_code
+            continue
+        if in_code:
+            continue
+        if line.startswith("## "):
+            inside = bool(_PROFILES_HEADING.match(line))
+            current = None
+            continue
+        if not inside:
+            continue
+        heading = _PROFILE_HEADING.match(line)
+        if heading:
+            current = heading["name"]
+            if current in listed:
+                raise SpecFormatError(f"README.md:{number}: profile {current} defined twice")
+            listed[current], tied[current], lines[current] = [], set(), number
+            continue
+        item = _PROFILE_ITEM.match(line)
+        if current is None or not item:
+            continue
+        rid = item["id"]
+        if rid not in known:
+            raise SpecFormatError(
+                f"README.md:{number}: profile {current} names {rid}, which no chapter defines"
+            )
+        if rid in listed[current]:
+            raise SpecFormatError(f"README.md:{number}: profile {current} lists {rid} twice")
+        listed[current].append(rid)
+        if _TIED_ONLY in item["rest"]:
+            tied[current].add(rid)
+    if FULL_PROFILE not in listed:
+        raise SpecFormatError(f"README.md: no '### Profile `{FULL_PROFILE}`' under '## Profiles'")
+    profiles = {}
+    for name, ids in listed.items():
+        if name == FULL_PROFILE:
+            if ids:
+                raise SpecFormatError(
+                    f"README.md:{lines[name]}: the {FULL_PROFILE} profile holds every requirement "
+                    "and lists none"
+                )
+            ids = list(known)
+        elif not ids:
+            raise SpecFormatError(f"README.md:{lines[name]}: profile {name} lists no requirement")
+        order = {rid: k for k, rid in enumerate(known)}
+        profiles[name] = Profile(
+            name, tuple(sorted(ids, key=order.__getitem__)), frozenset(tied[name])
+        )
+    return profiles

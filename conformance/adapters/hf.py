@@ -10,9 +10,11 @@ Any model whose ``forward`` takes ``input_ids``, ``attention_mask``, ``position_
 The factory receives the suite's :class:`~gpt2_spec.GPT2Config` and a seed (the global torch RNG
 is already seeded with it) and returns the model. The adapter claims ``loss``,
 ``hidden-states``, ``train-step``, ``kv-cache``, ``attention-mask``, ``last-position``,
-``save-load``, ``resize-vocab`` and ``move``. It does not claim ``params``, ``checkpoint`` or
-``gradients`` (the protocol's gradients are keyed by canonical name): the model's parameter names
-are its own. Pass ``param_names`` (own name -> canonical GPT-2 name) to claim all three.
+``save-load``, ``resize-vocab``, ``move``, ``embedding-matrix`` and ``embedding-gradients`` (the
+model's own token-embedding matrix, from ``get_input_embeddings()``). It does not claim
+``params``, ``checkpoint`` or ``gradients`` (the protocol's gradients are keyed by canonical
+name): the model's parameter names are its own. Pass ``param_names`` (own name -> canonical
+GPT-2 name) to claim all three.
 
 Whether the head is tied is declared (``tied=``), never assumed: :meth:`head_weight` returns
 whatever ``get_output_embeddings()`` holds, and the suite checks the declaration against it.
@@ -168,6 +170,11 @@ class HFCausalLMAdapter(TorchModuleAdapter):
         if cache is None:
             cache = out.past_key_values
         return out.logits, cache
+
+    def input_embedding_module(self, module: nn.Module) -> nn.Module:
+        get: Any = module.get_input_embeddings
+        embeddings: nn.Module = get()
+        return embeddings
 
     def resize_module_vocab(self, module: nn.Module, vocab_size: int) -> None:
         resize: Any = module.resize_token_embeddings

@@ -74,6 +74,11 @@ class ReferenceAdapter(TorchModuleAdapter):
     def forward_last(self, module: nn.Module, input_ids: torch.Tensor) -> torch.Tensor:
         return module(input_ids, last_only=True).logits[:, -1]
 
+    def input_embedding_module(self, module: nn.Module) -> nn.Module:
+        # The lookup wte; the causal-lm profile's generic properties read and set its matrix.
+        wte: nn.Module = module.transformer.wte
+        return wte
+
     def forward_cached(
         self, module: nn.Module, input_ids: torch.Tensor, state: Any
     ) -> tuple[torch.Tensor, Any]:

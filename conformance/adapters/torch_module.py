@@ -21,6 +21,8 @@ position_ids=)`` accepting both keywords
 ``canonical_name`` / ``param_names`` /        ``params``, ``checkpoint``
 ``canonical_state_dict``
 ``resize_module_vocab``                       ``resize-vocab``
+``input_embedding_module``                    ``embedding-matrix``; with ``forward_loss`` also
+                                              ``embedding-gradients``
 ``validates_input = True``                    ``input-validation``
 ============================================  ================================================
 
@@ -80,6 +82,7 @@ _HOOK_CAPABILITIES: dict[str, tuple[str, ...]] = {
     "forward_last": ("last-position",),
     "forward_cached": ("kv-cache",),
     "resize_module_vocab": ("resize-vocab",),
+    "input_embedding_module": ("embedding-matrix",),
 }
 _PARAMS_HOOKS = ("canonical_name", "canonical_state_dict")
 
@@ -233,6 +236,11 @@ class TorchModuleAdapter(Adapter):
         """Grow (or shrink) the vocabulary in place, keeping the old rows."""
         raise NotImplementedError
 
+    def input_embedding_module(self, module: nn.Module) -> nn.Module:
+        """The module that looks the token ids up (its ``weight`` is ``[V, d]``; it is called
+        once per forward with the ids)."""
+        raise NotImplementedError
+
     def save_module(self, module: nn.Module, config: GPT2Config, directory: Path) -> None:
         """Write the module's own checkpoint. Default: ``model.safetensors`` (shared tensors
         saved once) and ``config.json``."""
@@ -305,6 +313,8 @@ def derive_capabilities(adapter: Any) -> frozenset[str]:
     for hook, claims in _HOOK_CAPABILITIES.items():
         if provided(hook):
             capabilities.update(claims)
+    if provided("input_embedding_module") and provided("forward_loss"):
+        capabilities.add("embedding-gradients")
     if getattr(adapter, "param_names", None) is not None or any(map(provided, _PARAMS_HOOKS)):
         capabilities.update(("params", "checkpoint"))
         if provided("forward_loss"):  # the protocol's gradients are by canonical name
@@ -483,6 +493,78 @@ class TorchModuleImplementation(Implementation):
                 if p.grad is not None:
                     p.add_(p.grad, alpha=-lr)
         module.zero_grad(set_to_none=True)
+
+    # ---- the model's own embedding matrix -----------------------------------------------------
+
+    def _embedding_weight(self) -> torch.Tensor:
+        weight: Any = self.adapter.input_embedding_module(self.module).weight
+        return weight
+
+    def input_embedding(self) -> Any:
+        return self._embedding_weight().detach()
+
+    @torch.no_grad()
+    def set_input_embedding(self, weight: np.ndarray) -> None:
+        target = self._embedding_weight()
+        value = torch.as_tensor(weight)
+        if tuple(value.shape) != tuple(target.shape):
+            raise AdapterError(
+                f"set_input_embedding: a matrix of shape {tuple(value.shape)} for an embedding "
+                f"of shape {tuple(target.shape)}"
+            )
+        target.copy_(value)
+
+    def embedding_gradients(
+        self,
+        tokens: np.ndarray,
+        labels: np.ndarray,
+        *,
+        reduction: Reduction = "mean",
+        ignore_index: int = IGNORE_INDEX,
+    ) -> tuple[Any, Mapping[str, Any]]:
+        module = self.module
+        lookup = self.adapter.input_embedding_module(module)
+        looked_up: list[tuple[Any, torch.Tensor]] = []
+
+        def keep(_: nn.Module, args: Any, output: torch.Tensor) -> None:
+            output.retain_grad()
+            looked_up.append((args, output))
+
+        module.zero_grad(set_to_none=True)
+        handle = lookup.register_forward_hook(keep)
+        try:
+            with torch.enable_grad():
+                loss = self.adapter.forward_loss(
+                    module, self._ids(tokens), self._ids(labels), reduction, ignore_index
+                )
+                loss.backward()
+        finally:
+            handle.remove()
+        if len(looked_up) != 1:
+            raise AdapterError(
+                f"the input embedding module was called {len(looked_up)} times in one forward; "
+                "input_embedding_module must name the one lookup of the token ids"
+            )
+        embedding: Any = lookup.weight
+        head = self.adapter.head_weight(module)
+
+        def grad(tensor: torch.Tensor) -> torch.Tensor:
+            return tensor.grad.detach() if tensor.grad is not None else torch.zeros_like(tensor)
+
+        args, output = looked_up[0]
+        rows = grad(output)
+        # The lookup's own share of the embedding's gradient: the same rows' gradient pulled back
+        # through the lookup alone (a lookup that scales its rows, as Gemma's does, included).
+        with torch.enable_grad():
+            (share,) = torch.autograd.grad(lookup(*args), embedding, grad_outputs=rows)
+        grads = {
+            "inputs": rows,
+            "lookup": share.detach(),
+            "embedding": grad(embedding),
+            "head": grad(head),
+        }
+        module.zero_grad(set_to_none=True)
+        return loss.detach(), grads
 
     # ---- lifecycle ---------------------------------------------------------------------------
 

@@ -1,0 +1,295 @@
+"""The causal-lm requirements profile and the peer architectures (docs/evidence/peers.md).
+
+The profile is defined in spec/README.md and read by ``gpt2_spec.load_profiles``; selecting it
+(``--conformance-requirements=causal-lm``) deselects GPT-2's own requirements, which the report
+shows as not-in-profile, and judges the rest on any causal LM: here one peer architecture passes
+and a peer that lies about its head fails.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from gpt2_spec import SpecFormatError, load_profiles, load_requirements
+from gpt2_spec.registry import SPEC_DIR
+
+ROOT = Path(__file__).resolve().parent.parent
+IDS = [r.id for r in load_requirements()]
+GPT2_ONLY = {
+    "model.canonical-names",
+    "model.canonical-layout",
+    "embedding.shapes",
+    "embedding.input-sum",
+    "numerics.log-probs-match-oracle",
+    "numerics.loss-matches-oracle",
+    "numerics.gradients-match-oracle",
+    "numerics.tolerance-table",
+    "forward.pre-layernorm",
+    "forward.initialisation",
+}
+
+
+# ---- the spec's profiles ---------------------------------------------------------------------
+
+
+def test_the_gpt2_profile_is_every_requirement():
+    profiles = load_profiles()
+    assert set(profiles) == {"gpt2", "causal-lm"}
+    assert list(profiles["gpt2"].requirements) == IDS
+    assert not profiles["gpt2"].tied_only
+
+
+def test_the_causal_lm_profile_names_real_ids_and_leaves_gpt2s_own_out():
+    profile = load_profiles()["causal-lm"]
+    assert set(profile.requirements) <= set(IDS)
+    assert list(profile.requirements) == [i for i in IDS if i in profile.requirements]
+    assert not GPT2_ONLY & set(profile.requirements)
+    assert not any(i.startswith(("forward.", "model.")) for i in profile.requirements)
+    for family in ("objective.", "causality.", "inference.", "input."):
+        assert {i for i in IDS if i.startswith(family)} <= set(profile.requirements), family
+    assert profile.tied_only == {i for i in IDS if i.startswith("head.tied-")}
+    assert {"head.linear-no-bias", "head.untied-is-declared"} <= set(profile.requirements)
+
+
+#: Capabilities that only a GPT-2 has: canonical weights, their gradients, canonical checkpoints.
+GPT2_CAPABILITIES = {"params", "gradients", "checkpoint"}
+
+
+def test_every_causal_lm_requirement_has_a_property_that_needs_no_gpt2_weights():
+    """The profile is checkable on any causal LM: each requirement has a property that needs
+    none of the capabilities only a GPT-2 with canonical weights can offer."""
+    import importlib
+    import inspect
+    import pkgutil
+
+    import gpt2_conformance
+
+    generic: set[str] = set()
+    for info in pkgutil.iter_modules(gpt2_conformance.__path__):
+        if not info.name.startswith("test_"):
+            continue
+        module = importlib.import_module(f"gpt2_conformance.{info.name}")
+        for name, function in inspect.getmembers(module, inspect.isfunction):
+            if not name.startswith("test_"):
+                continue
+            marks = getattr(function, "pytestmark", [])
+            caps = {a for m in marks if m.name == "capability" for a in m.args}
+            if not caps & GPT2_CAPABILITIES:
+                generic.update(a for m in marks if m.name == "requirement" for a in m.args)
+    missing = sorted(set(load_profiles()["causal-lm"].requirements) - generic)
+    assert not missing, f"causal-lm requirements checked only through GPT-2's weights: {missing}"
+
+
+def _spec_copy(tmp_path: Path, profiles_text: str) -> Path:
+    for chapter in SPEC_DIR.glob("[0-9][0-9]-*.md"):
+        (tmp_path / chapter.name).write_text(chapter.read_text(encoding="utf-8"), encoding="utf-8")
+    readme = (SPEC_DIR / "README.md").read_text(encoding="utf-8")
+    head = readme.split("## Profiles", 1)[0]
+    (tmp_path / "README.md").write_text(head + profiles_text, encoding="utf-8")
+    return tmp_path
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        (
+            "## Profiles\n\n### Profile `gpt2`\n\n### Profile `x`\n\n- `objective.nope`\n",
+            "names objective.nope, which no chapter defines",
+        ),
+        ("## Profiles\n\n### Profile `x`\n\n- `objective.sum-of-terms`\n", "no '### Profile"),
+        (
+            "## Profiles\n\n### Profile `gpt2`\n\n### Profile `x`\n\n- `objective.sum-of-terms`\n"
+            "- `objective.sum-of-terms`\n",
+            "lists objective.sum-of-terms twice",
+        ),
+    ],
+)
+def test_a_malformed_profile_is_rejected(tmp_path: Path, text: str, message: str):
+    with pytest.raises(SpecFormatError, match=message):
+        load_profiles(_spec_copy(tmp_path, text))
+
+
+# ---- running the profile -----------------------------------------------------------------------
+
+
+def _suite(tmp_path: Path, *args: str) -> tuple[subprocess.CompletedProcess[str], dict]:
+    report = tmp_path / "report.json"
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pytest",
+            "--pyargs",
+            *args,
+            f"--conformance-report={report}",
+            "--max-examples=3",
+            "-p",
+            "no:cacheprovider",
+            "-W",
+            "ignore",
+        ],
+        cwd=tmp_path,
+        env={**os.environ, "PYTHONPATH": str(tmp_path)},
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
+    assert report.is_file(), done.stdout[-3000:] + done.stderr[-3000:]
+    return done, json.loads(report.read_text(encoding="utf-8"))
+
+
+def test_a_peer_conforms_to_the_causal_lm_profile_and_gpt2s_own_requirements_are_deselected(
+    tmp_path: Path,
+):
+    done, report = _suite(
+        tmp_path, "gpt2_conformance", "--impl=hf:llama", "--conformance-requirements=causal-lm"
+    )
+    profile = load_profiles()["causal-lm"]
+    statuses = {r["id"]: r["status"] for r in report["requirements"]}
+    assert {i for i, s in statuses.items() if s == "not-in-profile"} == set(IDS) - set(
+        profile.requirements
+    )
+    outside = [r for r in report["requirements"] if r["status"] == "not-in-profile"]
+    assert all(r["tests"] == [] for r in outside)  # deselected: nothing ran for them
+    assert report["summary"]["not-in-profile"] == len(IDS) - len(profile.requirements)
+    assert report["requirements_profile"] == "causal-lm"
+    # Llama unties its head by default: declared, so the tied-only requirements are not claimed.
+    assert report["implementation"]["tied_head"] is False
+    assert all(statuses[i] == "not-claimed" for i in profile.tied_only)
+    assert statuses["head.untied-is-declared"] == "pass"
+    assert statuses["causality.jacobian-lower-triangular"] == "pass"  # the generic path ran
+    assert statuses["objective.logits-gradient"] == "pass"
+    assert report["conforms"] is True, report["verdict"]
+    assert ", causal-lm profile (" in report["verdict"]
+    assert "requirements: the causal-lm profile (38 of 53" in done.stdout
+    assert "deselected" in done.stdout
+
+
+def test_the_default_profile_judges_every_requirement(tmp_path: Path):
+    done, report = _suite(
+        tmp_path, "gpt2_conformance.test_objective", "--impl=hf:llama", "-k", "one_row"
+    )
+    assert report["requirements_profile"] == "gpt2"
+    assert "not-in-profile" not in report["summary"]
+    assert "profile (" not in report["verdict"]
+    assert "requirements: the" not in done.stdout
+
+
+def test_an_unknown_profile_is_a_usage_error(tmp_path: Path):
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pytest",
+            "--pyargs",
+            "gpt2_conformance",
+            "--impl=hf:llama",
+            "--conformance-requirements=llama",
+            "-p",
+            "no:cacheprovider",
+        ],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert done.returncode == 4
+    assert "--conformance-requirements=llama: the spec defines the profiles gpt2, causal-lm" in (
+        done.stderr
+    )
+
+
+LYING_PEER = """
+from gpt2_conformance.adapters.peers import PEERS, PeerAdapter
+
+# Llama's configuration unties the head, but this adapter declares it tied.
+adapter = PeerAdapter(PEERS["llama"], tied=True)
+"""
+
+# A failing property shrinks its example for minutes; the first failure is enough here.
+NO_SHRINK = """
+from hypothesis import HealthCheck, Phase, settings
+
+settings.register_profile(
+    "peers-no-shrink",
+    phases=[Phase.explicit, Phase.reuse, Phase.generate],
+    derandomize=True,
+    database=None,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow],
+)
+"""
+
+
+def test_the_profile_fails_a_peer_that_declares_a_tied_head_it_does_not_have(tmp_path: Path):
+    (tmp_path / "lying_llama.py").write_text(LYING_PEER, encoding="utf-8")
+    (tmp_path / "no_shrink.py").write_text(NO_SHRINK, encoding="utf-8")
+    _, report = _suite(
+        tmp_path,
+        "gpt2_conformance.test_causal_lm",
+        "--impl=lying_llama",
+        "--conformance-requirements=causal-lm",
+        "-p",
+        "no_shrink",
+        "--hypothesis-profile=peers-no-shrink",
+    )
+    by_id = {r["id"]: r for r in report["requirements"]}
+    assert by_id["head.untied-is-declared"]["status"] == "fail"
+    assert "the head is a separate tensor" in by_id["head.untied-is-declared"]["message"]
+    assert by_id["head.tied-to-embedding"]["status"] == "fail"
+    assert "not the embedding tensor" in by_id["head.tied-to-embedding"]["message"]
+    assert by_id["head.tied-gradient"]["status"] == "fail"
+    assert "lookup's contribution alone" in by_id["head.tied-gradient"]["message"]
+    assert report["conforms"] is False
+
+
+# ---- the published matrix ----------------------------------------------------------------------
+
+
+def _matrix_script():
+    spec = importlib.util.spec_from_file_location("peers_matrix", ROOT / "scripts/peers_matrix.py")
+    assert spec is not None
+    assert spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_the_published_matrix_renders_and_explains_every_failure():
+    data = json.loads((ROOT / "docs/data/peers.json").read_text(encoding="utf-8"))
+    peers = [a for a in data["architectures"] if a["impl"].startswith("hf:")]
+    assert sum(bool(a["conforms"]) for a in peers) >= 8
+    assert data["requirements"] == list(load_profiles()["causal-lm"].requirements)
+    assert not data["unexplained"]
+    for arch in data["architectures"]:
+        assert set(arch["failures"]) == set(arch["explanations"]), arch["name"]
+    text = _matrix_script().render_markdown(data)
+    for arch in data["architectures"]:
+        assert f"| {arch['name']} |" in text
+    assert "| `causality.future-invisible` |" in text
+
+
+def test_every_peer_is_a_builtin_and_declares_its_familys_tying():
+    from gpt2_conformance.adapters import BUILTINS, PEER_NAMES
+    from gpt2_conformance.adapters.peers import PEERS
+    from gpt2_conformance.plugin import load_adapter
+
+    assert list(PEER_NAMES) == list(PEERS)
+    for name, peer in PEERS.items():
+        adapter = load_adapter(f"hf:{name}")
+        assert BUILTINS[f"hf:{name}"].endswith(f":{name.replace('-', '_')}")
+        assert adapter.name == f"transformers-{name}"
+        assert adapter.tied_head is peer.tied_by_default
+        assert {"embedding-matrix", "embedding-gradients", "kv-cache"} <= adapter.capabilities
+    assert {n for n, p in PEERS.items() if p.tied_by_default} == {
+        "gpt-neo", "opt", "gemma", "bloom", "falcon", "gpt-bigcode",
+    }  # fmt: skip
