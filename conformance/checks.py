@@ -20,6 +20,7 @@ import numpy as np
 from gpt2_spec import spec_definitions
 
 from .adapter import to_numpy
+from .timing import STOPWATCH
 
 T = TypeVar("T")
 S = spec_definitions()
@@ -43,9 +44,10 @@ def fail(requirement: str, message: str) -> NoReturn:
 
 
 def call(requirement: str, what: str, function: Callable[..., T], *args: Any, **kwargs: Any) -> T:
-    """Call into the implementation; an exception becomes a failure of ``requirement``."""
+    """Call into the implementation (timed as the implementation's time); an exception becomes a
+    failure of ``requirement``."""
     try:
-        return function(*args, **kwargs)
+        return STOPWATCH.call("implementation", function, *args, **kwargs)
     except ConformanceFailure:
         raise
     except NotImplementedError as error:
@@ -81,7 +83,7 @@ def array(
             f"{what} contains {result[tuple(bad)]} at index {tuple(int(i) for i in bad)} "
             "(outputs must be finite, numerics.finite)",
         )
-    return result.astype(np.float64)
+    return result.astype(np.float64)  # a copy: an implementation may reuse its output buffer
 
 
 def worst_row(actual: np.ndarray, expected: np.ndarray, tol: Any) -> tuple[tuple[int, ...], float]:

@@ -35,7 +35,8 @@ from . import report as reports
 from .adapter import CAPABILITIES, Adapter, Params
 from .adapters import BUILTINS
 from .checks import ConformanceFailure
-from .suite import Suite
+from .suite import SHAPES, WIDE_MODEL_LENGTH, Suite
+from .timing import STOPWATCH
 
 ENV_IMPL = "GPT2_CONFORMANCE_IMPL"
 NOT_CLAIMED = "not-claimed"
@@ -54,10 +55,14 @@ PROFILES: dict[str, dict[str, Any]] = {
 }
 DEFAULT_PROFILE = "ci"
 DEFAULT_TIMEOUT_S = 300.0
+#: Examples per property at a large ``--conformance-shape`` (each builds a GPT-2-sized model),
+#: unless ``--max-examples`` is given.
+LARGE_SHAPE_EXAMPLES = 2
 
 #: The requirement ids a collected conformance test checks (set during collection).
 REQUIREMENT_IDS = pytest.StashKey[tuple[str, ...]]()
 _RUN = pytest.StashKey["_Run"]()
+_PHASE_TIMES = pytest.StashKey[dict[str, float]]()
 _USER_PROPERTY = "requirement"
 _RECORDER = "gpt2-conformance-recorder"
 _PHASES = "gpt2-conformance-phases"
@@ -133,6 +138,23 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         help="examples per property, overriding the profile's count",
     )
     group.addoption(
+        "--conformance-shape",
+        default="tiny",
+        choices=tuple(SHAPES),
+        help="the configuration the properties use: tiny = small configurations drawn per "
+        "example; gpt2-small (d=768, 12 layers, 12 heads, vocabulary 50257, 1024 positions) or "
+        "gpt2-medium = that one shape, its weights drawn once per weight scale, rows of at most "
+        f"{WIDE_MODEL_LENGTH} tokens, {LARGE_SHAPE_EXAMPLES} examples per property unless "
+        "--max-examples says otherwise (default: tiny)",
+    )
+    group.addoption(
+        "--conformance-shard",
+        default=None,
+        metavar="K/N",
+        help="run only the K-th of N interleaved slices of the properties (K = 1..N), e.g. one "
+        "per machine; merge their JSON reports with python -m gpt2_conformance.report merge",
+    )
+    group.addoption(
         "--conformance-timeout",
         type=float,
         default=DEFAULT_TIMEOUT_S,
@@ -166,6 +188,21 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         metavar="PATH",
         help="write the per-requirement report as Markdown (e.g. $GITHUB_STEP_SUMMARY)",
     )
+    group.addoption(
+        "--conformance-requirements",
+        default=FULL_REQUIREMENTS,
+        metavar="PROFILE",
+        help="which requirements to judge, a profile of the spec (spec/README.md, Profiles): "
+        "gpt2 (every requirement) or causal-lm (those any decoder-only causal LM must meet; "
+        f"the rest are reported not-in-profile) (default: {FULL_REQUIREMENTS})",
+    )
+    group.addoption(
+        "--conformance-seeds",
+        default=None,
+        metavar="A:B",
+        help="run every property once per hypothesis seed A, A+1, ..., B-1 in this one session "
+        "(node ids get [seed=N]; seed N draws what --hypothesis-seed=N draws)",
+    )
 
 
 @dataclasses.dataclass
@@ -173,6 +210,8 @@ class _TestState:
     requirements: tuple[str, ...]
     outcome: str | None = None
     duration_s: float = 0.0
+    implementation_s: float = 0.0
+    oracle_s: float = 0.0
     message: str = ""
     details: str = ""
 
@@ -188,10 +227,14 @@ class _Run:
     dtype: str = "float32"
     checkpoint: tuple[Any, Params] | None = None
     checkpoint_path: Path | None = None
+    shape: str = "tiny"
+    shard: tuple[int, int] | None = None
     profile: str = DEFAULT_PROFILE
     hypothesis_profile: str | None = None
     max_examples: int | None = None
     seed: Any = None
+    seeds: range | None = None
+    requirements_profile: Any = None  # a gpt2_spec.Profile; None: every requirement (gpt2)
     timeout_s: float = DEFAULT_TIMEOUT_S
     xfails_path: str | None = None
     xfails: list[str] = dataclasses.field(default_factory=list)
@@ -214,14 +257,20 @@ class _Run:
         overrides: dict[str, Any] = {"deadline": None, "print_blob": True}
         if self.max_examples is not None:
             overrides["max_examples"] = self.max_examples
-        if self.seed is not None:
+        elif self.shape != "tiny":
+            overrides["max_examples"] = min(parent.max_examples, LARGE_SHAPE_EXAMPLES)
+        if self.seed is not None or self.seeds is not None:
             overrides["derandomize"] = False  # a derandomized run would ignore the seed
+        if self.seeds is not None:
+            overrides["database"] = None  # seed N must draw the same examples on every machine
         return settings(parent=parent, **overrides)
 
     def hypothesis_info(self) -> dict[str, Any]:
         chosen = self.settings()
-        if chosen.derandomize:
-            seed: Any = "derandomized"
+        if self.seeds is not None:
+            seed: Any = f"{self.seeds.start}:{self.seeds.stop}"
+        elif chosen.derandomize:
+            seed = "derandomized"
         elif self.seed is not None:
             seed = self.seed
         else:
@@ -252,6 +301,7 @@ class _Run:
             "device": self.device,
             "dtype": self.dtype,
             "checkpoint": str(self.checkpoint_path) if self.checkpoint_path else None,
+            "shape": self.shape,
         }
 
 
@@ -281,6 +331,23 @@ def _seed(value: Any) -> Any:
         return value
 
 
+def _shard(text: str | None) -> tuple[int, int] | None:
+    """``--conformance-shard=K/N`` as ``(K, N)``."""
+    if text is None:
+        return None
+    k, slash, n = text.partition("/")
+    try:
+        shard = (int(k), int(n))
+    except ValueError:
+        shard = (0, 0)
+    if not slash or not 1 <= shard[0] <= shard[1]:
+        raise pytest.UsageError(
+            f"--conformance-shard={text}: give K/N with 1 <= K <= N, e.g. 2/3 for the second of "
+            "three slices"
+        )
+    return shard
+
+
 def _run(config: pytest.Config) -> _Run:
     return config.stash[_RUN]
 
@@ -304,6 +371,8 @@ def pytest_configure(config: pytest.Config) -> None:
         seed=_seed(config.getoption("hypothesis_seed", None)),
         timeout_s=config.getoption("conformance_timeout"),
         xfails_path=config.getoption("xfails_file"),
+        shape=config.getoption("conformance_shape"),
+        shard=_shard(config.getoption("conformance_shard")),
     )
     config.stash[_RUN] = run
     config.pluginmanager.register(_PhaseTracker(run), _PHASES)
@@ -313,6 +382,13 @@ def pytest_configure(config: pytest.Config) -> None:
         raise pytest.UsageError(f"--max-examples={run.max_examples}: give a positive count")
     if run.timeout_s < 0:
         raise pytest.UsageError(f"--conformance-timeout={run.timeout_s:g}: give 0 or more seconds")
+    run.seeds = parse_seeds(config.getoption("conformance_seeds"))
+    if run.seeds is not None and run.seed is not None:
+        raise pytest.UsageError(
+            "--conformance-seeds and --hypothesis-seed both choose the seed: give only one "
+            "(--conformance-seeds=N:N+1 is one seed)"
+        )
+    run.requirements_profile = _requirements_profile(config.getoption("conformance_requirements"))
     if run.xfails_path:
         run.xfails = read_xfails(run.xfails_path)
 
@@ -351,6 +427,18 @@ def _configure_implementation(config: pytest.Config, run: _Run) -> None:
     checkpoint = config.getoption("checkpoint")
     if checkpoint:
         run.checkpoint, run.checkpoint_path = load_checkpoint(checkpoint)
+    shape = SHAPES[run.shape]
+    if shape is not None and run.checkpoint is not None:
+        raise pytest.UsageError(
+            f"--conformance-shape={run.shape} and --checkpoint both set the configuration; the "
+            "checkpoint's config is used with --checkpoint: drop --conformance-shape"
+        )
+    if shape is not None and adapter.supported_configs is not None:
+        raise pytest.UsageError(
+            f"--conformance-shape={run.shape}: the adapter {adapter.name!r} declares the "
+            "configurations it supports (its `supported_configs`), which the suite uses; drop "
+            "--conformance-shape"
+        )
     run.adapter = adapter
 
 
@@ -521,6 +609,54 @@ def read_xfails(path: str) -> list[str]:
     return entries
 
 
+FULL_REQUIREMENTS = "gpt2"
+
+
+def _requirements_profile(name: str) -> Any:
+    """``--conformance-requirements``: the spec's profile of that name (None for gpt2: every
+    requirement), read from spec/README.md; an unknown name is a usage error."""
+    if name == FULL_REQUIREMENTS:
+        return None
+    from gpt2_spec import load_profiles
+
+    profiles = load_profiles()
+    if name not in profiles:
+        raise pytest.UsageError(
+            f"--conformance-requirements={name}: the spec defines the profiles "
+            f"{', '.join(profiles)} (spec/README.md, Profiles); choose one of those"
+        )
+    return profiles[name]
+
+
+def _apply_requirements_profile(
+    config: pytest.Config, items: list[pytest.Item], profile: Any
+) -> None:
+    """Deselect the properties that check no requirement of the run's requirements profile
+    (the report shows those requirements as not-in-profile)."""
+    keep: list[pytest.Item] = []
+    drop: list[pytest.Item] = []
+    for item in items:
+        ids = _marker_args(item, "requirement")
+        (drop if ids and not any(rid in profile.requirements for rid in ids) else keep).append(item)
+    if drop:
+        config.hook.pytest_deselected(items=drop)
+        items[:] = keep
+
+
+def _skip_tied_only(item: pytest.Item) -> None:
+    """In a profile whose head.tied-* requirements apply to declared-tied heads only, a model
+    that declares an untied head has them reported not-claimed."""
+    profile = _run(item.config).requirements_profile
+    ids = item.stash.get(REQUIREMENT_IDS, ())
+    if profile is None or not ids or not all(rid in profile.tied_only for rid in ids):
+        return
+    if not _run(item.config).require_adapter().tied_head:
+        pytest.skip(
+            f"{NOT_CLAIMED}: the adapter declares an untied head (tied_head=False); in the "
+            f"{profile.name} profile {', '.join(ids)} apply to a head declared tied"
+        )
+
+
 # --------------------------------------------------------------------------------------------
 # Header
 # --------------------------------------------------------------------------------------------
@@ -546,8 +682,18 @@ def pytest_report_header(config: pytest.Config) -> list[str] | None:
     ]
     if run.checkpoint_path is not None:
         lines.append(f"checkpoint: {run.checkpoint_path}")
+    if run.shape != "tiny":
+        lines.append(f"shape: {run.shape} ({SHAPES[run.shape]})")
+    if run.shard is not None:
+        lines.append(f"shard: {run.shard[0]}/{run.shard[1]} of the properties")
     if run.xfails_path:
         lines.append(f"xfails file: {run.xfails_path} ({len(run.xfails)} entries)")
+    if run.requirements_profile is not None:
+        lines.append(
+            f"requirements: the {run.requirements_profile.name} profile "
+            f"({len(run.requirements_profile.requirements)} of {len(_known_requirements())}; "
+            "the rest are reported not-in-profile)"
+        )
     return lines
 
 
@@ -605,10 +751,55 @@ def _validate_markers(item: pytest.Item) -> None:
             )
 
 
+def parse_seeds(text: str | None) -> range | None:
+    """``--conformance-seeds A:B`` as ``range(A, B)`` (None when not given)."""
+    if text is None:
+        return None
+    first, colon, stop = text.partition(":")
+    try:
+        seeds = range(int(first), int(stop))
+    except ValueError:
+        seeds = range(0)
+        colon = ""
+    if not colon or not seeds or seeds.start < 0:
+        raise pytest.UsageError(
+            f"--conformance-seeds={text}: give A:B with whole numbers 0 <= A < B (seeds A to B-1)"
+        )
+    return seeds
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """With ``--conformance-seeds``, repeat each property once per seed (seed-major order)."""
+    run = metafunc.config.stash.get(_RUN, None)
+    if run is None or run.seeds is None:
+        return
+    if metafunc.definition.get_closest_marker("requirement") is None:
+        return
+    metafunc.fixturenames.append(SEED_FIXTURE)
+    metafunc.parametrize(
+        SEED_FIXTURE, list(run.seeds), indirect=True, ids=lambda s: f"seed={s}", scope="session"
+    )
+
+
+SEED_FIXTURE = "gpt2_conformance_seed"
+
+
+@pytest.fixture(scope="session")
+def gpt2_conformance_seed(request: pytest.FixtureRequest) -> int:
+    """The hypothesis seed of a property repeated by ``--conformance-seeds``."""
+    return int(request.param)
+
+
 @pytest.hookimpl(tryfirst=True)
 def pytest_collection_modifyitems(
     session: pytest.Session, config: pytest.Config, items: list[pytest.Item]
 ) -> None:
+    shard = _run(config).shard
+    if shard is not None:
+        _apply_shard(config, items, shard)
+    requirements_profile = _run(config).requirements_profile
+    if requirements_profile is not None:
+        _apply_requirements_profile(config, items, requirements_profile)
     properties = [i for i in items if i.get_closest_marker("requirement") is not None]
     if not properties:
         return
@@ -632,6 +823,17 @@ def pytest_collection_modifyitems(
         config.workeroutput["gpt2_conformance"] = {  # type: ignore[attr-defined]
             "unmatched_xfails": run.unmatched_xfails
         }
+
+
+def _apply_shard(config: pytest.Config, items: list[pytest.Item], shard: tuple[int, int]) -> None:
+    """``--conformance-shard=K/N``: keep every N-th test (by sorted node id) from the K-th on."""
+    k, n = shard
+    order = {nodeid: i for i, nodeid in enumerate(sorted(item.nodeid for item in items))}
+    kept = [item for item in items if order[item.nodeid] % n == k - 1]
+    dropped = [item for item in items if order[item.nodeid] % n != k - 1]
+    if dropped:
+        config.hook.pytest_deselected(items=dropped)
+        items[:] = kept
 
 
 def _apply_settings(item: pytest.Item, chosen: Any) -> None:
@@ -708,12 +910,13 @@ def suite(pytestconfig: pytest.Config) -> Suite:
         dtype=run.dtype,
         checkpoint=run.checkpoint,
         checkpoint_path=run.checkpoint_path,
+        shape=SHAPES[run.shape],
     )
 
 
 def _set_torch_threads(option: str, run: _Run) -> None:
     if option == "auto":
-        if run.checkpoint is not None or run.device != "cpu":
+        if run.checkpoint is not None or run.shape != "tiny" or run.device != "cpu":
             return
         threads = 1
     else:
@@ -730,7 +933,14 @@ def _set_torch_threads(option: str, run: _Run) -> None:
 
 @pytest.hookimpl(tryfirst=True)
 def pytest_runtest_setup(item: pytest.Item) -> None:
-    """Skip a property whose capability is not claimed, reporting it ``not-claimed``."""
+    """Seed the property's hypothesis run (``--conformance-seeds``); skip a property whose
+    capability is not claimed, reporting it ``not-claimed``."""
+    callspec = getattr(item, "callspec", None)
+    if callspec is not None and SEED_FIXTURE in callspec.params:
+        from hypothesis import seed
+
+        seed(callspec.params[SEED_FIXTURE])(item.obj)  # type: ignore[attr-defined]
+    _skip_tied_only(item)
     marker = item.get_closest_marker("capability")
     if marker is None:
         return
@@ -754,10 +964,12 @@ class _PhaseTracker:
         if REQUIREMENT_IDS not in item.stash:
             return (yield)
         self.run.phase = when
+        STOPWATCH.take()  # what ran between tests is not this phase's
         try:
             return (yield)
         finally:
             self.run.phase = None
+            item.stash[_PHASE_TIMES] = STOPWATCH.take()
 
     @pytest.hookimpl(wrapper=True, tryfirst=True)
     def pytest_runtest_setup(self, item: pytest.Item) -> Iterator[None]:
@@ -863,6 +1075,11 @@ def _prepend(longrepr: Any, text: str) -> None:
 def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Any:
     report = yield
     ids = item.stash.get(REQUIREMENT_IDS, None)
+    if ids is not None:
+        # This phase's seconds inside the implementation and the oracle (plain floats: they
+        # travel with the report from an xdist worker to the controller).
+        report.conformance_timing = item.stash.get(_PHASE_TIMES, {})
+        item.stash[_PHASE_TIMES] = {}
     if ids is None or call.excinfo is None or call.excinfo.errisinstance(pytest.skip.Exception):
         return report
     error = call.excinfo.value
@@ -960,6 +1177,9 @@ class _Recorder:
                 "test",
                 yellow=True,
             )
+        timing = reports.timing_line(run.report)
+        if timing:
+            tr.write_line(timing)
         for path in run.written:
             tr.write_line(f"conformance report written to {path}")
         colour = {True: "green", False: "red", None: "yellow"}[run.report["conforms"]]
@@ -970,6 +1190,9 @@ def _record(run: _Run, report: pytest.TestReport, ids: tuple[str, ...]) -> None:
     """Fold one phase's report into the test's outcome."""
     test = run.tests.setdefault(report.nodeid, _TestState(ids))
     test.duration_s += report.duration
+    timing = getattr(report, "conformance_timing", None) or {}
+    test.implementation_s += float(timing.get("implementation", 0.0))
+    test.oracle_s += float(timing.get("oracle", 0.0))
     xfailed = hasattr(report, "wasxfail")
     if report.failed:
         if report.when == "call":
@@ -1005,6 +1228,8 @@ def build_run_report(config: pytest.Config, *, interrupted: bool = False) -> dic
             requirements=t.requirements,
             outcome=t.outcome,
             duration_s=t.duration_s,
+            implementation_s=t.implementation_s,
+            oracle_s=t.oracle_s,
             message=t.message,
             details=t.details,
         )
@@ -1021,4 +1246,6 @@ def build_run_report(config: pytest.Config, *, interrupted: bool = False) -> dic
         duration_s=time.monotonic() - run.started,
         collection_errors=run.collection_errors,
         interrupted=interrupted,
+        shard=f"{run.shard[0]}/{run.shard[1]}" if run.shard else None,
+        profile=run.requirements_profile,
     )

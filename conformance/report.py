@@ -14,7 +14,9 @@ Statuses of a requirement, from its tests:
 - ``pass``: every test that ran passed;
 - ``not-claimed``: every test was skipped because the adapter does not claim a capability;
 - ``skipped``: its tests were skipped for other reasons;
-- ``not-run``: no test of it ran (none exists, or none was selected).
+- ``not-run``: no test of it ran (none exists, or none was selected);
+- ``not-in-profile``: outside the run's requirements profile (``--conformance-requirements``),
+  not judged (only in runs of a profile other than gpt2).
 """
 
 from __future__ import annotations
@@ -28,6 +30,10 @@ from typing import Any
 
 #: Requirement statuses, in the order they are counted and shown.
 STATUSES = ("pass", "fail", "xfail", "not-claimed", "skipped", "not-run")
+#: The status of a requirement outside the run's requirements profile (a
+#: ``--conformance-requirements`` other than gpt2): not judged, never counted as passed, and
+#: present only in such runs.
+NOT_IN_PROFILE = "not-in-profile"
 #: Outcomes of one test.
 OUTCOMES = ("passed", "failed", "error", "xfailed", "xpassed", "skipped", "not-claimed")
 _FAILED = frozenset({"failed", "error"})
@@ -45,6 +51,10 @@ class TestRecord:
         duration_s: setup + call + teardown, in seconds.
         message: the failure's message, the skip or the xfail reason ("" when it passed).
         details: hypothesis' notes on a failure (falsifying example, reproduce decorator).
+        implementation_s: of ``duration_s``, the seconds spent inside the implementation's calls
+            (its adapter's ``build`` and every protocol method: logits, loss, gradients, cache,
+            save/load...).
+        oracle_s: of ``duration_s``, the seconds spent in the NumPy oracle (suite work).
     """
 
     __test__ = False  # not a pytest test class, despite the name
@@ -55,17 +65,35 @@ class TestRecord:
     duration_s: float = 0.0
     message: str = ""
     details: str = ""
+    implementation_s: float = 0.0
+    oracle_s: float = 0.0
 
     def as_dict(self) -> dict[str, Any]:
         entry: dict[str, Any] = {
             "nodeid": self.nodeid,
             "outcome": self.outcome,
             "duration_s": round(self.duration_s, 4),
+            "implementation_s": round(self.implementation_s, 4),
+            "oracle_s": round(self.oracle_s, 4),
             "message": self.message,
         }
         if self.details:
             entry["hypothesis"] = self.details
         return entry
+
+    @classmethod
+    def from_dict(cls, entry: Mapping[str, Any], requirements: tuple[str, ...]) -> TestRecord:
+        """The record of one test as :meth:`as_dict` wrote it (in a report's requirement)."""
+        return cls(
+            nodeid=str(entry["nodeid"]),
+            requirements=requirements,
+            outcome=str(entry["outcome"]),
+            duration_s=float(entry.get("duration_s", 0.0)),
+            implementation_s=float(entry.get("implementation_s", 0.0)),
+            oracle_s=float(entry.get("oracle_s", 0.0)),
+            message=str(entry.get("message", "")),
+            details=str(entry.get("hypothesis", "")),
+        )
 
 
 def requirement_status(outcomes: Iterable[str]) -> str:
@@ -105,22 +133,29 @@ def verdict(
     implementation: str,
     spec_version: str,
     collection_errors: int = 0,
+    profile: str | None = None,
 ) -> tuple[str, bool | None]:
     """The one-line verdict and whether the implementation conforms (None: no verdict).
 
     An implementation conforms when no MUST requirement fails, none is an expected failure, and
     every requirement was checked (passed or not claimed). Failures of SHOULD and MAY
-    requirements are deviations: listed, but they do not decide the verdict.
+    requirements are deviations: listed, but they do not decide the verdict. With a requirements
+    ``profile`` (other than gpt2) the verdict is against that profile of the spec, and the
+    requirements outside it (status ``not-in-profile``) are counted but judge nothing.
     """
-    by_status: dict[str, list[Mapping[str, Any]]] = {s: [] for s in STATUSES}
+    by_status: dict[str, list[Mapping[str, Any]]] = {s: [] for s in (*STATUSES, NOT_IN_PROFILE)}
     for requirement in requirements:
         by_status[requirement["status"]].append(requirement)
     must_fail = [r["id"] for r in by_status["fail"] if r["level"] == "MUST"]
     must_xfail = [r["id"] for r in by_status["xfail"] if r["level"] == "MUST"]
     deviations = [r["id"] for r in by_status["fail"] + by_status["xfail"] if r["level"] != "MUST"]
-    counts = ", ".join(f"{len(by_status[s])} {s}" for s in STATUSES if by_status[s])
+    counts = ", ".join(
+        f"{len(by_status[s])} {s}" for s in (*STATUSES, NOT_IN_PROFILE) if by_status[s]
+    )
     head = f"gpt2-conformance: {implementation}"
     spec = f"spec {spec_version}"
+    if profile:
+        spec += f", {profile} profile"
     tail = f" ({counts})"
     if deviations:
         tail += f"; SHOULD/MAY deviations: {_ids(deviations)}"
@@ -170,13 +205,22 @@ def build_report(
     collection_errors: Sequence[Mapping[str, str]] = (),
     interrupted: bool = False,
     created: str | None = None,
+    shard: str | None = None,
+    profile: Any = None,
 ) -> dict[str, Any]:
     """Assemble the report (a JSON-ready dict) from the spec's requirements and the test records.
 
+    ``profile`` is the run's requirements profile (a :class:`gpt2_spec.Profile`; None or the
+    gpt2 profile: every requirement). Requirements outside it are reported ``not-in-profile``
+    whatever ran, and the report's ``requirements_profile`` names it.
+
     ``requirements`` are :class:`gpt2_spec.registry.Requirement` objects (all of the spec's, so
     the ones no test checked are reported ``not-run``). A test with several requirement ids
-    counts for each of them.
+    counts for each of them; its time is shared evenly among them, so that the requirements'
+    times add up to the tests' (see :func:`timing_summary`).
     """
+    tests = list(tests)
+    partial = profile is not None and len(profile.requirements) < len(requirements)
     tests_by_id: dict[str, list[TestRecord]] = {r.id: [] for r in requirements}
     for test in tests:
         for rid in dict.fromkeys(test.requirements):
@@ -186,6 +230,8 @@ def build_report(
     for r in requirements:
         its_tests = sorted(tests_by_id[r.id], key=lambda t: t.nodeid)
         status = requirement_status(t.outcome for t in its_tests)
+        if partial and r.id not in profile.requirements:
+            its_tests, status = [], NOT_IN_PROFILE
         entries.append(
             {
                 "id": r.id,
@@ -194,11 +240,12 @@ def build_report(
                 "chapter": r.chapter,
                 "anchor": f"spec/{r.anchor}",
                 "status": status,
+                **_shared_times(its_tests),
                 "tests": [t.as_dict() for t in its_tests],
                 "message": _first_message(status, its_tests),
             }
         )
-    summary = {s: 0 for s in STATUSES}
+    summary = {s: 0 for s in (*STATUSES, NOT_IN_PROFILE) if s != NOT_IN_PROFILE or partial}
     for entry in entries:
         summary[entry["status"]] += 1
     line, conforms = verdict(
@@ -206,8 +253,9 @@ def build_report(
         implementation=str(implementation.get("name", "unknown")),
         spec_version=spec_version,
         collection_errors=len(collection_errors),
+        profile=profile.name if partial else None,
     )
-    return {
+    report: dict[str, Any] = {
         "suite": suite_version,
         "spec_version": spec_version,
         "implementation": dict(implementation),
@@ -219,8 +267,68 @@ def build_report(
         "interrupted": interrupted,
         "collection_errors": [dict(e) for e in collection_errors],
         "duration_s": round(duration_s, 3),
+        "timing": timing_summary(tests, wall_s=duration_s),
+        "requirements_profile": profile.name if profile is not None else "gpt2",
         "created": created or _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
     }
+    if shard:
+        report["shard"] = shard
+    return report
+
+
+def _shared_times(tests: Sequence[TestRecord]) -> dict[str, float]:
+    """A requirement's seconds: each of its tests' times divided by how many requirements the
+    test checks."""
+    totals = {"duration_s": 0.0, "implementation_s": 0.0, "oracle_s": 0.0}
+    for test in tests:
+        share = 1.0 / max(len(dict.fromkeys(test.requirements)), 1)
+        totals["duration_s"] += test.duration_s * share
+        totals["implementation_s"] += test.implementation_s * share
+        totals["oracle_s"] += test.oracle_s * share
+    return {key: round(value, 4) for key, value in totals.items()}
+
+
+def timing_summary(tests: Iterable[TestRecord], *, wall_s: float) -> dict[str, Any]:
+    """Where the run's time went.
+
+    ``tests_s`` is the sum of every test's setup, call and teardown (more than the wall time when
+    xdist runs tests side by side; less, by collection and start-up, otherwise). Of it,
+    ``implementation_s`` was spent inside the implementation's calls and the rest, ``suite_s``, is
+    the suite's own work (strategies, hypothesis, comparisons, pytest), of which ``oracle_s`` in
+    the NumPy oracle. The shares are fractions of ``tests_s``.
+    """
+    tests = list(tests)
+    tests_s = sum(t.duration_s for t in tests)
+    implementation_s = min(sum(t.implementation_s for t in tests), tests_s)
+    oracle_s = sum(t.oracle_s for t in tests)
+    suite_s = tests_s - implementation_s
+
+    def share(seconds: float) -> float:
+        return round(seconds / tests_s, 4) if tests_s > 0 else 0.0
+
+    return {
+        "wall_s": round(wall_s, 3),
+        "tests_s": round(tests_s, 3),
+        "implementation_s": round(implementation_s, 3),
+        "suite_s": round(suite_s, 3),
+        "oracle_s": round(oracle_s, 3),
+        "implementation_share": share(implementation_s),
+        "suite_share": share(suite_s),
+        "oracle_share": share(oracle_s),
+    }
+
+
+def timing_line(report: Mapping[str, Any]) -> str:
+    """One line for the terminal, e.g. ``time: 18.2 s wall, 16.9 s in tests: 71% inside the
+    implementation, 29% suite (oracle 12%)``; "" for a report without timings."""
+    timing = report.get("timing")
+    if not timing or not timing.get("tests_s"):
+        return ""
+    return (
+        f"time: {timing['wall_s']:.1f} s wall, {timing['tests_s']:.1f} s in tests: "
+        f"{timing['implementation_share']:.0%} inside the implementation, "
+        f"{timing['suite_share']:.0%} suite (oracle {timing['oracle_share']:.0%})"
+    )
 
 
 def write_json(report: Mapping[str, Any], path: str | Path) -> Path:
@@ -249,7 +357,13 @@ _MARK = {
     "not-claimed": "➖ not-claimed",
     "skipped": "⏭️ skipped",
     "not-run": "⬜ not-run",
+    NOT_IN_PROFILE: "◻️ not-in-profile",
 }
+
+
+def _shown(summary: Mapping[str, Any]) -> tuple[str, ...]:
+    """The statuses a counts line shows: all of them, and not-in-profile where a profile ran."""
+    return STATUSES + ((NOT_IN_PROFILE,) if NOT_IN_PROFILE in summary else ())
 
 
 def _first_line(text: str) -> str:
@@ -287,21 +401,44 @@ def to_markdown(report: Mapping[str, Any]) -> str:
         f"| Hypothesis | profile {hyp.get('profile', '')}, seed {seed}, "
         f"max_examples {hyp.get('max_examples', '')} |",
         f"| Duration | {report.get('duration_s', 0):.1f} s |",
-        "",
-        " · ".join(f"{summary.get(s, 0)} {s}" for s in STATUSES),
-        "",
     ]
+    spent = timing_line(report).removeprefix("time: ")
+    if spent:
+        lines.append(f"| Time | {_cell(spent)} |")
+    if report.get("shard"):
+        lines.append(f"| Shard | {report['shard']} |")
+    if report.get("requirements_profile", "gpt2") != "gpt2":
+        lines.append(f"| Requirements profile | {report['requirements_profile']} |")
+    lines += ["", " · ".join(f"{summary.get(s, 0)} {s}" for s in _shown(summary)), ""]
     if report.get("interrupted"):
         lines += ["> The run was interrupted: the report covers only what ran.", ""]
     for error in report.get("collection_errors", []):
         lines += [f"> Collection error in `{error['nodeid']}`: {_cell(error['message'])}", ""]
-    lines += ["| Requirement | Level | Status | Note |", "| --- | --- | --- | --- |"]
+    lines += [
+        "| Requirement | Level | Status | Note | Time (inside the implementation) |",
+        "| --- | --- | --- | --- | --- |",
+    ]
     for r in report.get("requirements", []):
         note = _cell(r.get("message", ""))
         lines.append(
             f"| [`{r['id']}`]({r['anchor']}) {_cell(r['title'], 80)} | {r['level']} "
-            f"| {_MARK.get(r['status'], r['status'])} | {note} |"
+            f"| {_MARK.get(r['status'], r['status'])} | {note} | {_seconds(r)} |"
         )
+    tests = {t["nodeid"]: t for r in report.get("requirements", []) for t in r.get("tests", [])}
+    slowest = sorted(tests.values(), key=lambda t: -float(t.get("duration_s", 0.0)))[:10]
+    if slowest and float(slowest[0].get("duration_s", 0.0)) > 0:
+        lines += [
+            "",
+            "### Slowest properties",
+            "",
+            "| Property | Time (inside the implementation) | Oracle |",
+            "| --- | --- | --- |",
+        ]
+        for test in slowest:
+            lines.append(
+                f"| `{test['nodeid']}` | {_seconds(test)} "
+                f"| {float(test.get('oracle_s', 0.0)):.2f} s |"
+            )
     failing = [r for r in report.get("requirements", []) if r["status"] in ("fail", "xfail")]
     if failing:
         lines += ["", "### Failures", ""]
@@ -311,6 +448,13 @@ def to_markdown(report: Mapping[str, Any]) -> str:
                 if test["outcome"] in ("failed", "error", "xfailed"):
                     lines.append(f"  - `{test['nodeid']}`: {_cell(test['message'], 400)}")
     return "\n".join(lines) + "\n"
+
+
+def _seconds(entry: Mapping[str, Any]) -> str:
+    """``"1.23 s (71%)"``: an entry's time and the share of it inside the implementation."""
+    total = float(entry.get("duration_s", 0.0))
+    inside = float(entry.get("implementation_s", 0.0))
+    return f"{total:.2f} s ({inside / total:.0%})" if total > 0 else "-"
 
 
 def summary_lines(report: Mapping[str, Any], *, verbose: bool = False) -> list[str]:
@@ -323,12 +467,183 @@ def summary_lines(report: Mapping[str, Any], *, verbose: bool = False) -> list[s
     width = max((len(r["id"]) for r in rows), default=10)
     out = []
     for r in rows:
-        if r["status"] == "pass" and not verbose:
+        if r["status"] == NOT_IN_PROFILE or (r["status"] == "pass" and not verbose):
             continue
         out.append(f"{r['id']:<{width}}  {r['level']:<6}  {r['status']}")
         if r["status"] in ("fail", "xfail") and r.get("message"):
             out.append(f"{'':<{width}}    {_cell(r['message'], 160)}")
     summary = report.get("summary", {})
-    out.append(", ".join(f"{summary.get(s, 0)} {s}" for s in STATUSES))
+    out.append(", ".join(f"{summary.get(s, 0)} {s}" for s in _shown(summary)))
     out.append(str(report.get("verdict", "")))
     return out
+
+
+# --------------------------------------------------------------------------------------------
+# Merging the reports of a run split over several machines (--conformance-shard=K/N)
+# --------------------------------------------------------------------------------------------
+
+#: What must be equal in reports that are parts of one run.
+_SAME_RUN = ("suite", "spec_version", "hypothesis", "requirements_profile")
+_SAME_IMPLEMENTATION = ("name", "version", "adapter", "device", "dtype", "checkpoint", "shape")
+
+
+@dataclasses.dataclass(frozen=True)
+class _Requirement:
+    """A requirement as a report lists it (what :func:`build_report` reads of one)."""
+
+    id: str
+    title: str
+    level: str
+    chapter: Any
+    anchor: str
+
+
+class MergeError(ValueError):
+    """The reports are not parts of one run (or not conformance reports at all)."""
+
+
+def merge_reports(
+    parts: Sequence[Mapping[str, Any]], *, names: Sequence[str] = ()
+) -> dict[str, Any]:
+    """One report from the reports of the slices of one run (``--conformance-shard=K/N`` on
+    several machines, or any runs of disjoint tests with the same options).
+
+    Statuses and the verdict are recomputed from all the tests, exactly as one run over all of
+    them would. ``duration_s`` (and the timing's ``wall_s``) is the longest part's, as the parts
+    ran side by side; the tests' times add up.
+
+    Raises:
+        MergeError: when the parts differ in suite, spec, implementation or hypothesis settings,
+            or a test appears in two parts.
+    """
+    names = list(names) or [f"report {i + 1}" for i in range(len(parts))]
+    if not parts:
+        raise MergeError("give at least one report to merge")
+    for name, part in zip(names, parts, strict=True):
+        if not isinstance(part, Mapping) or not isinstance(part.get("requirements"), list):
+            raise MergeError(f"{name} is not a conformance report (no 'requirements' list)")
+    first, first_name = parts[0], names[0]
+    for name, part in zip(names[1:], parts[1:], strict=True):
+        for key in _SAME_RUN:
+            if part.get(key) != first.get(key):
+                raise MergeError(
+                    f"{name} and {first_name} differ in {key!r} ({part.get(key)!r} vs "
+                    f"{first.get(key)!r}): they are not parts of one run"
+                )
+        for key in _SAME_IMPLEMENTATION:
+            mine = part.get("implementation", {}).get(key)
+            theirs = first.get("implementation", {}).get(key)
+            if mine != theirs:
+                raise MergeError(
+                    f"{name} and {first_name} checked different implementations or options "
+                    f"(implementation {key!r}: {mine!r} vs {theirs!r})"
+                )
+    requirements: dict[str, _Requirement] = {}
+    tests: dict[str, tuple[str, dict[str, Any], list[str]]] = {}
+    for name, part in zip(names, parts, strict=True):
+        seen_here: set[str] = set()
+        for entry in part["requirements"]:
+            requirements.setdefault(
+                entry["id"],
+                _Requirement(
+                    id=entry["id"],
+                    title=entry.get("title", ""),
+                    level=entry.get("level", "MUST"),
+                    chapter=entry.get("chapter"),
+                    anchor=str(entry.get("anchor", "")).removeprefix("spec/"),
+                ),
+            )
+            for test in entry.get("tests", []):
+                nodeid = test["nodeid"]
+                if nodeid in tests and nodeid not in seen_here:
+                    raise MergeError(
+                        f"{nodeid} ran in both {tests[nodeid][0]} and {name}: merge the reports "
+                        "of disjoint slices (--conformance-shard=K/N with the same N)"
+                    )
+                seen_here.add(nodeid)
+                ids = tests.setdefault(nodeid, (name, dict(test), []))[2]
+                ids.append(entry["id"])
+    records = [TestRecord.from_dict(test, tuple(ids)) for _, test, ids in tests.values()]
+    errors = [dict(e) for part in parts for e in part.get("collection_errors", [])]
+    profile = None
+    profile_name = first.get("requirements_profile")
+    if profile_name and profile_name != "gpt2":
+        from gpt2_spec import load_profiles
+
+        profile = load_profiles().get(profile_name)
+        if profile is None:
+            raise MergeError(
+                f"{first_name} was run with the requirements profile {profile_name!r}, which this "
+                "version of the spec does not define"
+            )
+    merged = build_report(
+        requirements=list(requirements.values()),
+        tests=records,
+        implementation=first.get("implementation", {}),
+        hypothesis=first.get("hypothesis", {}),
+        suite_version=str(first.get("suite", "")),
+        spec_version=str(first.get("spec_version", "")),
+        duration_s=max(float(part.get("duration_s", 0.0)) for part in parts),
+        collection_errors=[dict(t) for t in {tuple(sorted(e.items())) for e in errors}],
+        interrupted=any(bool(part.get("interrupted")) for part in parts),
+        profile=profile,
+    )
+    shards = sorted({str(part["shard"]) for part in parts if part.get("shard")})
+    if shards:
+        merged["merged_shards"] = shards
+    return merged
+
+
+def _main(argv: Sequence[str] | None = None) -> int:
+    import argparse
+    import sys
+
+    parser = argparse.ArgumentParser(
+        prog="python -m gpt2_conformance.report",
+        description="Work with conformance reports (--conformance-report JSON files).",
+    )
+    commands = parser.add_subparsers(dest="command", required=True)
+    merge = commands.add_parser(
+        "merge",
+        help="merge the reports of the slices of one run (--conformance-shard=K/N)",
+        description="Merge the JSON reports of the slices of one run into one report, with "
+        "statuses and the verdict recomputed over all tests. Exit status: 0 when the merged "
+        "report conforms, 1 when it does not or is incomplete, 2 on bad input.",
+    )
+    merge.add_argument("reports", nargs="+", type=Path, metavar="REPORT.json")
+    merge.add_argument("-o", "--output", type=Path, required=True, metavar="ALL.json")
+    merge.add_argument("--markdown", type=Path, default=None, metavar="ALL.md")
+    args = parser.parse_args(argv)
+    parts = []
+    for path in args.reports:
+        try:
+            parts.append(json.loads(path.read_text(encoding="utf-8")))
+        except (OSError, ValueError) as error:
+            print(f"error: cannot read the report {path}: {error}", file=sys.stderr)
+            return 2
+    try:
+        merged = merge_reports(parts, names=[str(p) for p in args.reports])
+    except MergeError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    shards = merged.get("merged_shards", [])
+    counts = {s.partition("/")[2] for s in shards}
+    if len(counts) == 1 and len(shards) != int(next(iter(counts))):
+        print(
+            f"warning: merged {len(shards)} of {next(iter(counts))} shards ({', '.join(shards)})",
+            file=sys.stderr,
+        )
+    write_json(merged, args.output)
+    if args.markdown:
+        write_markdown(merged, args.markdown)
+    print(f"merged {len(parts)} reports into {args.output}")
+    for line in summary_lines(merged)[-2:]:
+        print(line)
+    timing = timing_line(merged)
+    if timing:
+        print(timing)
+    return 0 if merged["conforms"] else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(_main())

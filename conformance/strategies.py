@@ -18,11 +18,26 @@ from hypothesis import strategies as st
 from gpt2_spec import GPT2Config, spec_definitions
 
 from .adapter import Implementation, Params
-from .suite import Suite
+from .suite import WIDE_MODEL_LENGTH, Suite
 
 S = spec_definitions()
 IGNORE_INDEX = int(S.IGNORE_INDEX)
 MAX_POSITIONS = int(S.DOMAIN["max_positions"])
+
+
+def longest_row(config: GPT2Config, max_length: int | None = None, min_length: int = 1) -> int:
+    """The longest row to draw for ``config``: its context, ``max_length`` if shorter, and for
+    models wider than the spec's measured domain at most :data:`WIDE_MODEL_LENGTH` (or
+    ``min_length``, when a property needs more)."""
+    longest = min(config.n_positions, max_length or config.n_positions)
+    if config.n_embd > int(S.DOMAIN["max_n_embd"]):
+        longest = min(longest, max(WIDE_MODEL_LENGTH, min_length))
+    return longest
+
+
+def _seed(draw: st.DrawFn, suite: Suite) -> int:
+    """The weight seed: drawn, or 0 at a fixed shape (its weights are drawn once per scale)."""
+    return 0 if suite.shape is not None else draw(st.integers(0, 2**31 - 1))
 
 
 @st.composite
@@ -33,6 +48,8 @@ def configs(draw: st.DrawFn, suite: Suite, *, min_positions: int = 4) -> GPT2Con
         return suite.checkpoint[0]
     if suite.adapter.supported_configs is not None:
         return draw(st.sampled_from(list(suite.adapter.supported_configs)))
+    if suite.shape is not None:
+        return suite.shape
     n_head = draw(st.sampled_from([1, 2, 4]))
     return GPT2Config(
         vocab_size=draw(st.integers(5, 97)),
@@ -64,7 +81,7 @@ def models(draw: st.DrawFn, suite: Suite) -> Draw:
     if suite.checkpoint is not None:
         return Draw(config, None, 0, suite.checkpoint[1])
     scale = draw(st.sampled_from(suite.weight_scales))
-    return Draw(config, scale, draw(st.integers(0, 2**31 - 1)))
+    return Draw(config, scale, _seed(draw, suite))
 
 
 @st.composite
@@ -78,7 +95,7 @@ def tokens(
     max_length: int | None = None,
 ) -> np.ndarray:
     """An int64 ``[B, T]`` batch of valid token ids."""
-    longest = min(config.n_positions, max_length or config.n_positions)
+    longest = longest_row(config, max_length, min_length)
     batch = draw(st.integers(min_batch, max_batch))
     length = draw(st.integers(min(min_length, longest), longest))
     seed = draw(st.integers(0, 2**31 - 1))
@@ -122,7 +139,7 @@ def labelled_batches(
     """Tokens ``[B, T]`` and labels ``[B, T]`` cut from one token stream, in ``convention``:
     "inputs" labels are the tokens themselves (the loss shifts them); "shifted" labels are the
     stream's next tokens (nanoGPT's loader reads T+1 tokens). Some labels are ignored."""
-    longest = min(config.n_positions, max_length or config.n_positions)
+    longest = longest_row(config, max_length, min_length)
     batch = draw(st.integers(min_batch, max_batch))
     length = draw(st.integers(min(min_length, longest), longest))
     seed = draw(st.integers(0, 2**31 - 1))
@@ -155,7 +172,7 @@ def left_padded(
     real tokens of row b, which sit at its last ``len(sequences[b])`` indices (mask 1); at least
     one row is padded.
     """
-    T = draw(st.integers(2, min(config.n_positions, max_length)))
+    T = draw(st.integers(2, longest_row(config, max_length)))
     B = draw(st.integers(1, max_batch))
     lengths = [draw(st.integers(1, T)) for _ in range(B)]
     padded = draw(st.integers(0, B - 1))
@@ -177,7 +194,7 @@ def gradient_models(draw: st.DrawFn, suite: Suite) -> Draw:
     if suite.checkpoint is not None:
         return Draw(config, None, 0, suite.checkpoint[1])
     scale = draw(st.sampled_from(suite.gradient_weight_scales))
-    return Draw(config, scale, draw(st.integers(0, 2**31 - 1)))
+    return Draw(config, scale, _seed(draw, suite))
 
 
 @st.composite
@@ -190,14 +207,18 @@ def models_at(draw: st.DrawFn, suite: Suite, prefer: tuple[float | None, ...]) -
         return Draw(config, None, 0, suite.checkpoint[1])
     scales = [s for s in suite.weight_scales if s in prefer] or list(suite.weight_scales)
     scale = draw(st.sampled_from(scales))
-    return Draw(config, scale, draw(st.integers(0, 2**31 - 1)))
+    return Draw(config, scale, _seed(draw, suite))
 
 
 @st.composite
 def init_configs(draw: st.DrawFn, suite: Suite) -> GPT2Config:
     """Configurations wide enough for sample statistics of an initialisation (every weight matrix
     has at least 32 x 32 entries); the adapter's or the checkpoint's when those are fixed."""
-    if suite.checkpoint is not None or suite.adapter.supported_configs is not None:
+    if (
+        suite.checkpoint is not None
+        or suite.adapter.supported_configs is not None
+        or suite.shape is not None
+    ):
         return draw(configs(suite))
     n_head = draw(st.sampled_from([1, 2, 4]))
     return GPT2Config(

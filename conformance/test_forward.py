@@ -20,7 +20,7 @@ from hypothesis import strategies as st
 from gpt2_conformance import checks, diagnose, strategies
 from gpt2_conformance.adapter import to_numpy
 from gpt2_conformance.suite import Suite
-from gpt2_reference import oracle
+from gpt2_conformance.timing import oracle
 from gpt2_spec import GPT2Config, spec_definitions
 
 S = spec_definitions()

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import re
+import sys
 import textwrap
 import time
 from pathlib import Path
@@ -19,7 +20,7 @@ import pytest
 
 from gpt2_conformance import SUITE_VERSION, report
 from gpt2_conformance.plugin import PROFILES
-from gpt2_spec import SPEC_VERSION, load_requirements
+from gpt2_spec import SPEC_VERSION, GPT2Config, load_requirements
 
 pytest_plugins = ["pytester"]
 
@@ -816,6 +817,202 @@ def test_xdist_gives_the_same_verdicts_and_one_merged_report(fake: pytest.Pytest
         ["*objective.ignore-index: an ignored target*", "warning: xfails.txt: entry 'not.an-id'*"]
     )
     assert parallel.stdout.str().count("gpt2-conformance: fake DOES NOT CONFORM") == 1
+
+
+def _outcomes(data: dict) -> dict[str, tuple[str, set[tuple[str, str]]]]:
+    """Per requirement: its status and its tests' (node id, outcome), timings left out."""
+    return {
+        r["id"]: (r["status"], {(t["nodeid"], t["outcome"]) for t in r["tests"]})
+        for r in data["requirements"]
+    }
+
+
+# The fake spends 20 ms in each logits call, so its share of the time is clearly measurable.
+SLOW_LOGITS = """
+import time
+
+import numpy as np
+
+from fake_gpt2 import Fake, Impl
+
+
+class SlowImpl(Impl):
+    def logits(self, tokens, *, attention_mask=None, position_ids=None):
+        time.sleep(0.02)
+        return super().logits(tokens)
+
+
+class Slow(Fake):
+    def build(self, config, *, params, seed, device, dtype):
+        return SlowImpl(config, "ok")
+"""
+
+
+def test_the_report_times_the_implementation_and_the_suite(fake: pytest.Pytester) -> None:
+    fake.makepyfile(slow_gpt2=SLOW_LOGITS, test_props=PASSING)
+    result = run(
+        fake,
+        "--impl=slow_gpt2:Slow",
+        "--max-examples=5",
+        "--conformance-report=r.json",
+        "--conformance-markdown=r.md",
+    )
+    result.assert_outcomes(passed=2)
+    data = load(fake.path / "r.json")
+    timing = data["timing"]
+    rows = next(r for r in data["requirements"] if r["id"] == "objective.one-row-per-position")
+    test = rows["tests"][0]
+    # Five examples, each one logits call sleeping 20 ms: at least 0.1 s inside the
+    # implementation, and never more than the test took.
+    assert 0.1 <= test["implementation_s"] <= test["duration_s"]
+    assert rows["implementation_s"] == pytest.approx(test["implementation_s"], abs=1e-3)
+    assert timing["implementation_s"] >= 0.1
+    assert timing["tests_s"] == pytest.approx(
+        timing["implementation_s"] + timing["suite_s"], abs=2e-3
+    )
+    assert timing["implementation_share"] + timing["suite_share"] == pytest.approx(1, abs=1e-3)
+    # A test with two requirement ids shares its time between them.
+    two = [r for r in data["requirements"] if r["id"].startswith("causality.") and r["tests"]]
+    assert len(two) == 2
+    assert two[0]["duration_s"] == pytest.approx(two[1]["duration_s"], abs=1e-4)
+    assert two[0]["duration_s"] == pytest.approx(two[0]["tests"][0]["duration_s"] / 2, abs=1e-4)
+    result.stdout.fnmatch_lines(["time: * s wall, * s in tests: *% inside the implementation, *"])
+    markdown = (fake.path / "r.md").read_text(encoding="utf-8")
+    assert "| Time | " in markdown
+    assert "### Slowest properties" in markdown
+
+
+def test_the_timed_implementation_forwards_and_times_every_protocol_method() -> None:
+    from gpt2_conformance import timing
+    from gpt2_conformance.adapter import Implementation
+
+    calls = []
+
+    class Inner(Implementation):
+        def logits(self, tokens, *, attention_mask=None, position_ids=None):  # type: ignore[no-untyped-def]
+            calls.append("logits")
+            time.sleep(0.01)
+            return np.zeros((1, 1, 3))
+
+        def moved(self, device, dtype):  # type: ignore[no-untyped-def]
+            calls.append("moved")
+            return Inner()
+
+    wrapped = timing.timed(Inner())
+    assert timing.timed(wrapped) is wrapped
+    public = {n for n, v in vars(Implementation).items() if callable(v) and not n.startswith("_")}
+    assert set(timing.PROTOCOL) == public
+    timing.STOPWATCH.take()
+    wrapped.logits(np.zeros((1, 1), np.int64))
+    again = wrapped.moved("cpu", "float32")
+    assert isinstance(again, timing.TimedImplementation)  # what it returns is timed too
+    with pytest.raises(NotImplementedError):
+        wrapped.loss(np.zeros((1, 1)), np.zeros((1, 1)))  # not implemented: still raised
+    # The oracle is timed as oracle, except inside the implementation (counted once, there).
+    config = GPT2Config(vocab_size=7, n_positions=4, n_embd=4, n_layer=1, n_head=1)
+    timing.STOPWATCH.call("implementation", timing.oracle.random_params, config, seed=1)
+    seconds = timing.STOPWATCH.take()
+    assert calls == ["logits", "moved"]
+    assert seconds["implementation"] >= 0.01
+    assert seconds["oracle"] == 0.0
+    first = timing.oracle.random_params(config, seed=2)
+    assert timing.STOPWATCH.take()["oracle"] > 0.0
+    first["transformer.wte.weight"][:] = 0.0  # a caller's copy: the memoised weights stay
+    second = timing.oracle.random_params(config, seed=2)
+    assert np.abs(second["transformer.wte.weight"]).max() > 0.0
+
+
+def test_xdist_merges_the_timings_of_its_workers(fake: pytest.Pytester) -> None:
+    pytest.importorskip("xdist")
+    fake.makepyfile(slow_gpt2=SLOW_LOGITS, test_props=PASSING)
+    common = ("--impl=slow_gpt2:Slow", "--max-examples=5")
+    run(fake, *common, "--conformance-report=serial.json", subprocess=True).assert_outcomes(
+        passed=2
+    )
+    parallel = run(fake, *common, "-n", "2", "--conformance-report=parallel.json", subprocess=True)
+    parallel.assert_outcomes(passed=2)
+    one, two = load(fake.path / "serial.json"), load(fake.path / "parallel.json")
+    assert _outcomes(one) == _outcomes(two)
+    assert one["verdict"] == two["verdict"]
+    assert two["timing"]["implementation_s"] >= 0.1  # measured on a worker, merged here
+    parallel.stdout.fnmatch_lines(["time: * s wall, * s in tests: *"])
+
+
+def test_shards_merge_into_the_report_of_one_run(fake: pytest.Pytester) -> None:
+    fake.makepyfile(test_props=PROPERTIES, test_more=PASSING)
+    fake.path.joinpath("xfails.txt").write_text("objective.mean-over-counted-targets\n")
+    common = ("--impl=fake_gpt2:Fake", "--xfails-file=xfails.txt")
+    run(fake, *common, "--conformance-report=all.json")
+    first = run(fake, *common, "--conformance-shard=1/2", "--conformance-report=a.json")
+    second = run(fake, *common, "--conformance-shard=2/2", "--conformance-report=b.json")
+    first.stdout.fnmatch_lines(["shard: 1/2 of the properties"])
+    ran = [r.parseoutcomes() for r in (first, second)]
+    assert all(outcomes.get("deselected", 0) > 0 for outcomes in ran)
+    a, b = load(fake.path / "a.json"), load(fake.path / "b.json")
+    nodeids = [{t["nodeid"] for r in d["requirements"] for t in r["tests"]} for d in (a, b)]
+    assert nodeids[0]
+    assert nodeids[1]
+    assert not nodeids[0] & nodeids[1]
+    assert a["shard"] == "1/2"
+
+    merged = report.merge_reports([a, b])
+    whole = load(fake.path / "all.json")
+    assert _outcomes(merged) == _outcomes(whole)
+    assert merged["verdict"] == whole["verdict"]
+    assert merged["summary"] == whole["summary"]
+    assert merged["merged_shards"] == ["1/2", "2/2"]
+
+    # The command line: same result, exit status 1 for a report that does not conform.
+    cli = fake.run(
+        sys.executable, "-m", "gpt2_conformance.report", "merge", "a.json", "b.json",
+        "-o", "merged.json", "--markdown", "merged.md",
+    )  # fmt: skip
+    assert cli.ret == 1
+    cli.stdout.fnmatch_lines(["merged 2 reports into merged.json", "*DOES NOT CONFORM*"])
+    assert _outcomes(load(fake.path / "merged.json")) == _outcomes(whole)
+    assert (fake.path / "merged.md").is_file()
+
+    with pytest.raises(report.MergeError, match="ran in both"):
+        report.merge_reports([a, a])
+    other = dict(b, implementation={**b["implementation"], "dtype": "float16"})
+    with pytest.raises(report.MergeError, match="different implementations"):
+        report.merge_reports([a, other])
+    bad = fake.run(
+        sys.executable, "-m", "gpt2_conformance.report", "merge", "nowhere.json", "-o", "x"
+    )
+    assert bad.ret == 2
+    bad.stderr.fnmatch_lines(["error: cannot read the report nowhere.json*"])
+
+
+def test_a_bad_shard_or_shape_is_a_usage_error(fake: pytest.Pytester) -> None:
+    fake.makepyfile(test_props=PASSING)
+    for shard in ("3/2", "0/2", "half", "1-2"):
+        bad = run(fake, "--impl=fake_gpt2:Fake", f"--conformance-shard={shard}")
+        assert bad.ret == USAGE_ERROR
+        bad.stderr.fnmatch_lines(
+            [f"ERROR: --conformance-shard={shard}: give K/N with 1 <= K <= N*"]
+        )
+    shape = run(fake, "--impl=fake_gpt2:Fake", "--conformance-shape=gpt2-huge")
+    assert shape.ret == USAGE_ERROR
+
+
+def test_a_real_run_under_xdist_matches_the_serial_run(fake: pytest.Pytester) -> None:
+    """Real properties (causality and inference) against the reference, serial and -n 2."""
+    pytest.importorskip("xdist")
+    common = (
+        "--pyargs",
+        "gpt2_conformance.test_causality",
+        "gpt2_conformance.test_inference",
+        "--impl=reference",
+        "--max-examples=3",
+    )
+    serial = run(fake, *common, "--conformance-report=serial.json", subprocess=True)
+    parallel = run(fake, *common, "-n", "2", "--conformance-report=parallel.json", subprocess=True)
+    assert serial.ret == parallel.ret == 0
+    one, two = load(fake.path / "serial.json"), load(fake.path / "parallel.json")
+    assert _outcomes(one) == _outcomes(two)
+    assert one["verdict"] == two["verdict"]
+    assert set(one["timing"]) == set(two["timing"])
 
 
 # --------------------------------------------------------------------------------------------
