@@ -192,6 +192,51 @@ def test_cached_decoding_equals_the_full_forward(suite: Suite, data: st.DataObje
     _run_cached(rid, implementation, tokens, config, schedule, suite.tolerance("self"))
 
 
+@pytest.mark.requirement("inference.kv-cache")
+@pytest.mark.capability("kv-cache")
+@given(data=st.data())
+def test_one_cache_serves_two_continuations(suite: Suite, data: st.DataObject) -> None:
+    """A cache of the prefix x_0..x_(P-1) is a value: extending it with one continuation must not
+    change it (beam search and speculative decoding extend one prefix several times). A cache
+    object that grows in place shows here and nowhere else."""
+    rid = "inference.kv-cache"
+    tol = suite.tolerance("self")
+    config, implementation = strategies.draw_implementation(data, suite, rid)
+    tokens = data.draw(
+        strategies.tokens(config, min_length=2, max_length=MAX_LENGTH), label="tokens"
+    )
+    B, T = tokens.shape
+    P = data.draw(st.integers(1, T - 1), label="prefix")
+    rng = np.random.default_rng(data.draw(st.integers(0, 2**31 - 1), label="seed"))
+    other = tokens.copy()  # the same prefix, another continuation
+    other[:, P:] = rng.integers(0, config.vocab_size, (B, T - P))
+    _, cache = checks.call(rid, f"prefilling a cache with {P} tokens", implementation.prefill,
+                           tokens[:, :P])  # fmt: skip
+    for n, sequence in enumerate((tokens, other)):
+        what = f"extending one cache of {P} positions by {T - P} tokens (continuation {n + 1})"
+        out, _ = checks.call(rid, what, implementation.extend, cache, sequence[:, P:])
+        rows = checks.array(
+            rid, out, what=f"the logits returned by {what}", shape=(B, T - P, config.vocab_size)
+        )
+        full = checks.log_probs_of(rid, implementation, sequence, config)
+        checks.rows_agree(
+            rid,
+            checks.log_probs(rows),
+            full[:, P:],
+            tol,
+            describe=lambda index, err, limit, n=n: (
+                f"continuation {n + 1} of one {P}-token cache gave absolute position "
+                f"{P + index[1]} of sequence {index[0]} a row that differs from the full "
+                f"forward's by {err:.2e} in log-probability (tolerance {limit:.1e})"
+                + (
+                    "; the first continuation changed the cache (a cache must not grow in place)"
+                    if n
+                    else ""
+                )
+            ),
+        )
+
+
 @pytest.mark.requirement("inference.cache-positions")
 @pytest.mark.capability("kv-cache")
 @given(data=st.data())

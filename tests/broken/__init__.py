@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
 from collections import defaultdict
 from pathlib import Path
@@ -24,3 +25,73 @@ def properties_by_requirement(modules: tuple[str, ...]) -> dict[str, list[str]]:
                     for rid in mark.args:
                         found[rid].append(f"{CONFORMANCE / name}.py::{attribute}")
     return dict(found)
+
+
+ORIGINS = ("reference", "transformers")
+#: The modules of the zoo, and the implementation each module's mutants are built on.
+MODULES = {"sequence_bugs": "reference", "weight_bugs": "reference", "hf_bugs": "transformers"}
+#: The unmodified implementation of each origin, as a ``--impl`` value.
+BASELINES = {"reference": "reference", "transformers": "transformers"}
+
+
+@dataclasses.dataclass(frozen=True)
+class Mutant:
+    """One broken GPT-2 of the zoo, as the meta-test and the kill matrix see it."""
+
+    name: str  # its class name
+    module: str  # its module in this package
+    origin: str  # "reference" or "transformers": the implementation it changes
+    dtype: str  # the dtype the suite checks it at
+    must_fail: tuple[str, ...]
+    must_pass: tuple[str, ...]
+    diagnosis: dict[str, str]
+    story: str  # how the bug arises, in one line
+
+    @property
+    def impl(self) -> str:
+        """The ``--impl`` value that selects it (with ``tests/`` on the import path)."""
+        return f"broken.{self.module}:{self.name}"
+
+    @property
+    def baseline(self) -> str:
+        """The ``--impl`` value of the unmodified implementation it is built on."""
+        return BASELINES[self.origin]
+
+
+def story_of(kind: type) -> str:
+    """The first sentence of a class's docstring, on one line."""
+    text = " ".join((kind.__doc__ or "").split())
+    end = text.find(". ")
+    return text if end < 0 else text[: end + 1]
+
+
+def zoo() -> list[Mutant]:
+    """Every mutant of the package, in module order (imports torch and the mutant modules)."""
+    mutants = []
+    for module_name, origin in MODULES.items():
+        module = importlib.import_module(f"{__name__}.{module_name}")
+        for kind, dtype in module.ALL.items():
+            mutants.append(
+                Mutant(
+                    name=kind.__name__,
+                    module=module_name,
+                    origin=origin,
+                    dtype=dtype,
+                    must_fail=tuple(kind.must_fail),
+                    must_pass=tuple(getattr(kind, "must_pass", ())),
+                    diagnosis=dict(getattr(kind, "diagnosis", {})),
+                    story=story_of(kind),
+                )
+            )
+    return mutants
+
+
+def controls() -> list[Mutant]:
+    """Implementations that differ from the reference in a declared, correct way: they must pass
+    every property."""
+    from . import sequence_bugs
+
+    return [
+        Mutant(kind.__name__, "sequence_bugs", "reference", "float32", (), (), {}, story_of(kind))
+        for kind in sequence_bugs.CONTROLS
+    ]

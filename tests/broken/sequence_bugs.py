@@ -3,7 +3,7 @@ chapters 2 to 4).
 
 Each adapter is the reference adapter with one change to the model or to the adapter, and names in
 ``must_fail`` the requirements the conformance suite must report as failed for it. The project's
-test ``tests/test_suite_catches_sequence_bugs.py`` runs the suite against each one. A bug is
+test ``tests/test_mutant_zoo.py`` runs the suite against each one. A bug is
 applied to the model instance that the adapter builds, never to the shared module, so importing
 this file changes nothing else.
 """
@@ -44,7 +44,7 @@ class SequenceBug(ReferenceAdapter):
         built = super().build(config, params=params, seed=seed, device=device, dtype=dtype)
         assert isinstance(built, ReferenceImplementation)
         self.patch(built.model)
-        return self.implementation(built.model, device, dtype)
+        return self.implementation(built.model, device, dtype, adapter=self)
 
 
 # --- Attention masks ---------------------------------------------------------------------------
@@ -398,16 +398,30 @@ class _TargetsAsGiven(ReferenceImplementation):
         return out.loss.detach(), grads
 
 
-class ShiftedConvention(SequenceBug):
+class _TargetsAsGivenAdapter(SequenceBug):
+    """The module-level loss (used for the embedding gradients of the generic properties) in the
+    same convention as ``_TargetsAsGiven``."""
+
+    implementation = _TargetsAsGiven
+
+    def forward_loss(
+        self, module: nn.Module, input_ids: Tensor, labels: Tensor, reduction: Reduction,
+        ignore_index: int,
+    ) -> Tensor:  # fmt: skip
+        out = module(input_ids, targets=labels, reduction=reduction, ignore_index=ignore_index)
+        loss: Tensor = out.loss
+        return loss
+
+
+class ShiftedConvention(_TargetsAsGivenAdapter):
     """Not a bug: a correct implementation of the "shifted" convention, declared as such. The
     suite must pass it, which shows that its loss properties follow the declared convention."""
 
     name = "shifted-convention"
     label_convention = "shifted"
-    implementation = _TargetsAsGiven
 
 
-class WrongConventionDeclared(SequenceBug):
+class WrongConventionDeclared(_TargetsAsGivenAdapter):
     """The "shifted" implementation above, declaring the "inputs" convention: with labels =
     input ids, row i is scored against x_i (a copier)."""
 
@@ -417,7 +431,167 @@ class WrongConventionDeclared(SequenceBug):
         "objective.label-convention-declared",
         "objective.no-double-shift",
     )
-    implementation = _TargetsAsGiven
+
+
+# --- More leaks, loss and cache bugs -------------------------------------------------------------
+
+
+def _patch_block0_input(model: GPT2, mix: Callable[[Tensor], Tensor]) -> None:
+    """Block 0 reads ``mix(x)`` instead of the embedding sum ``x``."""
+    block = model.transformer.h[0]
+    forward = block.forward
+
+    def mixed(x: Tensor, *args: Any) -> Any:
+        return forward(mix(x), *args)
+
+    block.forward = mixed
+
+
+class TokenShiftWrongWay(SequenceBug):
+    """An RWKV-style "token shift" added to block 0 mixes each position with its neighbour,
+    written ``torch.roll(x, -1, dims=1)``: the *next* token, where ``roll(x, 1)`` (and a zero
+    for position 0) was meant."""
+
+    name = "broken-token-shift"
+    must_fail = (
+        "causality.future-invisible",
+        "causality.prefix-consistency",
+        "causality.jacobian-lower-triangular",
+        "inference.next-token-is-last-row",
+    )
+
+    def patch(self, model: GPT2) -> None:
+        _patch_block0_input(model, lambda x: torch.lerp(x, torch.roll(x, -1, dims=1), 0.5))
+
+
+class RunningMeanOverLength(SequenceBug):
+    """A running-mean context feature computes ``x.cumsum(1) / T`` instead of dividing position i
+    by i + 1: no future token's content leaks, but the sequence's length does."""
+
+    name = "broken-running-mean"
+    must_fail = ("causality.prefix-consistency", "inference.next-token-is-last-row")
+
+    def patch(self, model: GPT2) -> None:
+        _patch_block0_input(model, lambda x: x + 0.1 * x.cumsum(dim=1) / x.shape[1])
+
+
+class SequenceStatisticsNorm(SequenceBug):
+    """The final LayerNorm is built as ``nn.LayerNorm([T, d])`` style statistics, over the
+    positions and the channels together: every row is normalised with the future's mean and
+    variance (a leak through a normalisation over the sequence)."""
+
+    name = "broken-sequence-norm"
+    must_fail = (
+        "causality.future-invisible",
+        "causality.prefix-consistency",
+        "causality.jacobian-lower-triangular",
+    )
+
+    def patch(self, model: GPT2) -> None:
+        ln_f = model.transformer.ln_f
+
+        def sequence_norm(x: Tensor) -> Tensor:
+            mean = x.mean(dim=(1, 2), keepdim=True)
+            var = x.var(dim=(1, 2), unbiased=False, keepdim=True)
+            return (x - mean) / torch.sqrt(var + ln_f.eps) * ln_f.weight + ln_f.bias
+
+        ln_f.forward = sequence_norm
+
+
+class _RemembersPadding(GPT2):
+    padding: Tensor | None = None
+
+    def forward(self, input_ids: Tensor, **kwargs: Any) -> GPT2Output:
+        self.padding = kwargs.get("attention_mask")
+        return super().forward(input_ids, **kwargs)
+
+
+class PaddingMaskOnQueries(SequenceBug):
+    """The padding mask is broadcast as ``mask[:, None, :, None]`` (over the queries) instead of
+    ``mask[:, None, None, :]`` (over the keys): padded rows are blanked, and real tokens still
+    attend to the padding before them."""
+
+    name = "broken-padding-axis"
+    must_fail = ("inference.left-padding",)
+
+    def patch(self, model: GPT2) -> None:
+        model.__class__ = _RemembersPadding
+
+        def bug(mask: Tensor | None, is_causal: bool, T: int, S: int) -> tuple[Tensor | None, bool]:
+            padding = getattr(model, "padding", None)
+            if padding is None or mask is None:
+                return mask, is_causal
+            device = padding.device
+            queries = torch.arange(S - T, S, device=device)[:, None]
+            keys = torch.arange(S, device=device)
+            rows = padding.bool()[:, None, -T:, None]  # [B, 1, T, 1]: the queries, not the keys
+            return ((keys <= queries) & rows) | (keys == queries), False
+
+        _patch_attention(model, bug)
+
+
+class _PadsTargetsWithZero(GPT2):
+    def forward(self, input_ids: Tensor, **kwargs: Any) -> GPT2Output:
+        labels = kwargs.pop("labels", None)
+        if labels is not None:  # F.pad's default value is 0, a real token id
+            kwargs["targets"] = F.pad(labels[:, 1:], (0, 1))
+        return super().forward(input_ids, **kwargs)
+
+
+class LastRowScoredAsToken0(SequenceBug):
+    """The shift is written ``F.pad(labels[:, 1:], (0, 1))`` without ``value=ignore_index``:
+    the last row, which has no next token, is scored against token 0."""
+
+    name = "broken-pad-with-zero"
+    must_fail = ("objective.one-term-per-target", "objective.sum-of-terms")
+
+    def patch(self, model: GPT2) -> None:
+        model.__class__ = _PadsTargetsWithZero
+
+
+def _always_mean(logits: Tensor, targets: Tensor, reduction: str, ii: int) -> Tensor:
+    total = _terms(logits, targets, ii).sum()
+    return total / (targets != ii).sum()  # the reduction argument is accepted and never read
+
+
+class SumReturnsMean(SequenceBug):
+    """The loss takes a ``reduction`` argument and never reads it: "sum" returns the mean, so
+    gradient accumulation that sums micro-batch losses is off by the token count."""
+
+    name = "broken-sum-is-mean"
+    must_fail = ("objective.sum-of-terms",)
+
+    def patch(self, model: GPT2) -> None:
+        model.__class__ = _with_loss(_always_mean)
+
+
+def _low_precision_cache_attention(
+    self: CausalSelfAttention,
+    x: Tensor,
+    mask: Tensor | None,
+    is_causal: bool,
+    past: tuple[Tensor, Tensor] | None,
+) -> tuple[Tensor, tuple[Tensor, Tensor]]:
+    B, T, d = x.shape
+    q, k, v = self.c_attn(x).split(d, dim=2)
+    q, k, v = (t.view(B, T, self.n_head, d // self.n_head).transpose(1, 2) for t in (q, k, v))
+    if past is not None:  # the cache was stored in bfloat16 to halve its memory
+        k = torch.cat((past[0].to(k.dtype), k), dim=2)
+        v = torch.cat((past[1].to(v.dtype), v), dim=2)
+    y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=is_causal)
+    return self.c_proj(y.transpose(1, 2).reshape(B, T, d)), (k.bfloat16(), v.bfloat16())
+
+
+class CacheInBFloat16(SequenceBug):
+    """An inference engine stores the key/value cache in bfloat16 to halve its memory while the
+    model computes in float32: cached decoding drifts from the full forward."""
+
+    name = "broken-bf16-cache"
+    must_fail = ("inference.kv-cache", "inference.cache-positions")
+
+    def patch(self, model: GPT2) -> None:
+        for block in model.transformer.h:
+            block.attn.forward = _low_precision_cache_attention.__get__(block.attn)
 
 
 #: Every broken adapter of this module, and the dtype the suite must run it at.
@@ -436,6 +610,13 @@ ALL: dict[type[SequenceBug], str] = {
     LossInLowPrecision: "bfloat16",
     DoubleShift: "float32",
     WrongConventionDeclared: "float32",
+    TokenShiftWrongWay: "float32",
+    RunningMeanOverLength: "float32",
+    SequenceStatisticsNorm: "float32",
+    PaddingMaskOnQueries: "float32",
+    LastRowScoredAsToken0: "float32",
+    SumReturnsMean: "float32",
+    CacheInBFloat16: "float32",
 }
 
 #: Correct implementations that differ from the reference in a declared way: they must pass.

@@ -11,7 +11,7 @@ Each adapter is the reference adapter with one change, and declares:
 
 A bug is applied to the model instance the adapter builds (and re-applied to models it loads),
 never to the shared module, so importing this file changes nothing else. The project's test
-``tests/test_suite_catches_weight_bugs.py`` runs the suite against each one.
+``tests/test_mutant_zoo.py`` runs the suite against each one.
 """
 
 from __future__ import annotations
@@ -610,6 +610,109 @@ class NoInputValidation(WeightBug):
         return model
 
 
+# --- More head, numerics and validation bugs ----------------------------------------------------
+
+
+class _ReshapedHeadGPT2(GPT2):
+    @property
+    def head_weight(self) -> Tensor:
+        wte = self.transformer.wte.weight  # [V, d]
+        return wte.reshape(wte.shape[1], wte.shape[0]).t()  # F.linear(h, this) = h @ wte.view(d, V)
+
+
+class HeadReshapedNotTransposed(WeightBug):
+    """A port to a framework without ``F.linear`` writes the tied head as
+    ``h @ wte.reshape(d, V)``: a reshape where a transpose was meant, with the right shape and
+    the wrong layout. The adapter reports wte as the head matrix, as the author believes."""
+
+    must_fail = ("head.linear-no-bias", LOGP)
+
+    def patch(self, model: GPT2) -> GPT2:
+        model.__class__ = _ReshapedHeadGPT2
+        return model
+
+    def head_weight(self, module: nn.Module) -> Tensor:
+        assert isinstance(module, GPT2)
+        return module.transformer.wte.weight
+
+
+class _LowPrecisionScoresAttention(CausalSelfAttention):
+    def forward(
+        self, x: Tensor, mask: Tensor | None, is_causal: bool, past: tuple[Tensor, Tensor] | None
+    ) -> tuple[Tensor, tuple[Tensor, Tensor]]:
+        B, T, d = x.shape
+        hd = d // self.n_head
+        q, k, v = self.c_attn(x).split(d, dim=2)
+        q, k, v = (t.view(B, T, self.n_head, hd).transpose(1, 2) for t in (q, k, v))
+        if past is not None:
+            k = torch.cat((past[0], k), dim=2)
+            v = torch.cat((past[1], v), dim=2)
+        S = k.shape[2]
+        # The "fast path": q kᵀ in bfloat16, everything else in float32.
+        scores = (q.bfloat16() @ k.bfloat16().transpose(-1, -2)).to(q.dtype) / math.sqrt(hd)
+        if is_causal:
+            mask = torch.ones(T, S, dtype=torch.bool, device=x.device).tril(S - T)
+        if mask is not None:
+            scores = scores.masked_fill(~mask, float("-inf"))
+        y = scores.softmax(dim=-1) @ v
+        return self.c_proj(y.transpose(1, 2).reshape(B, T, d)), (k, v)
+
+
+class AttentionScoresInBFloat16(WeightBug):
+    """A kernel author's attention computes the q·kᵀ scores in bfloat16 for speed and the rest in
+    float32: at GPT-2's init scale the scores are tiny and the error hides; at realistic weight
+    scales it moves the log-probabilities far beyond float32's tolerance."""
+
+    must_fail = (LOGP,)
+
+    def patch(self, model: GPT2) -> GPT2:
+        for block in model.transformer.h:
+            block.attn.__class__ = _LowPrecisionScoresAttention
+        return model
+
+
+class _QuickGeluMLP(MLP):
+    def forward(self, x: Tensor) -> Tensor:
+        h = self.c_fc(x)
+        return self.c_proj(h * torch.sigmoid(1.702 * h))  # the sigmoid approximation
+
+
+class QuickGelu(WeightBug):
+    """A fused MLP kernel uses the cheaper sigmoid approximation x·σ(1.702x) (CLIP's
+    "quick GELU") for GPT-2's tanh GELU: the two agree near 0, so it shows only when the MLP's
+    pre-activations reach realistic sizes."""
+
+    must_fail = ("forward.gelu-tanh", LOGP)
+
+    def patch(self, model: GPT2) -> GPT2:
+        for block in model.transformer.h:
+            block.mlp.__class__ = _QuickGeluMLP
+        return model
+
+
+class _WrapsNegativeIdsGPT2(GPT2):
+    def forward(self, input_ids: Tensor, **kwargs: Any) -> GPT2Output:  # type: ignore[override]
+        integer = isinstance(input_ids, Tensor) and not (
+            input_ids.is_floating_point() or input_ids.is_complex() or input_ids.dtype == torch.bool
+        )
+        if integer:  # Python-style indexing: -1 is the last row
+            input_ids = torch.where(input_ids < 0, input_ids % self.config.vocab_size, input_ids)
+        return super().forward(input_ids, **kwargs)
+
+
+class NegativeIdsWrap(WeightBug):
+    """Validation checks ``ids < vocab_size`` but not ``ids >= 0``, and the lookup indexes the
+    way NumPy does: -1 silently reads the last row, -100 (an ignore label passed as an input) row
+    V - 100."""
+
+    must_fail = ("input.token-range",)
+    diagnosis: ClassVar[dict[str, str]] = {"input.token-range": "< 0"}
+
+    def patch(self, model: GPT2) -> GPT2:
+        model.__class__ = _WrapsNegativeIdsGPT2
+        return model
+
+
 #: Every bug, with the dtype the suite checks it at.
 ALL: dict[type[WeightBug], str] = {
     bug: "float32"
@@ -635,5 +738,9 @@ ALL: dict[type[WeightBug], str] = {
         ClampedTokenIds,
         IndexErrorForBadIds,
         NoInputValidation,
+        HeadReshapedNotTransposed,
+        AttentionScoresInBFloat16,
+        QuickGelu,
+        NegativeIdsWrap,
     )
 }
