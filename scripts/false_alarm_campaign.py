@@ -1,0 +1,837 @@
+"""The false-alarm campaign: run the conformance suite against conformant GPT-2s over many seeds.
+
+A conformance suite that fails a correct implementation is switched off by the people it is meant
+to help. This script runs the suite against the implementations the project believes conformant
+(the built-in adapters ``reference``, ``numpy``, ``transformers-eager`` and ``transformers-sdpa``)
+at each dtype whose tolerances the spec defines, under many hypothesis seeds, and records every
+failure: each one is a finding (a tolerance that was never justified, a strategy that draws inputs
+outside the spec, or a real bug).
+
+One pytest session runs many seeds (the plugin's ``--conformance-seeds A:B`` repeats each property
+once per seed, seed N drawing exactly what ``--hypothesis-seed=N`` draws), spread over
+pytest-xdist workers with ``-n``. Each session's outcome is read from the suite's JSON report
+(``--conformance-report``). Seeds are run in batches (``--chunk`` seeds per session), breadth
+first: every implementation at the first dtype, then at the next, gets its first batch before
+any gets a second. Results go
+to ``--out`` after every batch; a rerun with the same ``--out`` skips the seeds already done, so a
+campaign can be stopped (``--budget-seconds``, Ctrl-C) and resumed, and the files of several
+machines can be combined with ``--merge``.
+
+Usage::
+
+    python scripts/false_alarm_campaign.py --seeds 0:200 -n 16
+    python scripts/false_alarm_campaign.py --impls reference --seeds 0:2 --profile dev
+    python scripts/false_alarm_campaign.py --merge machine-b.json    # into docs/data/...
+
+See docs/evidence/false-alarms.md. ``render_markdown(data)`` renders the committed JSON into that
+page at docs build time; importing this module has no side effects and does not import torch.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import datetime as dt
+import json
+import os
+import platform
+import re
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Iterable, Sequence
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parent.parent
+DEFAULT_OUT = REPO / "docs" / "data" / "false-alarms.json"
+DEFAULT_IMPLS = ("reference", "numpy", "transformers-eager", "transformers-sdpa")
+DEFAULT_DTYPES = ("float32", "bfloat16")
+DEFAULT_SEEDS = "0:200"
+DTYPE_ORDER = ("float32", "bfloat16", "float16")
+PROFILES = ("ci", "dev", "thorough")
+SCHEMA = 1
+FAILED = frozenset({"failed", "error"})
+RAN = frozenset({"passed", "failed", "error", "xfailed", "xpassed"})
+SOFTWARE = (
+    "gpt2-conformance",
+    "torch",
+    "transformers",
+    "numpy",
+    "hypothesis",
+    "pytest",
+    "pytest-xdist",
+)
+# "[seed=12]" or "[other-seed=12]" at the end of a node id (the plugin's --conformance-seeds ids)
+_SEED_ID = re.compile(r"^(?P<base>.*)\[(?P<pre>.*?)-?seed=(?P<seed>\d+)(?P<post>-.*)?\]$")
+
+
+class CampaignError(Exception):
+    """Bad arguments or unusable input files; the message says what to do."""
+
+
+# ------------------------------------------------------------------------------------------
+# Seeds and node ids
+# ------------------------------------------------------------------------------------------
+
+
+def parse_seeds(text: str) -> range:
+    """``A:B`` as ``range(A, B)``."""
+    first, colon, stop = text.partition(":")
+    try:
+        seeds = range(int(first), int(stop)) if colon else range(0)
+    except ValueError:
+        seeds = range(0)
+    if not seeds or seeds.start < 0:
+        raise CampaignError(
+            f"--seeds {text}: give A:B with whole numbers 0 <= A < B (seeds A..B-1)"
+        )
+    return seeds
+
+
+def split_nodeid(nodeid: str) -> tuple[str, int | None]:
+    """A node id of a seeded run as (the node id without the seed, the seed)."""
+    match = _SEED_ID.match(nodeid)
+    if match is None:
+        return nodeid, None
+    params = "-".join(p for p in (match["pre"], (match["post"] or "")[1:]) if p)
+    base = f"{match['base']}[{params}]" if params else match["base"]
+    return base, int(match["seed"])
+
+
+def seed_ranges(seeds: Iterable[int]) -> str:
+    """``[0, 1, 2, 5]`` as ``"0-2, 5"``."""
+    ordered = sorted(set(seeds))
+    parts: list[str] = []
+    start = prev = None
+    for seed in [*ordered, None]:
+        if start is not None and (seed is None or seed != prev + 1):  # type: ignore[operator]
+            parts.append(str(start) if start == prev else f"{start}-{prev}")
+            start = None
+        if seed is not None and start is None:
+            start = seed
+        prev = seed
+    return ", ".join(parts)
+
+
+# ------------------------------------------------------------------------------------------
+# Reading one session's JSON report
+# ------------------------------------------------------------------------------------------
+
+
+def read_session(
+    report: dict[str, Any], seeds: Sequence[int], properties: Sequence[str]
+) -> dict[str, Any]:
+    """What a seeded session did, from its ``--conformance-report``.
+
+    ``properties`` are the collected node ids without seeds; a seed is complete when every one of
+    them has an outcome for it. Failures are kept whether or not their seed completed.
+    """
+    tests: dict[str, dict[str, Any]] = {}
+    for requirement in report.get("requirements", []):
+        for test in requirement.get("tests", []):
+            entry = tests.setdefault(test["nodeid"], {**test, "requirements": []})
+            entry["requirements"].append(requirement["id"])
+    done: dict[int, set[str]] = {s: set() for s in seeds}
+    ran: dict[int, int] = dict.fromkeys(seeds, 0)
+    outcomes: dict[str, int] = {}
+    failures: list[dict[str, Any]] = []
+    deviations: set[str] = set()
+    for nodeid, test in sorted(tests.items()):
+        base, seed = split_nodeid(nodeid)
+        if seed is None or seed not in done:
+            continue
+        done[seed].add(base)
+        outcome = test["outcome"]
+        outcomes[outcome] = outcomes.get(outcome, 0) + 1
+        if outcome in RAN:
+            ran[seed] += 1
+        if outcome == "xfailed":
+            deviations.update(test["requirements"])
+        if outcome in FAILED:
+            failures.append(
+                {
+                    "seed": seed,
+                    "nodeid": nodeid,
+                    "property": base,
+                    "requirements": test["requirements"],
+                    "outcome": outcome,
+                    "message": test.get("message", ""),
+                    "counterexample": test.get("hypothesis", ""),
+                }
+            )
+    wanted = set(properties)
+    complete = [s for s in seeds if wanted and done[s] >= wanted]
+    return {
+        "seeds_completed": complete,
+        "properties_run": {str(s): ran[s] for s in complete},
+        "outcomes": outcomes,
+        "failures": failures,
+        "declared_deviations": sorted(deviations),
+        "max_examples": report.get("hypothesis", {}).get("max_examples"),
+        "interrupted": bool(report.get("interrupted")),
+        "implementation": report.get("implementation", {}),
+    }
+
+
+# ------------------------------------------------------------------------------------------
+# Running
+# ------------------------------------------------------------------------------------------
+
+
+def machine_info(label: str | None) -> dict[str, Any]:
+    cpus = os.cpu_count() or 0
+    model = ""
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text(encoding="utf-8").splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    default = f"{cpus}-core {platform.machine()} {platform.system()}"
+    return {
+        "label": label or default,
+        "cpus": cpus,
+        "cpu_model": model,
+        "platform": platform.platform(),
+    }
+
+
+def software_info(revision: str | None = None) -> dict[str, str]:
+    versions = {"python": platform.python_version()}
+    for name in SOFTWARE:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            versions[name] = "not installed"
+    with contextlib.suppress(OSError, subprocess.SubprocessError):
+        head = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True
+        )
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+        )
+        if head.returncode == 0:
+            versions["commit"] = head.stdout.strip() + ("-dirty" if dirty.stdout.strip() else "")
+    if revision:
+        versions["commit"] = revision
+    return versions
+
+
+def spec_dtypes() -> tuple[str, ...]:
+    """The dtypes for which spec chapter 7 defines a tolerance against the oracle."""
+    from gpt2_spec import spec_definitions
+
+    return tuple(d for kind, d in spec_definitions().TOLERANCES if kind == "oracle")
+
+
+def adapter_dtypes(impl: str) -> tuple[str, ...]:
+    """The dtypes the adapter named by ``impl`` declares (``Adapter.dtypes``)."""
+    import pytest
+
+    from gpt2_conformance.plugin import load_adapter
+
+    try:
+        return tuple(load_adapter(impl).dtypes)
+    except pytest.UsageError as error:
+        raise CampaignError(f"--impls {impl}: {error}") from error
+
+
+def _pytest_command(
+    impl: str, dtype: str, profile: str, seeds: range, workers: int, extra: Sequence[str]
+) -> list[str]:
+    command = [
+        "--pyargs",
+        "gpt2_conformance",
+        f"--impl={impl}",
+        f"--dtype={dtype}",
+        f"--conformance-profile={profile}",
+        f"--conformance-seeds={seeds.start}:{seeds.stop}",
+        "-p",
+        "no:cacheprovider",
+    ]
+    if workers > 1:
+        command += ["-n", str(workers)]
+    return [*command, *extra]
+
+
+def collect_properties(
+    impl: str, dtype: str, profile: str, extra: Sequence[str], env: dict[str, str]
+) -> list[str]:
+    """The node ids (without seed) of the properties a session collects for this combination."""
+    command = _pytest_command(impl, dtype, profile, range(0, 1), 1, extra)
+    done = subprocess.run(
+        [sys.executable, "-m", "pytest", *command, "--collect-only", "-q"],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    ids = sorted(
+        {
+            split_nodeid(line.strip())[0]
+            for line in done.stdout.splitlines()
+            if "::" in line and "seed=" in line
+        }
+    )
+    if done.returncode != 0 or not ids:
+        tail = "\n".join((done.stdout + done.stderr).strip().splitlines()[-15:])
+        raise CampaignError(
+            f"collecting the suite for --impl={impl} --dtype={dtype} failed "
+            f"(pytest exit status {done.returncode}):\n{tail}"
+        )
+    return ids
+
+
+def run_session(
+    impl: str,
+    dtype: str,
+    profile: str,
+    seeds: range,
+    workers: int,
+    extra: Sequence[str],
+    deadline: float,
+    log_dir: Path,
+    env: dict[str, str],
+) -> tuple[dict[str, Any] | None, int, float, Path, bool]:
+    """Run one pytest session; stop it (SIGINT, so it still writes its report) at ``deadline``.
+
+    Returns (the JSON report or None, exit status, wall seconds, log path, stopped by budget).
+    """
+    log_dir.mkdir(parents=True, exist_ok=True)
+    stem = (
+        f"{impl.replace(':', '_').replace('/', '_')}-{dtype}-{profile}-{seeds.start}-{seeds.stop}"
+    )
+    log = log_dir / f"{stem}.log"
+    report_path = log_dir / f"{stem}.json"
+    report_path.unlink(missing_ok=True)
+    command = [
+        sys.executable,
+        "-m",
+        "pytest",
+        *_pytest_command(impl, dtype, profile, seeds, workers, extra),
+        f"--conformance-report={report_path}",
+        "-q",
+        "-rfE",
+    ]
+    started = time.monotonic()
+    stopped = False
+    with log.open("w", encoding="utf-8") as out:
+        out.write(" ".join(command) + "\n")
+        out.flush()
+        process = subprocess.Popen(
+            command,
+            cwd=REPO,
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            preexec_fn=_default_sigint,
+        )
+        try:
+            process.wait(timeout=max(deadline - time.monotonic(), 0.1))
+        except (subprocess.TimeoutExpired, KeyboardInterrupt):
+            stopped = True
+            _stop(process)
+    wall = time.monotonic() - started
+    report = None
+    if report_path.is_file():
+        with contextlib.suppress(ValueError):
+            report = json.loads(report_path.read_text(encoding="utf-8"))
+    return report, process.returncode, wall, log, stopped
+
+
+def _default_sigint() -> None:
+    """In the session's process: let SIGINT interrupt it (and write its report) even when the
+    campaign itself was started in the background, where shells ignore SIGINT for children."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
+def _stop(process: subprocess.Popen[Any]) -> None:
+    """Interrupt the session's process group as Ctrl-C would; force it if it lingers."""
+    for sig, grace in ((signal.SIGINT, 120.0), (signal.SIGTERM, 10.0), (signal.SIGKILL, 10.0)):
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, sig)
+        try:
+            process.wait(timeout=grace)
+            return
+        except subprocess.TimeoutExpired:
+            continue
+
+
+# ------------------------------------------------------------------------------------------
+# The results file
+# ------------------------------------------------------------------------------------------
+
+
+def empty_data() -> dict[str, Any]:
+    return {"schema": SCHEMA, "sessions": []}
+
+
+def load_data(path: Path) -> dict[str, Any]:
+    if not path.exists():
+        return empty_data()
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except ValueError as error:
+        raise CampaignError(f"{path}: not a JSON file ({error})") from error
+    if not isinstance(data, dict) or data.get("schema") != SCHEMA:
+        raise CampaignError(
+            f"{path}: not a false-alarm campaign file of schema {SCHEMA} (written by "
+            "scripts/false_alarm_campaign.py); pass another --out or --merge file"
+        )
+    return data
+
+
+def save_data(data: dict[str, Any], path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_name(path.name + ".tmp")
+    temporary.write_text(json.dumps(data, indent=1, sort_keys=True) + "\n", encoding="utf-8")
+    os.replace(temporary, path)
+
+
+def merge(data: dict[str, Any], others: Iterable[dict[str, Any]]) -> int:
+    """Add the sessions of ``others`` that ``data`` lacks (by session id); return how many."""
+    known = {s["id"] for s in data["sessions"]}
+    added = 0
+    for other in others:
+        for session in other["sessions"]:
+            if session["id"] not in known:
+                data["sessions"].append(session)
+                known.add(session["id"])
+                added += 1
+    data["sessions"].sort(key=lambda s: (s["started"], s["id"]))
+    return added
+
+
+def _key(session: dict[str, Any]) -> tuple[Any, ...]:
+    return (
+        session["impl"],
+        session["dtype"],
+        session["profile"],
+        session["max_examples"],
+        tuple(session.get("extra_args", [])),
+    )
+
+
+def summarize(data: dict[str, Any]) -> list[dict[str, Any]]:
+    """One row per implementation, dtype, profile (and example count, extra pytest arguments)."""
+    rows: dict[tuple[Any, ...], dict[str, Any]] = {}
+    for session in data["sessions"]:
+        row = rows.setdefault(
+            _key(session),
+            {
+                "impl": session["impl"],
+                "dtype": session["dtype"],
+                "profile": session["profile"],
+                "max_examples": session["max_examples"],
+                "extra_args": list(session.get("extra_args", [])),
+                "seeds": set(),
+                "examples": 0,
+                "properties": 0,
+                "failures": [],
+                "wall_s": 0.0,
+                "machines": [],
+                "software": [],
+                "declared_deviations": set(),
+            },
+        )
+        for seed in session["seeds_completed"]:
+            if seed not in row["seeds"]:
+                row["seeds"].add(seed)
+                ran = session["properties_run"][str(seed)]
+                row["properties"] = max(row["properties"], ran)
+                row["examples"] += ran * (session["max_examples"] or 0)
+        row["failures"].extend({**f, "session": session["id"]} for f in session["failures"])
+        row["wall_s"] += session["wall_s"]
+        row["declared_deviations"].update(session.get("declared_deviations", []))
+        machine = session["machine"]["label"]
+        if machine not in row["machines"]:
+            row["machines"].append(machine)
+        software = session["software"]
+        if software not in row["software"]:
+            row["software"].append(software)
+    ordered = sorted(
+        rows.values(),
+        key=lambda r: (
+            list(DEFAULT_IMPLS).index(r["impl"]) if r["impl"] in DEFAULT_IMPLS else 99,
+            r["impl"],
+            DTYPE_ORDER.index(r["dtype"]) if r["dtype"] in DTYPE_ORDER else 99,
+            r["profile"],
+        ),
+    )
+    for row in ordered:
+        row["seeds"] = sorted(row["seeds"])
+        row["declared_deviations"] = sorted(row["declared_deviations"])
+    return ordered
+
+
+def campaign(args: argparse.Namespace, data: dict[str, Any], out: Path) -> int:
+    """Run the requested seeds that ``data`` lacks; save after every session. Returns failures."""
+    allowed = spec_dtypes()
+    for dtype in args.dtypes:
+        if dtype not in allowed:
+            raise CampaignError(
+                f"--dtypes {dtype}: spec chapter 7 defines tolerances for {', '.join(allowed)} only"
+            )
+    combos: list[tuple[str, str]] = []  # dtype by dtype: every implementation at the first one
+    declared = {impl: adapter_dtypes(impl) for impl in args.impls}
+    for dtype in args.dtypes:
+        for impl in args.impls:
+            if dtype in declared[impl]:
+                combos.append((impl, dtype))
+            else:
+                print(f"skip {impl} at {dtype}: the adapter declares {', '.join(declared[impl])}")
+    extra = list(args.pytest_args)
+    env = dict(os.environ)
+    deadline = time.monotonic() + (args.budget_seconds or float("inf"))
+    machine, software = machine_info(args.machine_label), software_info(args.suite_revision)
+    log_dir = Path(args.log_dir)
+    properties: dict[tuple[str, str], list[str]] = {}
+    per_seed: dict[tuple[str, str], float] = {}
+    broken: set[tuple[str, str]] = set()  # no report: not run further
+    out_of_budget: set[tuple[str, str]] = set()  # a seed would take longer than what is left
+    failures = 0
+    seeds = parse_seeds(args.seeds)
+    chunks = [
+        range(s, min(s + args.chunk, seeds.stop))
+        for s in range(seeds.start, seeds.stop, args.chunk)
+    ]
+    for chunk in chunks:
+        for impl, dtype in combos:
+            key_done = set()
+            for session in data["sessions"]:
+                if (session["impl"], session["dtype"], session["profile"]) == (
+                    impl,
+                    dtype,
+                    args.profile,
+                ) and list(session.get("extra_args", [])) == extra:
+                    key_done.update(session["seeds_completed"])
+            todo = [s for s in chunk if s not in key_done]
+            if not todo or (impl, dtype) in broken | out_of_budget:
+                continue
+            left = deadline - time.monotonic()
+            estimate = per_seed.get((impl, dtype))
+            if left <= 0:
+                print("budget spent: no further sessions", flush=True)
+                return failures
+            if estimate is not None and estimate > left:
+                print(f"budget: too little left for another seed of {impl} at {dtype}")
+                out_of_budget.add((impl, dtype))
+                continue
+            if (impl, dtype) not in properties:
+                properties[(impl, dtype)] = collect_properties(
+                    impl, dtype, args.profile, extra, env
+                )
+            stop = todo[0] + 1
+            while stop in todo:  # the first contiguous run of seeds not done yet
+                stop += 1
+            run = range(todo[0], stop)
+            started = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+            print(
+                f"{impl} at {dtype}: seeds {run.start}..{run.stop - 1} ({args.profile})", flush=True
+            )
+            report, status, wall, log, stopped = run_session(
+                impl, dtype, args.profile, run, args.workers, extra, deadline, log_dir, env
+            )
+            if report is None and stopped:
+                print(f"  stopped before any result; log {log}", flush=True)
+                if time.monotonic() < deadline:  # Ctrl-C, not the budget
+                    raise KeyboardInterrupt
+                continue
+            if report is None:
+                print(
+                    f"  ERROR: pytest (exit status {status}) wrote no report, so {impl} at {dtype} "
+                    f"is not run further; see {log}",
+                    flush=True,
+                )
+                broken.add((impl, dtype))
+                continue
+            got = read_session(report, list(run), properties[(impl, dtype)])
+            session = {
+                "id": uuid.uuid4().hex,
+                "impl": impl,
+                "dtype": dtype,
+                "profile": args.profile,
+                "max_examples": got["max_examples"],
+                "extra_args": extra,
+                "seeds_requested": [run.start, run.stop],
+                "seeds_completed": got["seeds_completed"],
+                "properties": len(properties[(impl, dtype)]),
+                "properties_run": got["properties_run"],
+                "outcomes": got["outcomes"],
+                "failures": got["failures"],
+                "declared_deviations": got["declared_deviations"],
+                "workers": args.workers,
+                "wall_s": round(wall, 1),
+                "stopped_by_budget": stopped,
+                "exit_status": status,
+                "started": started,
+                "machine": machine,
+                "software": software,
+            }
+            data["sessions"].append(session)
+            save_data(data, out)
+            if got["seeds_completed"]:
+                per_seed[(impl, dtype)] = wall / len(got["seeds_completed"])
+            failures += len(got["failures"])
+            print(
+                f"  {len(got['seeds_completed'])} seeds complete, {len(got['failures'])} failures, "
+                f"{wall:.0f} s{' (stopped)' if stopped else ''}; log {log}",
+                flush=True,
+            )
+            for failure in got["failures"]:
+                print(f"  FAIL seed {failure['seed']}: {failure['message'][:300]}", flush=True)
+            if stopped and time.monotonic() < deadline:  # Ctrl-C, not the budget
+                raise KeyboardInterrupt
+    if broken:
+        raise CampaignError(
+            "no report from "
+            + ", ".join(f"{i} at {d}" for i, d in sorted(broken))
+            + "; the other results are saved"
+        )
+    return failures
+
+
+# ------------------------------------------------------------------------------------------
+# Markdown
+# ------------------------------------------------------------------------------------------
+
+
+def _duration(seconds: float) -> str:
+    if seconds < 120:
+        return f"{seconds:.0f} s"
+    if seconds < 7200:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.1f} h"
+
+
+def _first_line(text: str) -> str:
+    return text.strip().splitlines()[0] if text.strip() else ""
+
+
+def reproduce_command(failure: dict[str, Any], row: dict[str, Any]) -> str:
+    extra = " ".join(row["extra_args"])
+    return (
+        f"python -m pytest --pyargs gpt2_conformance --impl={row['impl']} --dtype={row['dtype']} "
+        f"--conformance-profile={row['profile']} --hypothesis-seed={failure['seed']} "
+        f"'{failure['property']}'" + (f" {extra}" if extra else "")
+    )
+
+
+def render_markdown(data: dict[str, Any]) -> str:
+    """The campaign's table, its findings and the commands to reproduce it, as Markdown."""
+    rows = summarize(data)
+    if not rows:
+        return "_No campaign results recorded yet._\n"
+    lines = [
+        "| implementation | dtype | profile | seeds | examples | failures | wall time | machine |",
+        "| --- | --- | --- | ---: | ---: | ---: | ---: | --- |",
+    ]
+    for row in rows:
+        seeds = f"{len(row['seeds'])} ({seed_ranges(row['seeds'])})" if row["seeds"] else "0"
+        lines.append(
+            f"| `{row['impl']}` | {row['dtype']} | {row['profile']} "
+            f"({row['max_examples']} per property) | {seeds} | {row['examples']:,} | "
+            f"{len(row['failures'])} | {_duration(row['wall_s'])} | {'; '.join(row['machines'])} |"
+        )
+    lines += [
+        "",
+        "*examples*: hypothesis' `max_examples` times the properties that ran (not those whose "
+        "capability the adapter does not claim), summed over the completed seeds: the examples "
+        "asked for (a property whose input space is exhausted sooner tries fewer). *wall time*: "
+        "the pytest sessions' wall time, summed.",
+        "",
+    ]
+    deviations = [r for r in rows if r["declared_deviations"]]
+    if deviations:
+        lines.append(
+            "Declared deviations (reported `xfail`, not counted as failures): "
+            + "; ".join(
+                f"`{r['impl']}` at {r['dtype']}: "
+                + ", ".join(f"`{d}`" for d in r["declared_deviations"])
+                for r in deviations
+            )
+            + "."
+        )
+        lines.append("")
+    software = {json.dumps(s, sort_keys=True) for r in rows for s in r["software"]}
+    lines.append(
+        "Software: "
+        + " / ".join(
+            ", ".join(f"{k} {v}" for k, v in json.loads(s).items()) for s in sorted(software)
+        )
+        + "."
+    )
+    lines.append("")
+    findings = [(r, f) for r in rows for f in r["failures"]]
+    lines.append(f"### Findings ({len(findings)})")
+    lines.append("")
+    if not findings:
+        lines.append("No property failed on any seed.")
+        lines.append("")
+    for row, failure in findings:
+        lines += [
+            f"- `{row['impl']}` at {row['dtype']}, seed {failure['seed']}: "
+            f"{', '.join(f'`{r}`' for r in failure['requirements'])} "
+            f"({failure['outcome']}). {_first_line(failure['message'])}",
+            "",
+            "  ```text",
+            *(
+                f"  {line}"
+                for line in (failure["counterexample"] or "(no example)").splitlines()[:30]
+            ),
+            "  ```",
+            "",
+            f"  Reproduce: `{reproduce_command(failure, row)}`",
+            "",
+        ]
+    lines += [
+        "### Reproducing",
+        "",
+        "```console",
+    ]
+    for row in rows:
+        if not row["seeds"]:
+            continue
+        extra = (" -- " + " ".join(row["extra_args"])) if row["extra_args"] else ""
+        lines.append(
+            "$ python scripts/false_alarm_campaign.py "
+            f"--impls {row['impl']} --dtypes {row['dtype']} --profile {row['profile']} "
+            f"--seeds {min(row['seeds'])}:{max(row['seeds']) + 1} "
+            f"-n $(nproc) --out rerun.json{extra}"
+        )
+    lines += ["```", ""]
+    return "\n".join(lines)
+
+
+# ------------------------------------------------------------------------------------------
+# Command line
+# ------------------------------------------------------------------------------------------
+
+
+def _names(text: str) -> list[str]:
+    names = [n.strip() for n in text.split(",") if n.strip()]
+    if not names:
+        raise argparse.ArgumentTypeError("give at least one name (comma-separated)")
+    return names
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        description="Run the conformance suite against conformant implementations over many "
+        "seeds and record every failure (docs/evidence/false-alarms.md).",
+    )
+    parser.add_argument(
+        "--impls",
+        type=_names,
+        default=list(DEFAULT_IMPLS),
+        help="comma-separated --impl values: built-ins or package.module[:attribute] "
+        f"(default: {','.join(DEFAULT_IMPLS)})",
+    )
+    parser.add_argument(
+        "--dtypes",
+        type=_names,
+        default=list(DEFAULT_DTYPES),
+        help="comma-separated dtypes; an implementation is run at those its adapter declares "
+        f"(default: {','.join(DEFAULT_DTYPES)})",
+    )
+    parser.add_argument(
+        "--seeds",
+        default=None,
+        metavar="A:B",
+        help=f"hypothesis seeds A..B-1 (default: {DEFAULT_SEEDS}; with --merge only: none)",
+    )
+    parser.add_argument("--profile", default="thorough", choices=PROFILES)
+    parser.add_argument(
+        "-n", "--workers", type=int, default=1, help="pytest-xdist workers per session (default 1)"
+    )
+    parser.add_argument(
+        "--chunk",
+        type=int,
+        default=None,
+        metavar="K",
+        help="seeds per pytest session (default: 4 x workers); smaller is broader under a budget",
+    )
+    parser.add_argument(
+        "--budget-seconds",
+        type=float,
+        default=None,
+        help="stop the running session when this much time has passed, keeping completed seeds",
+    )
+    parser.add_argument("--out", default=str(DEFAULT_OUT), help="results file (read, extended)")
+    parser.add_argument(
+        "--merge", nargs="+", default=[], metavar="FILE", help="add the sessions of these files"
+    )
+    parser.add_argument(
+        "--machine-label", default=None, help="how the docs name this machine (default: cores)"
+    )
+    parser.add_argument(
+        "--suite-revision",
+        default=None,
+        help="the suite's source revision to record (default: git rev-parse of the checkout)",
+    )
+    parser.add_argument(
+        "--log-dir",
+        default=str(Path(tempfile.gettempdir()) / "false-alarm-campaign"),
+        help="where each session's pytest output and JSON report go",
+    )
+    parser.add_argument("--markdown", action="store_true", help="print the rendered table")
+    parser.add_argument(
+        "pytest_args", nargs="*", help="after --: extra pytest arguments (e.g. --device=cuda)"
+    )
+    return parser
+
+
+def _terminate(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt  # stop the running session as Ctrl-C does, keeping completed seeds
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    signal.signal(signal.SIGTERM, _terminate)
+    out = Path(args.out)
+    try:
+        if args.workers < 1:
+            raise CampaignError(f"-n {args.workers}: give 1 or more workers")
+        if args.chunk is None:
+            args.chunk = 4 * args.workers
+        if args.chunk < 1:
+            raise CampaignError(f"--chunk {args.chunk}: give 1 or more seeds per session")
+        if args.budget_seconds is not None and args.budget_seconds <= 0:
+            raise CampaignError("--budget-seconds: give a positive number of seconds")
+        data = load_data(out)
+        if args.merge:
+            added = merge(data, [load_data(Path(p)) for p in args.merge])
+            save_data(data, out)
+            print(f"merged {added} sessions into {out}")
+            if args.seeds is None:
+                if args.markdown:
+                    print(render_markdown(data))
+                return 0
+        args.seeds = args.seeds or DEFAULT_SEEDS
+        parse_seeds(args.seeds)
+        failures = 0
+        try:
+            failures = campaign(args, data, out)
+        except KeyboardInterrupt:
+            print("interrupted: completed seeds are saved; rerun the command to resume")
+            return 130
+    except CampaignError as error:
+        print(f"false_alarm_campaign: error: {error}", file=sys.stderr)
+        return 2
+    print(f"results in {out}: {failures} failures in this run")
+    if args.markdown:
+        print(render_markdown(data))
+    return 1 if failures else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

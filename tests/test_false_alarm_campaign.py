@@ -1,0 +1,359 @@
+"""The false-alarm campaign script (scripts/false_alarm_campaign.py) and the plugin's
+``--conformance-seeds`` option it relies on.
+
+The end-to-end tests run the script on tiny slices (the ``dev`` profile, one seed): once against the
+reference, which must be recorded as a clean seed, and once against a broken GPT-2 from
+``tests/broken``, which must be recorded as a failure with its requirement, seed and
+counterexample, so the campaign provably can report a false alarm when there is one.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+SCRIPT = REPO / "scripts" / "false_alarm_campaign.py"
+TESTS = Path(__file__).resolve().parent
+
+_spec = importlib.util.spec_from_file_location("false_alarm_campaign", SCRIPT)
+assert _spec is not None
+assert _spec.loader is not None
+campaign = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(campaign)
+
+
+def _run_script(*args: str, pythonpath: Path | None = None) -> subprocess.CompletedProcess[str]:
+    env = dict(os.environ)
+    if pythonpath is not None:
+        env["PYTHONPATH"] = os.pathsep.join(
+            p for p in (str(pythonpath), env.get("PYTHONPATH", "")) if p
+        )
+    return subprocess.run(
+        [sys.executable, str(SCRIPT), *args],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=900,
+        check=False,
+    )
+
+
+def _property_count() -> int:
+    """How many properties pytest collects for the reference (one seed)."""
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pytest",
+            "--pyargs",
+            "gpt2_conformance",
+            "--impl=reference",
+            "--conformance-seeds=0:1",
+            "--collect-only",
+            "-q",
+            "-p",
+            "no:cacheprovider",
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return sum(1 for line in done.stdout.splitlines() if "[seed=0]" in line)
+
+
+# --- end to end --------------------------------------------------------------------------------
+
+
+def test_a_reference_slice_is_recorded_as_a_clean_seed(tmp_path: Path) -> None:
+    out = tmp_path / "campaign.json"
+    done = _run_script(
+        *("--impls", "reference", "--dtypes", "float32", "--seeds", "0:1", "--profile", "dev"),
+        *("--out", str(out), "--log-dir", str(tmp_path / "logs")),
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    data = json.loads(out.read_text(encoding="utf-8"))
+    assert data["schema"] == campaign.SCHEMA
+    [session] = data["sessions"]
+    assert (session["impl"], session["dtype"], session["profile"]) == (
+        "reference",
+        "float32",
+        "dev",
+    )
+    assert session["max_examples"] == 5  # the plugin's dev profile
+    assert session["seeds_requested"] == [0, 1]
+    assert session["seeds_completed"] == [0]
+    assert session["failures"] == []
+    properties = _property_count()
+    assert session["properties"] == properties
+    not_claimed = session["outcomes"].get("not-claimed", 0)
+    assert session["properties_run"]["0"] + not_claimed == properties
+    assert session["wall_s"] > 0
+    assert session["machine"]["cpus"] == os.cpu_count()
+    assert session["software"]["hypothesis"]
+    [row] = campaign.summarize(data)
+    assert row["seeds"] == [0]
+    assert row["examples"] == 5 * session["properties_run"]["0"]
+    markdown = campaign.render_markdown(data)
+    assert "| `reference` | float32 | dev (5 per property) | 1 (0) |" in markdown
+    assert "### Findings (0)" in markdown
+
+    # A rerun with the same --out resumes: the seed is done, nothing runs again.
+    again = _run_script(
+        *("--impls", "reference", "--dtypes", "float32", "--seeds", "0:1", "--profile", "dev"),
+        *("--out", str(out), "--log-dir", str(tmp_path / "logs")),
+    )
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert len(json.loads(out.read_text(encoding="utf-8"))["sessions"]) == 1
+
+
+def test_a_broken_implementation_is_recorded_as_a_failure(tmp_path: Path) -> None:
+    if str(TESTS) not in sys.path:
+        sys.path.insert(0, str(TESTS))
+    from broken.sequence_bugs import FullAttention
+
+    out = tmp_path / "campaign.json"
+    prop = "test_changing_future_tokens_changes_no_earlier_row"
+    done = _run_script(
+        *("--impls", "broken.sequence_bugs:FullAttention", "--dtypes", "float32"),
+        *("--seeds", "3:4", "--profile", "dev", "--out", str(out)),
+        *("--log-dir", str(tmp_path / "logs"), "--", "-k", prop),
+        pythonpath=TESTS,
+    )
+    assert done.returncode == 1, done.stdout + done.stderr
+    [session] = json.loads(out.read_text(encoding="utf-8"))["sessions"]
+    assert session["extra_args"] == ["-k", prop]
+    assert session["seeds_completed"] == [3]  # the seed ran to the end: its failure is a result
+    [failure] = session["failures"]
+    assert failure["seed"] == 3
+    assert failure["outcome"] == "failed"
+    assert failure["property"].endswith(f"::{prop}")
+    assert failure["requirements"] == ["causality.future-invisible"]
+    assert "causality.future-invisible" in FullAttention.must_fail
+    assert failure["message"].startswith("causality.future-invisible")
+    assert "reproduce_failure" in failure["counterexample"]
+    assert prop in failure["counterexample"]
+    markdown = campaign.render_markdown(json.loads(out.read_text(encoding="utf-8")))
+    assert "### Findings (1)" in markdown
+    assert "--hypothesis-seed=3" in markdown
+
+
+def test_the_budget_stops_a_session_and_keeps_its_completed_seeds(tmp_path: Path) -> None:
+    out = tmp_path / "campaign.json"
+    done = _run_script(
+        *("--impls", "reference", "--dtypes", "float32", "--seeds", "0:200", "--chunk", "200"),
+        *("--profile", "dev", "--budget-seconds", "60", "--out", str(out)),
+        *("--log-dir", str(tmp_path / "logs")),
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    [session] = json.loads(out.read_text(encoding="utf-8"))["sessions"]
+    assert session["stopped_by_budget"]
+    assert session["wall_s"] < 60 + 30  # interrupted at the deadline, not run to the end
+    completed = session["seeds_completed"]
+    assert completed, "no seed of the dev profile finished within a minute"
+    assert completed == list(range(len(completed)))  # seed by seed: a prefix of the range
+    assert len(completed) < 200
+
+
+# --- the plugin's --conformance-seeds ----------------------------------------------------------
+
+
+def _draws(*args: str) -> list[str]:
+    """The examples one property draws, as hypothesis prints them in verbose mode."""
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pytest",
+            "--impl=reference",
+            "--max-examples=3",
+            "--hypothesis-verbosity=verbose",
+            "-s",
+            "-q",
+            "-p",
+            "no:cacheprovider",
+            *args,
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    lines = [line for line in done.stdout.splitlines() if line.startswith("Draw ")]
+    assert lines, done.stdout[-3000:]
+    return [re.sub(r"0x[0-9a-f]+", "0x", line) for line in lines]
+
+
+def test_seed_n_of_a_seeded_session_draws_what_hypothesis_seed_n_draws() -> None:
+    prop = "conformance/test_objective.py::test_zero_counted_targets_give_sum_zero_and_no_mean"
+    seeded = _draws("--conformance-seeds=7:9", f"{prop}[seed=8]")
+    alone = _draws("--hypothesis-seed=8", prop)
+    other = _draws("--hypothesis-seed=7", prop)
+    assert seeded == alone
+    assert seeded != other
+
+
+def test_conformance_seeds_repeats_each_property_once_per_seed_in_seed_order() -> None:
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pytest",
+            "--pyargs",
+            "gpt2_conformance",
+            "--impl=reference",
+            "--conformance-seeds=4:6",
+            "--collect-only",
+            "-q",
+            "-p",
+            "no:cacheprovider",
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    seeds = [int(m[1]) for m in re.finditer(r"\[seed=(\d+)\]", done.stdout)]
+    assert seeds
+    assert set(seeds) == {4, 5}
+    assert seeds == sorted(seeds)  # seed-major: a run cut short leaves whole seeds done
+    assert seeds.count(4) == seeds.count(5)
+
+
+@pytest.mark.parametrize(
+    ("option", "expected"),
+    [
+        ("--conformance-seeds=5:3", "--conformance-seeds=5:3: give A:B"),
+        ("--conformance-seeds=x", "--conformance-seeds=x: give A:B"),
+        ("--hypothesis-seed=1", "give only one"),
+    ],
+)
+def test_conformance_seeds_rejects_bad_values(option: str, expected: str) -> None:
+    extra = ["--conformance-seeds=0:2"] if option.startswith("--hypothesis") else []
+    done = subprocess.run(
+        [
+            *(sys.executable, "-m", "pytest", "--pyargs", "gpt2_conformance", "--impl=reference"),
+            *(option, *extra, "--collect-only", "-q", "-p", "no:cacheprovider"),
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert done.returncode == 4  # usage error
+    assert expected in done.stderr
+
+
+# --- the script's pieces -----------------------------------------------------------------------
+
+
+def test_seed_node_ids_are_split_into_property_and_seed() -> None:
+    split = campaign.split_nodeid
+    assert split("c/test_a.py::test_b[seed=12]") == ("c/test_a.py::test_b", 12)
+    assert split("c/test_a.py::test_b[x1-seed=3]") == ("c/test_a.py::test_b[x1]", 3)
+    assert split("c/test_a.py::test_b[seed=3-x1]") == ("c/test_a.py::test_b[x1]", 3)
+    assert split("c/test_a.py::test_b") == ("c/test_a.py::test_b", None)
+
+
+def test_seed_lists_are_shown_as_ranges() -> None:
+    assert campaign.seed_ranges([5, 0, 1, 2, 7, 8]) == "0-2, 5, 7-8"
+    assert campaign.seed_ranges([4]) == "4"
+    assert campaign.seed_ranges([]) == ""
+
+
+def test_bad_seed_ranges_are_refused() -> None:
+    assert campaign.parse_seeds("2:5") == range(2, 5)
+    for text in ("5:2", "3", "a:b", "-1:3", "3:3"):
+        with pytest.raises(campaign.CampaignError, match="give A:B"):
+            campaign.parse_seeds(text)
+
+
+def _report(tests: dict[str, str]) -> dict[str, Any]:
+    """A minimal suite report: one requirement per test node id and outcome."""
+    return {
+        "hypothesis": {"max_examples": 200},
+        "interrupted": True,
+        "requirements": [
+            {
+                "id": f"req.{i}",
+                "tests": [
+                    {"nodeid": nodeid, "outcome": outcome, "message": f"m{i}", "hypothesis": "ex"}
+                ],
+            }
+            for i, (nodeid, outcome) in enumerate(tests.items())
+        ],
+    }
+
+
+def test_only_seeds_whose_every_property_finished_count_but_every_failure_is_kept() -> None:
+    properties = ["t.py::a", "t.py::b"]
+    report = _report(
+        {
+            "t.py::a[seed=0]": "passed",
+            "t.py::b[seed=0]": "not-claimed",
+            "t.py::a[seed=1]": "failed",  # seed 1 was cut short before b ran
+        }
+    )
+    got = campaign.read_session(report, [0, 1], properties)
+    assert got["seeds_completed"] == [0]
+    assert got["properties_run"] == {"0": 1}
+    [failure] = got["failures"]
+    assert (failure["seed"], failure["property"], failure["requirements"]) == (
+        1,
+        "t.py::a",
+        ["req.2"],
+    )
+    assert got["max_examples"] == 200
+
+
+def _session(seeds: list[int], machine: str, **extra: Any) -> dict[str, Any]:
+    return {
+        "id": f"{machine}-{seeds}",
+        "impl": "reference",
+        "dtype": "float32",
+        "profile": "thorough",
+        "max_examples": 200,
+        "extra_args": [],
+        "seeds_completed": seeds,
+        "properties_run": {str(s): 50 for s in seeds},
+        "failures": [],
+        "wall_s": 100.0 * len(seeds),
+        "started": "2026-01-01T00:00:00+00:00",
+        "machine": {"label": machine},
+        "software": {"torch": "2.13"},
+        **extra,
+    }
+
+
+def test_merging_adds_other_machines_sessions_once_and_counts_each_seed_once() -> None:
+    data = {"schema": campaign.SCHEMA, "sessions": [_session([0, 1], "A")]}
+    other = {"schema": campaign.SCHEMA, "sessions": [_session([1, 2, 3], "B")]}
+    assert campaign.merge(data, [other, other]) == 1
+    [row] = campaign.summarize(data)
+    assert row["seeds"] == [0, 1, 2, 3]
+    assert row["examples"] == 4 * 50 * 200  # seed 1 ran on both machines, counted once
+    assert row["machines"] == ["A", "B"]
+    assert "| 4 (0-3) | 40,000 | 0 |" in campaign.render_markdown(data)
+
+
+def test_results_files_of_another_kind_are_refused(tmp_path: Path) -> None:
+    path = tmp_path / "other.json"
+    path.write_text('{"rows": []}', encoding="utf-8")
+    with pytest.raises(campaign.CampaignError, match="not a false-alarm campaign file"):
+        campaign.load_data(path)
+    assert campaign.load_data(tmp_path / "missing.json") == campaign.empty_data()
+
+
+def test_render_markdown_without_results_says_so() -> None:
+    assert "No campaign results" in campaign.render_markdown(campaign.empty_data())
