@@ -245,7 +245,9 @@ class GPT2(nn.Module):
             x, kv = block(x, mask, is_causal, past)
             if use_cache:
                 presents.append(kv)
+            del kv  # k, v are views of the block's [B, T, 3d] qkv output: let it go now
         h = tr.ln_f(x)  # [B, T, d]
+        del x  # nor is the residual stream needed while the head's [B, T, V] logits are made
 
         # The tied head: logits = h @ Wᵀ with W = wte stored [V, d]; no bias, no scale.
         logits = F.linear(h[:, -1:] if last_only else h, self.head_weight)  # [B, T or 1, V]
