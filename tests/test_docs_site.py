@@ -38,7 +38,7 @@ DOCS = ROOT / "docs"
 EXAMPLES = DOCS / "examples"
 CHROMIUM = "/usr/bin/chromium"
 CHROMEDRIVER = "/usr/bin/chromedriver"
-INSTALL = "apt-get install -y chromium chromium-driver  (Debian/Ubuntu; .ci/run does this)"
+INSTALL = "scripts/system-deps.sh (apt-get install -y chromium chromium-driver on Debian/Ubuntu)"
 
 
 def _hook(name: str) -> ModuleType:

@@ -76,8 +76,8 @@ class ReferenceAdapter(TorchModuleAdapter):
 
     def input_embedding_module(self, module: nn.Module) -> nn.Module:
         # The lookup wte; the causal-lm profile's generic properties read and set its matrix.
-        wte: nn.Module = module.transformer.wte
-        return wte
+        assert isinstance(module, GPT2)
+        return module.transformer.wte
 
     def forward_cached(
         self, module: nn.Module, input_ids: torch.Tensor, state: Any
