@@ -25,25 +25,10 @@ import json
 import platform
 import sys
 import time
+from pathlib import Path
 from typing import Any
 
 import numpy as np
-
-
-def _worst_fraction(
-    actual: np.ndarray, expected: np.ndarray, tol: Any, *, whole: bool = False
-) -> float:
-    """The largest row error as a fraction of the spec's row bound (atol + rtol * max |row|).
-
-    ``whole``: judge the tensor as one row, as chapter 7 does for a gradient tensor.
-    """
-    actual = np.asarray(actual, dtype=np.float64)
-    expected = np.asarray(expected, dtype=np.float64)
-    if actual.ndim == 0 or whole:  # a scalar, or a gradient tensor judged as one row
-        actual, expected = actual.reshape(1, -1), expected.reshape(1, -1)
-    err = np.abs(actual - expected).max(axis=-1)
-    bound = tol.atol + tol.rtol * np.abs(expected).max(axis=-1)
-    return float((err / bound).max())
 
 
 def _run(model: Any, tokens: Any, device: str, dtype: Any) -> dict[str, np.ndarray]:
@@ -71,6 +56,9 @@ def check_shape(name: str, config: Any, *, batch: int, seq: int, device: str) ->
     from gpt2_reference import GPT2, oracle
     from gpt2_reference.checkpoint import to_numpy_params
     from gpt2_spec import spec_definitions
+
+    sys.path.insert(0, str(Path(__file__).parent))  # the sibling script, for fraction_of_bound
+    import measure_tolerances as measure
 
     tolerances = spec_definitions().TOLERANCES
     model = GPT2(config, seed=0)
@@ -102,7 +90,7 @@ def check_shape(name: str, config: Any, *, batch: int, seq: int, device: str) ->
                     "against": "oracle (float64)",
                     "quantity": quantity,
                     "max_abs_diff": float(np.abs(got[quantity] - expected[quantity]).max()),
-                    "fraction_of_bound": _worst_fraction(
+                    "fraction_of_bound": measure.fraction_of_bound(
                         got[quantity], expected[quantity], tol, whole=kind == "gradient"
                     ),
                     "tolerance": f"{kind}/{dtype}",
@@ -119,7 +107,7 @@ def check_shape(name: str, config: Any, *, batch: int, seq: int, device: str) ->
                 "against": "cpu-float32",
                 "quantity": quantity,
                 "max_abs_diff": float(np.abs(dev[quantity] - cpu[quantity]).max()),
-                "fraction_of_bound": _worst_fraction(
+                "fraction_of_bound": measure.fraction_of_bound(
                     dev[quantity], cpu[quantity], tol, whole=kind == "gradient"
                 ),
                 "tolerance": f"{kind}/float32",

@@ -45,7 +45,7 @@ def gradient_fraction(
     worst = 0.0
     for name, p in module.named_parameters():
         got = p.grad.double().cpu().numpy().reshape(1, -1)
-        worst = max(worst, fraction_of_bound(got, expected[name].reshape(1, -1), tol))
+        worst = max(worst, fraction_of_bound(got, expected[name], tol, whole=True))
     module.zero_grad(set_to_none=True)
     return worst
 
@@ -60,11 +60,22 @@ def logits_and_head_error(output: object, head: torch.Tensor, tol: object) -> tu
     return logits, fraction_of_bound(logits, product, tol)
 
 
-def fraction_of_bound(actual: np.ndarray, expected: np.ndarray, tol: object) -> float:
-    """Largest row error as a fraction of the spec's bound for that row."""
-    excess_free = S.row_excess(actual, expected, S.Tolerance(atol=0.0, rtol=0.0))
-    bound = tol.atol + tol.rtol * np.abs(expected).max(axis=-1)  # type: ignore[attr-defined]
-    return float((excess_free / bound).max())
+def fraction_of_bound(
+    actual: np.ndarray, expected: np.ndarray, tol: object, *, whole: bool = False
+) -> float:
+    """Largest row error as a fraction of the spec's bound for that row (1.0: at the bound).
+
+    Both the error and the bound come from the spec's ``row_excess``: with a zero tolerance it
+    is the row's error, and ``row_excess(expected, expected, tol)`` is minus its bound. A scalar
+    is one row; ``whole`` judges the tensor as one row, as chapter 7 does for a gradient tensor.
+    """
+    actual = np.asarray(actual, dtype=np.float64)
+    expected = np.asarray(expected, dtype=np.float64)
+    if actual.ndim == 0 or whole:
+        actual, expected = actual.reshape(1, -1), expected.reshape(1, -1)
+    error = S.row_excess(actual, expected, S.Tolerance(atol=0.0, rtol=0.0))
+    bound = -S.row_excess(expected, expected, tol)
+    return float((error / bound).max())
 
 
 def implementations(

@@ -58,17 +58,50 @@ def _head_dim(config: GPT2Config) -> int:
     return config.n_embd // config.n_head
 
 
-def _decoder(config: GPT2Config, **extra: Any) -> dict[str, Any]:
-    """The keyword names shared by the Llama-style families."""
-    return {
+def _named(
+    config: GPT2Config,
+    *,
+    width: str,
+    layers: str,
+    heads: str,
+    positions: str | None = None,
+    inner: str | None = None,
+    **extra: Any,
+) -> dict[str, Any]:
+    """The suite's configuration under one family's keyword names (``positions``, ``inner``:
+    None where the family has no such keyword), plus the family's ``extra`` keywords."""
+    kwargs: dict[str, Any] = {
         "vocab_size": config.vocab_size,
-        "hidden_size": config.n_embd,
-        "intermediate_size": 4 * config.n_embd,
-        "num_hidden_layers": config.n_layer,
-        "num_attention_heads": config.n_head,
-        "max_position_embeddings": config.n_positions,
-        **extra,
+        width: config.n_embd,
+        layers: config.n_layer,
+        heads: config.n_head,
     }
+    if positions is not None:
+        kwargs[positions] = config.n_positions
+    if inner is not None:
+        kwargs[inner] = 4 * config.n_embd
+    return {**kwargs, **extra}
+
+
+# The keyword names two groups of families share.
+_HF_NAMES = {
+    "width": "hidden_size",
+    "layers": "num_hidden_layers",
+    "heads": "num_attention_heads",
+    "positions": "max_position_embeddings",
+}
+_GPT2_NAMES = {
+    "width": "n_embd",
+    "layers": "n_layer",
+    "heads": "n_head",
+    "positions": "n_positions",
+    "inner": "n_inner",
+}
+
+
+def _decoder(config: GPT2Config, **extra: Any) -> dict[str, Any]:
+    """The Llama-style families."""
+    return _named(config, **_HF_NAMES, inner="intermediate_size", **extra)
 
 
 def _gqa(config: GPT2Config, **extra: Any) -> dict[str, Any]:
@@ -81,28 +114,20 @@ def _gpt_neo(config: GPT2Config) -> dict[str, Any]:
     # Alternating global and local (windowed) attention, as GPT-Neo does, with a window shorter
     # than the contexts drawn so that the local layers really restrict what they read.
     pairs, single = divmod(config.n_layer, 2)
-    return {
-        "vocab_size": config.vocab_size,
-        "max_position_embeddings": config.n_positions,
-        "hidden_size": config.n_embd,
-        "num_layers": config.n_layer,
-        "num_heads": config.n_head,
-        "intermediate_size": 4 * config.n_embd,
-        "attention_types": [[["global", "local"], pairs], [["global"], single]],
-        "window_size": 8,
-    }
+    return _named(
+        config,
+        width="hidden_size",
+        layers="num_layers",
+        heads="num_heads",
+        positions="max_position_embeddings",
+        inner="intermediate_size",
+        attention_types=[[["global", "local"], pairs], [["global"], single]],
+        window_size=8,
+    )
 
 
 def _gpt_j(config: GPT2Config) -> dict[str, Any]:
-    return {
-        "vocab_size": config.vocab_size,
-        "n_positions": config.n_positions,
-        "n_embd": config.n_embd,
-        "n_layer": config.n_layer,
-        "n_head": config.n_head,
-        "n_inner": 4 * config.n_embd,
-        "rotary_dim": _head_dim(config) // 2,
-    }
+    return _named(config, **_GPT2_NAMES, rotary_dim=_head_dim(config) // 2)
 
 
 def _gpt_neox(config: GPT2Config) -> dict[str, Any]:
@@ -110,45 +135,19 @@ def _gpt_neox(config: GPT2Config) -> dict[str, Any]:
 
 
 def _opt(config: GPT2Config) -> dict[str, Any]:
-    return {
-        "vocab_size": config.vocab_size,
-        "max_position_embeddings": config.n_positions,
-        "hidden_size": config.n_embd,
-        "word_embed_proj_dim": config.n_embd,
-        "num_hidden_layers": config.n_layer,
-        "num_attention_heads": config.n_head,
-        "ffn_dim": 4 * config.n_embd,
-    }
+    return _named(config, **_HF_NAMES, inner="ffn_dim", word_embed_proj_dim=config.n_embd)
 
 
 def _bloom(config: GPT2Config) -> dict[str, Any]:
-    return {
-        "vocab_size": config.vocab_size,
-        "hidden_size": config.n_embd,
-        "n_layer": config.n_layer,
-        "n_head": config.n_head,
-    }
+    return _named(config, width="hidden_size", layers="n_layer", heads="n_head")
 
 
 def _falcon(config: GPT2Config) -> dict[str, Any]:
-    return {
-        "vocab_size": config.vocab_size,
-        "hidden_size": config.n_embd,
-        "num_hidden_layers": config.n_layer,
-        "num_attention_heads": config.n_head,
-        "max_position_embeddings": config.n_positions,
-    }
+    return _named(config, **_HF_NAMES)
 
 
 def _gpt_bigcode(config: GPT2Config) -> dict[str, Any]:
-    return {
-        "vocab_size": config.vocab_size,
-        "n_positions": config.n_positions,
-        "n_embd": config.n_embd,
-        "n_layer": config.n_layer,
-        "n_head": config.n_head,
-        "n_inner": 4 * config.n_embd,
-    }
+    return _named(config, **_GPT2_NAMES)
 
 
 @dataclasses.dataclass(frozen=True)
