@@ -813,10 +813,16 @@ def pytest_collection_modifyitems(
         item.stash[REQUIREMENT_IDS] = ids
         for rid in ids:
             item.user_properties.append((_USER_PROPERTY, rid))
-        _apply_settings(item, chosen)
         if with_timeout and item.get_closest_marker("timeout") is None:
             item.add_marker(pytest.mark.timeout(run.timeout_s))
-    _apply_declared_deviations(run.require_adapter(), properties)
+    deviating = _apply_declared_deviations(run.require_adapter(), properties)
+    # A declared deviation is expected to fail: its first counterexample is enough, so it is
+    # not shrunk or explained. Settings belong to the test function, shared by its
+    # parametrizations: only a function all of whose items deviate is left unshrunk.
+    shrunk = {_function_of(i) for i in properties if i.nodeid not in deviating}
+    expected_to_fail = _without_shrinking(chosen)
+    for item in properties:
+        _apply_settings(item, chosen if _function_of(item) in shrunk else expected_to_fail)
     if run.xfails:
         _apply_xfails(run, properties)
     if _is_worker(config):
@@ -836,9 +842,13 @@ def _apply_shard(config: pytest.Config, items: list[pytest.Item], shard: tuple[i
         items[:] = kept
 
 
+def _function_of(item: pytest.Item) -> Any:
+    return getattr(item, "function", None)
+
+
 def _apply_settings(item: pytest.Item, chosen: Any) -> None:
     """Give a property the run's settings, unless it carries its own @settings."""
-    function = getattr(item, "function", None)
+    function = _function_of(item)
     if function is None or not getattr(function, "is_hypothesis_test", False):
         return
     if getattr(function, "_hypothesis_internal_settings_applied", False):
@@ -846,15 +856,24 @@ def _apply_settings(item: pytest.Item, chosen: Any) -> None:
     chosen(function)
 
 
-def _apply_declared_deviations(adapter: Adapter, items: Sequence[pytest.Item]) -> None:
+def _without_shrinking(chosen: Any) -> Any:
+    from hypothesis import Phase, settings
+
+    phases = [p for p in chosen.phases if p not in (Phase.shrink, Phase.explain)]
+    return settings(chosen, phases=phases)
+
+
+def _apply_declared_deviations(adapter: Adapter, items: Sequence[pytest.Item]) -> set[str]:
     """A requirement the adapter declares it deviates from is expected to fail (reported xfail,
-    with the declaration as the reason); a declared MUST deviation still means no conformance."""
+    with the declaration as the reason); a declared MUST deviation still means no conformance.
+    Returns the node ids so marked."""
     declared = dict(getattr(adapter, "declared_deviations", {}) or {})
     unknown = sorted(set(declared) - set(_known_requirements()))
     if unknown:
         raise pytest.UsageError(
             f"adapter {adapter.name!r} declares deviations from unknown requirements {unknown}"
         )
+    marked: set[str] = set()
     for item in items:
         reasons = [
             f"{rid}: {declared[rid]}" for rid in item.stash[REQUIREMENT_IDS] if rid in declared
@@ -862,6 +881,8 @@ def _apply_declared_deviations(adapter: Adapter, items: Sequence[pytest.Item]) -
         if reasons:
             reason = "declared deviation: " + "; ".join(reasons)
             item.add_marker(pytest.mark.xfail(reason=reason, strict=False))
+            marked.add(item.nodeid)
+    return marked
 
 
 def _xfail_matches(entry: str, item: pytest.Item) -> bool:

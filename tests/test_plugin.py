@@ -89,6 +89,10 @@ class BuildFails(Fake):
     mode = "build"
 
 
+class Deviating(Fake):
+    declared_deviations = {"objective.loss-in-float32": "computes its loss in float16"}
+
+
 class NoBuild(Adapter):
     name = "nobuild"
 
@@ -739,6 +743,44 @@ def test_xfails_file_matches_ids_node_ids_and_names_and_warns_on_the_rest(
             "(objective.mean-over-counted-targets, objective.ignore-index)*",
         ]
     )
+
+
+def test_a_declared_deviation_is_expected_to_fail_and_is_not_shrunk(fake: pytest.Pytester) -> None:
+    # Both properties fail for n >= 10 and log every n they fail on. The undeclared one is
+    # shrunk (hypothesis replays smaller failing n until it reaches 10); the declared deviation
+    # stops at its first counterexample, plus hypothesis' final replay of it.
+    fake.makepyfile(
+        test_props="""
+        import pytest
+        from hypothesis import given, strategies as st
+
+        def log(name, n):
+            if n >= 10:
+                with open(name, "a") as f:
+                    f.write(f"{n}\\n")
+                raise AssertionError(f"n = {n}")
+
+        @pytest.mark.requirement("objective.loss-in-float32")
+        @given(n=st.integers(0, 10**6))
+        def test_declared(suite, n):
+            log("declared.txt", n)
+
+        @pytest.mark.requirement("objective.ignore-index")
+        @given(n=st.integers(0, 10**6))
+        def test_other(suite, n):
+            log("other.txt", n)
+        """
+    )
+    result = run(fake, "--impl=fake_gpt2:Deviating", "--conformance-report=r.json")
+    result.assert_outcomes(failed=1, xfailed=1)
+    got = statuses(load(fake.path / "r.json"))
+    assert got["objective.loss-in-float32"] == "xfail"
+    assert got["objective.ignore-index"] == "fail"
+    declared = (fake.path / "declared.txt").read_text().split()
+    other = [int(n) for n in (fake.path / "other.txt").read_text().split()]
+    assert 1 <= len(declared) <= 2
+    assert len(other) > 2
+    assert min(other) == 10
 
 
 def test_xfails_file_entries_are_parsed(tmp_path: Path) -> None:
