@@ -98,6 +98,24 @@ def bound(expected_row: np.ndarray, tol: Any) -> float:
     return float(tol.atol + tol.rtol * np.abs(expected_row).max())
 
 
+def gradient_resolves(requirement: str, counted: float, limit: float, *, what: str) -> bool:
+    """Can this example show causality through gradients (spec chapter 3, "Checking the
+    Jacobian")? ``counted``: the largest gradient the counted rows send to their own positions;
+    ``limit``: the bound a later position's gradient must stay under.
+
+    Exactly zero fails: the implementation sends no gradient at all (detached embeddings, a
+    missing backward). Above zero but within the bound, a leak of the same size could not be
+    told from rounding at this dtype: returns False, and the property discards the example.
+    """
+    if counted == 0.0:
+        fail(
+            requirement,
+            f"{what} is exactly zero: the gradients show no dependence at all, so they cannot "
+            "show causality",
+        )
+    return counted > limit
+
+
 def rows_agree(
     requirement: str,
     actual: np.ndarray,

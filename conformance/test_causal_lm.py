@@ -237,7 +237,8 @@ def test_earlier_rows_send_no_gradient_to_later_input_embeddings(
     suite: Suite, data: st.DataObject
 ) -> None:
     """The loss of rows 0..p only: d loss / d e_(b,j) must vanish for j > p, in every sequence,
-    and must not vanish for every j <= p (else the gradients show nothing)."""
+    and must not vanish for every j <= p (else the gradients show nothing); an example whose
+    gradients at j <= p are too small to resolve at the dtype is discarded (spec chapter 3)."""
     rid = "causality.jacobian-lower-triangular"
     tol = suite.tolerance("self")
     config, impl = strategies.draw_implementation(data, suite, rid)
@@ -250,13 +251,6 @@ def test_earlier_rows_send_no_gradient_to_later_input_embeddings(
         grads = _gradients(rid, impl, tokens, counted, config, "sum", what=f" of rows 0..{p}")
         size = np.abs(grads.inputs).max(axis=-1)  # [B, T]
         limit = checks.bound(grads.inputs.reshape(-1), tol)
-        if not size[:, : p + 1].max() > limit:
-            checks.fail(
-                rid,
-                f"the loss of rows 0..{p} gives the input embeddings of positions 0..{p} a "
-                f"gradient of at most {size[:, : p + 1].max():.1e} (tolerance {limit:.1e}): the "
-                "gradients show no dependence at all, so they cannot show causality",
-            )
         future = size[:, p + 1 :]
         if future.size and future.max() > limit:
             b, j = np.unravel_index(int(np.argmax(future)), future.shape)
@@ -266,6 +260,9 @@ def test_earlier_rows_send_no_gradient_to_later_input_embeddings(
                 f"input embedding of position {p + 1 + int(j)} of sequence {int(b)} (d row_i / "
                 f"d e_j must be 0 for i < j; tolerance {limit:.1e})",
             )
+        past = float(size[:, : p + 1].max())
+        what = f"the gradient the loss of rows 0..{p} sends to the input embeddings of 0..{p}"
+        assume(checks.gradient_resolves(rid, past, limit, what=what))
 
 
 @pytest.mark.requirement("objective.logits-gradient")

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from hypothesis import given
+from hypothesis import assume, given
 from hypothesis import strategies as st
 
 from gpt2_conformance import checks, strategies
@@ -117,7 +117,8 @@ def test_earlier_rows_send_no_gradient_to_later_positions(
     suite: Suite, data: st.DataObject
 ) -> None:
     """The loss of rows 0..p only; wpe row j receives exactly d loss / d e_j (the input of block
-    0 at position j, summed over the batch), which must vanish for j > p."""
+    0 at position j, summed over the batch), which must vanish for j > p. An example whose
+    gradients at j <= p are too small to resolve at the dtype is discarded (spec chapter 3)."""
     rid = "causality.jacobian-lower-triangular"
     tol = suite.tolerance("self")
     convention = checks.label_convention(suite.adapter)
@@ -147,14 +148,6 @@ def test_earlier_rows_send_no_gradient_to_later_positions(
         )
         wpe = checks.gradient_of(rid, grads, "transformer.wpe.weight", shape=shape)
         limit = checks.bound(wpe.reshape(-1), tol)  # a gradient's bound: its largest entry
-        past = np.abs(wpe[: p + 1]).max()
-        if not past > limit:
-            checks.fail(
-                rid,
-                f"the loss of rows 0..{p} gives wpe rows 0..{p} a gradient of at most {past:.1e} "
-                f"(tolerance {limit:.1e}): the gradients show no dependence at all, so they "
-                "cannot show causality",
-            )
         future = np.abs(wpe[p + 1 : T]).max(axis=1)
         if future.max() > limit:
             j = p + 1 + int(np.argmax(future))
@@ -164,6 +157,9 @@ def test_earlier_rows_send_no_gradient_to_later_positions(
                 f"input embedding of position {j} (d row_i / d e_{j} must be 0 for i < {j}; "
                 f"tolerance {limit:.1e}, the largest wpe gradient is {np.abs(wpe).max():.2e})",
             )
+        past = float(np.abs(wpe[: p + 1]).max())
+        what = f"the gradient the loss of rows 0..{p} sends to wpe rows 0..{p}"
+        assume(checks.gradient_resolves(rid, past, limit, what=what))
 
 
 @pytest.mark.requirement("causality.batch-independence")

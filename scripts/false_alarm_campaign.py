@@ -421,6 +421,44 @@ def _key(session: dict[str, Any]) -> tuple[Any, ...]:
     )
 
 
+def cleared_by(
+    failure: dict[str, Any], session: dict[str, Any], sessions: Iterable[dict[str, Any]]
+) -> dict[str, Any] | None:
+    """The first later session of the same implementation, dtype and profile that completed the
+    failure's seed without that property failing (after a fix: ``--rerun-findings``), or None
+    while the finding is open."""
+    for later in sorted(sessions, key=lambda s: (s["started"], s["id"])):
+        if (
+            later["started"] <= session["started"]
+            or later["id"] == session["id"]
+            or _key(later) != _key(session)
+            or failure["seed"] not in later["seeds_completed"]
+        ):
+            continue
+        if not any(
+            f["property"] == failure["property"] and f["seed"] == failure["seed"]
+            for f in later["failures"]
+        ):
+            return {
+                "session": later["id"],
+                "started": later["started"],
+                "commit": later["software"].get("commit", "?"),
+            }
+    return None
+
+
+def open_finding_seeds(data: dict[str, Any], impl: str, dtype: str, profile: str) -> set[int]:
+    """The seeds of this implementation, dtype and profile with a failure no later session has
+    cleared."""
+    return {
+        f["seed"]
+        for row in summarize(data)
+        if (row["impl"], row["dtype"], row["profile"]) == (impl, dtype, profile)
+        for f in row["failures"]
+        if f["cleared_by"] is None
+    }
+
+
 def summarize(data: dict[str, Any]) -> list[dict[str, Any]]:
     """One row per implementation, dtype, profile (and example count, extra pytest arguments)."""
     rows: dict[tuple[Any, ...], dict[str, Any]] = {}
@@ -449,7 +487,10 @@ def summarize(data: dict[str, Any]) -> list[dict[str, Any]]:
                 ran = session["properties_run"][str(seed)]
                 row["properties"] = max(row["properties"], ran)
                 row["examples"] += ran * (session["max_examples"] or 0)
-        row["failures"].extend({**f, "session": session["id"]} for f in session["failures"])
+        row["failures"].extend(
+            {**f, "session": session["id"], "cleared_by": cleared_by(f, session, data["sessions"])}
+            for f in session["failures"]
+        )
         row["wall_s"] += session["wall_s"]
         row["declared_deviations"].update(session.get("declared_deviations", []))
         machine = session["machine"]["label"]
@@ -514,7 +555,12 @@ def campaign(args: argparse.Namespace, data: dict[str, Any], out: Path) -> int:
                     args.profile,
                 ) and list(session.get("extra_args", [])) == extra:
                     key_done.update(session["seeds_completed"])
-            todo = [s for s in chunk if s not in key_done]
+            if args.rerun_findings:
+                todo = [
+                    s for s in chunk if s in open_finding_seeds(data, impl, dtype, args.profile)
+                ]
+            else:
+                todo = [s for s in chunk if s not in key_done]
             if not todo or (impl, dtype) in broken | out_of_budget:
                 continue
             left = deadline - time.monotonic()
@@ -617,6 +663,12 @@ def _first_line(text: str) -> str:
     return text.strip().splitlines()[0] if text.strip() else ""
 
 
+def _failure_count(failures: Sequence[dict[str, Any]]) -> str:
+    cleared = sum(f["cleared_by"] is not None for f in failures)
+    still_open = len(failures) - cleared
+    return f"{still_open} ({cleared} cleared)" if cleared else str(still_open)
+
+
 def reproduce_command(failure: dict[str, Any], row: dict[str, Any]) -> str:
     extra = " ".join(row["extra_args"])
     return (
@@ -632,7 +684,8 @@ def render_markdown(data: dict[str, Any]) -> str:
     if not rows:
         return "_No campaign results recorded yet._\n"
     lines = [
-        "| implementation | dtype | profile | seeds | examples | failures | wall time | machine |",
+        "| implementation | dtype | profile | seeds | examples | open failures | wall time "
+        "| machine |",
         "| --- | --- | --- | ---: | ---: | ---: | ---: | --- |",
     ]
     for row in rows:
@@ -640,7 +693,8 @@ def render_markdown(data: dict[str, Any]) -> str:
         lines.append(
             f"| `{row['impl']}` | {row['dtype']} | {row['profile']} "
             f"({row['max_examples']} per property) | {seeds} | {row['examples']:,} | "
-            f"{len(row['failures'])} | {_duration(row['wall_s'])} | {'; '.join(row['machines'])} |"
+            f"{_failure_count(row['failures'])} | {_duration(row['wall_s'])} | "
+            f"{'; '.join(row['machines'])} |"
         )
     lines += [
         "",
@@ -672,16 +726,26 @@ def render_markdown(data: dict[str, Any]) -> str:
     )
     lines.append("")
     findings = [(r, f) for r in rows for f in r["failures"]]
-    lines.append(f"### Findings ({len(findings)})")
+    still_open = sum(f["cleared_by"] is None for _, f in findings)
+    lines.append(f"### Findings ({len(findings)}: {still_open} open)")
     lines.append("")
     if not findings:
         lines.append("No property failed on any seed.")
         lines.append("")
     for row, failure in findings:
+        cleared = failure["cleared_by"]
+        status = (
+            "**Open.**"
+            if cleared is None
+            else f"**Cleared:** seed {failure['seed']} passes from commit {cleared['commit']} "
+            f"on ({cleared['started'][:10]})."
+        )
         lines += [
             f"- `{row['impl']}` at {row['dtype']}, seed {failure['seed']}: "
             f"{', '.join(f'`{r}`' for r in failure['requirements'])} "
             f"({failure['outcome']}). {_first_line(failure['message'])}",
+            "",
+            f"  {status}",
             "",
             "  ```text",
             *(
@@ -782,6 +846,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--log-dir",
         default=str(Path(tempfile.gettempdir()) / "false-alarm-campaign"),
         help="where each session's pytest output and JSON report go",
+    )
+    parser.add_argument(
+        "--rerun-findings",
+        action="store_true",
+        help="run only the seeds (within --seeds) that hold a failure no later session has "
+        "cleared: after a fix, this shows whether each finding is gone",
     )
     parser.add_argument("--markdown", action="store_true", help="print the rendered table")
     parser.add_argument(

@@ -106,7 +106,7 @@ def test_a_reference_slice_is_recorded_as_a_clean_seed(tmp_path: Path) -> None:
     assert row["examples"] == 5 * session["properties_run"]["0"]
     markdown = campaign.render_markdown(data)
     assert "| `reference` | float32 | dev (5 per property) | 1 (0) |" in markdown
-    assert "### Findings (0)" in markdown
+    assert "### Findings (0: 0 open)" in markdown
 
     # A rerun with the same --out resumes: the seed is done, nothing runs again.
     again = _run_script(
@@ -144,8 +144,23 @@ def test_a_broken_implementation_is_recorded_as_a_failure(tmp_path: Path) -> Non
     assert "reproduce_failure" in failure["counterexample"]
     assert prop in failure["counterexample"]
     markdown = campaign.render_markdown(json.loads(out.read_text(encoding="utf-8")))
-    assert "### Findings (1)" in markdown
+    assert "### Findings (1: 1 open)" in markdown
     assert "--hypothesis-seed=3" in markdown
+
+    # --rerun-findings runs only the seed with the open finding; the bug is still there.
+    again = _run_script(
+        *("--impls", "broken.sequence_bugs:FullAttention", "--dtypes", "float32"),
+        *("--seeds", "0:10", "--profile", "dev", "--out", str(out), "--rerun-findings"),
+        *("--log-dir", str(tmp_path / "logs"), "--", "-k", prop),
+        pythonpath=TESTS,
+    )
+    assert again.returncode == 1, again.stdout + again.stderr
+    _found, rerun = json.loads(out.read_text(encoding="utf-8"))["sessions"]
+    assert rerun["seeds_requested"] == [3, 4]
+    assert [f["seed"] for f in rerun["failures"]] == [3]
+    data = json.loads(out.read_text(encoding="utf-8"))
+    impl = "broken.sequence_bugs:FullAttention"
+    assert campaign.open_finding_seeds(data, impl, "float32", "dev") == {3}
 
 
 def test_the_budget_stops_a_session_and_keeps_its_completed_seeds(tmp_path: Path) -> None:
@@ -345,6 +360,45 @@ def test_merging_adds_other_machines_sessions_once_and_counts_each_seed_once() -
     assert row["examples"] == 4 * 50 * 200  # seed 1 ran on both machines, counted once
     assert row["machines"] == ["A", "B"]
     assert "| 4 (0-3) | 40,000 | 0 |" in campaign.render_markdown(data)
+
+
+def test_a_finding_is_cleared_by_a_later_session_that_passes_its_seed() -> None:
+    failure = {
+        "seed": 1,
+        "property": "t.py::a",
+        "requirements": ["req.0"],
+        "outcome": "failed",
+        "message": "req.0: too far",
+        "counterexample": "ex",
+    }
+    found = _session([0, 1], "A", id="found", failures=[failure], software={"commit": "aaa"})
+    again = _session(
+        [1],
+        "A",
+        id="again",
+        failures=[failure],
+        started="2026-01-02T00:00:00+00:00",
+        software={"commit": "aaa"},
+    )
+    data = {"schema": campaign.SCHEMA, "sessions": [found, again]}
+    assert campaign.open_finding_seeds(data, "reference", "float32", "thorough") == {1}
+    assert "| 2 |" in campaign.render_markdown(data)  # two open failures (one per session)
+
+    fixed = _session(
+        [1], "A", id="fixed", started="2026-01-03T00:00:00+00:00", software={"commit": "bbb"}
+    )
+    data["sessions"].append(fixed)
+    assert campaign.open_finding_seeds(data, "reference", "float32", "thorough") == set()
+    [row] = campaign.summarize(data)
+    assert [f["cleared_by"]["commit"] for f in row["failures"]] == ["bbb", "bbb"]
+    markdown = campaign.render_markdown(data)
+    assert "| 0 (2 cleared) |" in markdown
+    assert "### Findings (2: 0 open)" in markdown
+    assert "**Cleared:** seed 1 passes from commit bbb on (2026-01-03)." in markdown
+    # A session of another dtype clears nothing.
+    other = _session([1], "A", id="other", dtype="bfloat16", started="2026-01-04T00:00:00+00:00")
+    data["sessions"] = [found, other]
+    assert campaign.open_finding_seeds(data, "reference", "float32", "thorough") == {1}
 
 
 def test_results_files_of_another_kind_are_refused(tmp_path: Path) -> None:
