@@ -447,13 +447,16 @@ def cleared_by(
     return None
 
 
-def open_finding_seeds(data: dict[str, Any], impl: str, dtype: str, profile: str) -> set[int]:
-    """The seeds of this implementation, dtype and profile with a failure no later session has
-    cleared."""
+def open_finding_seeds(
+    data: dict[str, Any], impl: str, dtype: str, profile: str, extra_args: Sequence[str] = ()
+) -> set[int]:
+    """The seeds of this implementation, dtype, profile (and extra pytest arguments) with a
+    failure no later session has cleared."""
     return {
         f["seed"]
         for row in summarize(data)
-        if (row["impl"], row["dtype"], row["profile"]) == (impl, dtype, profile)
+        if (row["impl"], row["dtype"], row["profile"], row["extra_args"])
+        == (impl, dtype, profile, list(extra_args))
         for f in row["failures"]
         if f["cleared_by"] is None
     }
@@ -547,20 +550,19 @@ def campaign(args: argparse.Namespace, data: dict[str, Any], out: Path) -> int:
     ]
     for chunk in chunks:
         for impl, dtype in combos:
-            key_done = set()
-            for session in data["sessions"]:
-                if (session["impl"], session["dtype"], session["profile"]) == (
-                    impl,
-                    dtype,
-                    args.profile,
-                ) and list(session.get("extra_args", [])) == extra:
-                    key_done.update(session["seeds_completed"])
             if args.rerun_findings:
-                todo = [
-                    s for s in chunk if s in open_finding_seeds(data, impl, dtype, args.profile)
-                ]
+                findings = open_finding_seeds(data, impl, dtype, args.profile, extra)
+                todo = [s for s in chunk if s in findings]
             else:
-                todo = [s for s in chunk if s not in key_done]
+                done = {
+                    seed
+                    for session in data["sessions"]
+                    if (session["impl"], session["dtype"], session["profile"])
+                    == (impl, dtype, args.profile)
+                    and list(session.get("extra_args", [])) == extra
+                    for seed in session["seeds_completed"]
+                }
+                todo = [s for s in chunk if s not in done]
             if not todo or (impl, dtype) in broken | out_of_budget:
                 continue
             left = deadline - time.monotonic()

@@ -44,7 +44,7 @@ def gradient_fraction(
     module(x, labels=x).loss.backward()
     worst = 0.0
     for name, p in module.named_parameters():
-        got = p.grad.double().cpu().numpy().reshape(1, -1)
+        got = p.grad.double().cpu().numpy()
         worst = max(worst, fraction_of_bound(got, expected[name], tol, whole=True))
     module.zero_grad(set_to_none=True)
     return worst

@@ -160,7 +160,7 @@ def test_a_broken_implementation_is_recorded_as_a_failure(tmp_path: Path) -> Non
     assert [f["seed"] for f in rerun["failures"]] == [3]
     data = json.loads(out.read_text(encoding="utf-8"))
     impl = "broken.sequence_bugs:FullAttention"
-    assert campaign.open_finding_seeds(data, impl, "float32", "dev") == {3}
+    assert campaign.open_finding_seeds(data, impl, "float32", "dev", ["-k", prop]) == {3}
 
 
 def test_the_budget_stops_a_session_and_keeps_its_completed_seeds(tmp_path: Path) -> None:
