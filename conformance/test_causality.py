@@ -120,13 +120,8 @@ def test_earlier_rows_send_no_gradient_to_later_positions(
     0 at position j, summed over the batch), which must vanish for j > p. An example whose
     gradients at j <= p are too small to resolve at the dtype is discarded (spec chapter 3)."""
     tol = suite.tolerance("self")
-    convention = checks.label_convention(suite.adapter)
-    config, implementation = strategies.draw_implementation(data, suite, requirement)
-    tokens, labels = data.draw(
-        strategies.labelled_batches(
-            config, convention, min_length=2, max_length=MAX_LENGTH, p_ignore_max=0.0
-        ),
-        label="tokens, labels",
+    convention, config, implementation, tokens, labels = strategies.draw_labelled_implementation(
+        data, suite, requirement, min_length=2, max_length=MAX_LENGTH, p_ignore_max=0.0
     )
     T = tokens.shape[1]
     cuts = data.draw(st.lists(st.integers(0, T - 2), min_size=1, max_size=2), label="cuts")

@@ -139,13 +139,8 @@ def test_one_row_of_logits_per_input_position(
 def test_row_i_is_scored_against_token_i_plus_1(
     suite: Suite, data: st.DataObject, requirement: str
 ) -> None:
-    convention = checks.label_convention(suite.adapter)
-    config, implementation = strategies.draw_implementation(data, suite, requirement)
-    tokens, labels = data.draw(
-        strategies.labelled_batches(
-            config, convention, min_length=2, max_length=MAX_LENGTH, p_ignore_max=0.3
-        ),
-        label="tokens, labels",
+    convention, config, implementation, tokens, labels = strategies.draw_labelled_implementation(
+        data, suite, requirement, min_length=2, max_length=MAX_LENGTH, p_ignore_max=0.3
     )
     logits = checks.logits_of(requirement, implementation, tokens, vocab_size=config.vocab_size)
     # The alignment shows in the sum of the terms; how the mean counts is another requirement.
@@ -163,11 +158,8 @@ def test_one_loss_term_per_counted_target(
     suite: Suite, data: st.DataObject, requirement: str
 ) -> None:
     tol = suite.tolerance("self")
-    convention = checks.label_convention(suite.adapter)
-    config, implementation = strategies.draw_implementation(data, suite, requirement)
-    tokens, labels = data.draw(
-        strategies.labelled_batches(config, convention, min_length=2, max_length=MAX_LENGTH),
-        label="tokens, labels",
+    convention, config, implementation, tokens, labels = strategies.draw_labelled_implementation(
+        data, suite, requirement, min_length=2, max_length=MAX_LENGTH
     )
     targets = S.targets_for_convention(labels, convention, IGNORE)
     n_counted = int((targets != IGNORE).sum())
@@ -225,11 +217,8 @@ def test_sum_reduction_is_the_sum_of_the_terms(
     suite: Suite, data: st.DataObject, requirement: str
 ) -> None:
     tol = suite.tolerance("self")
-    convention = checks.label_convention(suite.adapter)
-    config, implementation = strategies.draw_implementation(data, suite, requirement)
-    tokens, labels = data.draw(
-        strategies.labelled_batches(config, convention, max_length=MAX_LENGTH),
-        label="tokens, labels",
+    convention, config, implementation, tokens, labels = strategies.draw_labelled_implementation(
+        data, suite, requirement, max_length=MAX_LENGTH
     )
     targets = S.targets_for_convention(labels, convention, IGNORE)
     logits = checks.logits_of(requirement, implementation, tokens, vocab_size=config.vocab_size)
@@ -252,15 +241,16 @@ def test_mean_divides_by_the_counted_targets_of_the_batch(
     suite: Suite, data: st.DataObject, requirement: str
 ) -> None:
     tol = suite.tolerance("self")
-    convention = checks.label_convention(suite.adapter)
-    config, implementation = strategies.draw_implementation(data, suite, requirement)
-    tokens, labels = data.draw(
-        strategies.labelled_batches(
-            config, convention, min_batch=2, max_batch=4, min_length=4, max_length=24,
-            p_ignore_max=0.0,
-        ),
-        label="tokens, labels",
-    )  # fmt: skip
+    convention, config, implementation, tokens, labels = strategies.draw_labelled_implementation(
+        data,
+        suite,
+        requirement,
+        min_batch=2,
+        max_batch=4,
+        min_length=4,
+        max_length=24,
+        p_ignore_max=0.0,
+    )
     # The targets are chosen after seeing the rows, so that the two means differ as much as the
     # draw allows: one sequence keeps only its most unusual term, the others many of theirs.
     logits = checks.logits_of(requirement, implementation, tokens, vocab_size=config.vocab_size)
@@ -311,13 +301,8 @@ def test_mean_divides_by_the_counted_targets_of_the_batch(
 @given(data=st.data())
 def test_ignored_targets_count_nowhere(suite: Suite, data: st.DataObject, requirement: str) -> None:
     tol = suite.tolerance("self")
-    convention = checks.label_convention(suite.adapter)
-    config, implementation = strategies.draw_implementation(data, suite, requirement)
-    tokens, labels = data.draw(
-        strategies.labelled_batches(
-            config, convention, min_length=3, max_length=MAX_LENGTH, p_ignore_max=0.0
-        ),
-        label="tokens, labels",
+    convention, config, implementation, tokens, labels = strategies.draw_labelled_implementation(
+        data, suite, requirement, min_length=3, max_length=MAX_LENGTH, p_ignore_max=0.0
     )
     # Between a fifth and nine tenths of the targets ignored; always at least one of each kind.
     rng = np.random.default_rng(data.draw(st.integers(0, 2**31 - 1), label="seed"))
@@ -364,13 +349,8 @@ def test_ignored_targets_count_nowhere(suite: Suite, data: st.DataObject, requir
 def test_loss_follows_the_declared_label_convention(
     suite: Suite, data: st.DataObject, requirement: str
 ) -> None:
-    convention = checks.label_convention(suite.adapter)
-    config, implementation = strategies.draw_implementation(data, suite, requirement)
-    tokens, labels = data.draw(
-        strategies.labelled_batches(
-            config, convention, min_length=3, max_length=MAX_LENGTH, p_ignore_max=0.2
-        ),
-        label="tokens, labels",
+    convention, config, implementation, tokens, labels = strategies.draw_labelled_implementation(
+        data, suite, requirement, min_length=3, max_length=MAX_LENGTH, p_ignore_max=0.2
     )
     logits = checks.logits_of(requirement, implementation, tokens, vocab_size=config.vocab_size)
     _check_scoring(
@@ -385,14 +365,9 @@ def test_labels_are_shifted_exactly_once(
     suite: Suite, data: st.DataObject, requirement: str
 ) -> None:
     tol = suite.tolerance("self")
-    convention = checks.label_convention(suite.adapter)
-    config, implementation = strategies.draw_implementation(data, suite, requirement)
     # Plain language-modelling labels, nothing ignored: the three alignments differ at every row.
-    tokens, labels = data.draw(
-        strategies.labelled_batches(
-            config, convention, min_length=3, max_length=MAX_LENGTH, p_ignore_max=0.0
-        ),
-        label="tokens, labels",
+    convention, config, implementation, tokens, labels = strategies.draw_labelled_implementation(
+        data, suite, requirement, min_length=3, max_length=MAX_LENGTH, p_ignore_max=0.0
     )
     logits = checks.logits_of(requirement, implementation, tokens, vocab_size=config.vocab_size)
     T = tokens.shape[1]
@@ -425,13 +400,8 @@ def test_micro_batch_sums_and_counts_add_up(
     suite: Suite, data: st.DataObject, requirement: str
 ) -> None:
     tol = suite.tolerance("self")
-    convention = checks.label_convention(suite.adapter)
-    config, implementation = strategies.draw_implementation(data, suite, requirement)
-    tokens, labels = data.draw(
-        strategies.labelled_batches(
-            config, convention, min_batch=2, max_batch=4, min_length=2, max_length=24
-        ),
-        label="tokens, labels",
+    convention, _, implementation, tokens, labels = strategies.draw_labelled_implementation(
+        data, suite, requirement, min_batch=2, max_batch=4, min_length=2, max_length=24
     )
     cuts = data.draw(strategies.splits(len(tokens)), label="cuts")
     targets = S.targets_for_convention(labels, convention, IGNORE)
@@ -466,13 +436,8 @@ def test_micro_batch_sums_and_counts_add_up(
 @given(data=st.data())
 def test_micro_batch_gradients_add_up(suite: Suite, data: st.DataObject, requirement: str) -> None:
     tol = suite.tolerance("self")
-    convention = checks.label_convention(suite.adapter)
-    config, implementation = strategies.draw_implementation(data, suite, requirement)
-    tokens, labels = data.draw(
-        strategies.labelled_batches(
-            config, convention, min_batch=2, max_batch=4, min_length=2, max_length=16
-        ),
-        label="tokens, labels",
+    convention, config, implementation, tokens, labels = strategies.draw_labelled_implementation(
+        data, suite, requirement, min_batch=2, max_batch=4, min_length=2, max_length=16
     )
     cuts = data.draw(strategies.splits(len(tokens)), label="cuts")
     n_counted = int((S.targets_for_convention(labels, convention, IGNORE) != IGNORE).sum())
@@ -539,11 +504,8 @@ def test_logits_gradient_is_softmax_minus_one_hot(
 ) -> None:
     """Seen from outside: logits = h W^T with h = ln_f(...) and ln_f's bias added last, so
     d loss / d ln_f.bias = sum over rows of (d loss / d z_i) W."""
-    convention = checks.label_convention(suite.adapter)
-    config, implementation = strategies.draw_implementation(data, suite, requirement)
-    tokens, labels = data.draw(
-        strategies.labelled_batches(config, convention, min_length=2, max_length=MAX_LENGTH),
-        label="tokens, labels",
+    convention, config, implementation, tokens, labels = strategies.draw_labelled_implementation(
+        data, suite, requirement, min_length=2, max_length=MAX_LENGTH
     )
     targets = S.targets_for_convention(labels, convention, IGNORE)
     logits = checks.logits_of(requirement, implementation, tokens, vocab_size=config.vocab_size)
@@ -677,13 +639,8 @@ def test_loss_is_computed_in_at_least_float32(
     """At any dtype, the loss equals the spec's loss evaluated in float64 on the implementation's
     own logits; a loss returned in a 16-bit format was last computed in it."""
     tol = suite.tolerance("self")
-    convention = checks.label_convention(suite.adapter)
-    config, implementation = strategies.draw_implementation(data, suite, requirement)
-    tokens, labels = data.draw(
-        strategies.labelled_batches(
-            config, convention, max_batch=4, min_length=2, max_length=MAX_LENGTH
-        ),
-        label="tokens, labels",
+    convention, config, implementation, tokens, labels = strategies.draw_labelled_implementation(
+        data, suite, requirement, max_batch=4, min_length=2, max_length=MAX_LENGTH
     )
     targets = S.targets_for_convention(labels, convention, IGNORE)
     assume((targets != IGNORE).any())
