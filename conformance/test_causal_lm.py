@@ -68,13 +68,7 @@ def _new_matrix(current: np.ndarray, seed: int) -> np.ndarray:
 
 
 def _hidden(rid: str, impl: Implementation, tokens: np.ndarray, config: GPT2Config) -> Any:
-    B, T = tokens.shape
-    return checks.array(
-        rid,
-        checks.call(rid, "computing hidden states", impl.hidden_states, tokens),
-        what="the hidden states",
-        shape=(B, T, config.n_embd),
-    )
+    return checks.hidden_states_of(rid, impl, tokens, n_embd=config.n_embd)
 
 
 def _head(rid: str, impl: Implementation, config: GPT2Config) -> np.ndarray:

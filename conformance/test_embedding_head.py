@@ -131,15 +131,6 @@ def _head_is_wte(
     )
 
 
-def _oracle_labels(convention: str, labels: np.ndarray) -> dict[str, np.ndarray]:
-    return {"labels": labels} if convention == "inputs" else {"targets": labels}
-
-
-def _counted(convention: str, labels: np.ndarray) -> int:
-    scored = labels[:, 1:] if convention == "inputs" else labels
-    return int((scored != S.IGNORE_INDEX).sum())
-
-
 def _targets(convention: str, labels: np.ndarray) -> np.ndarray:
     """The [B, T] targets row i is scored against, in either label convention."""
     shifted: np.ndarray = S.shift_labels(labels) if convention == "inputs" else labels
@@ -168,18 +159,12 @@ class _OwnOutputs:
         tokens: np.ndarray,
         wte: np.ndarray,
     ) -> None:
-        B, T = tokens.shape
         self.logits = checks.logits_of(rid, impl, tokens, vocab_size=config.vocab_size)
         self.wte = wte
         self.tol = suite.tolerance("self")
         self.hidden = None
         if suite.claims("hidden-states"):
-            self.hidden = checks.array(
-                rid,
-                checks.call(rid, "computing hidden states", impl.hidden_states, tokens),
-                what="the hidden states",
-                shape=(B, T, config.n_embd),
-            )
+            self.hidden = checks.hidden_states_of(rid, impl, tokens, n_embd=config.n_embd)
 
     def head_part(self, targets: np.ndarray, reduction: str = "mean") -> np.ndarray | None:
         """Gᵀ Ĥ [V, d] from the implementation's own outputs; None without hidden states, or
@@ -299,13 +284,8 @@ def test_block_zero_reads_token_row_plus_position_row(
     impl, params_used = suite.build(config, requirement=requirement, params=params, seed=draw.seed)
     assert params_used is not None
     tokens = data.draw(strategies.tokens(config, min_length=4), label="tokens")
-    B, T = tokens.shape
-    hidden = checks.array(
-        requirement,
-        checks.call(requirement, "computing hidden states", impl.hidden_states, tokens),
-        what="the hidden states",
-        shape=(B, T, config.n_embd),
-    )
+    T = tokens.shape[1]
+    hidden = checks.hidden_states_of(requirement, impl, tokens, n_embd=config.n_embd)
     tol = suite.tolerance("oracle")
     expected = oracle.forward(params, config, tokens).hidden
     if S.agree(hidden, expected, tol):
@@ -361,14 +341,8 @@ def test_logits_are_hidden_states_times_the_head_matrix(
     config = draw.config
     impl, _ = strategies.build(suite, draw, requirement)
     tokens = data.draw(strategies.tokens(config, min_length=4), label="tokens")
-    B, T = tokens.shape
     logits = checks.logits_of(requirement, impl, tokens, vocab_size=config.vocab_size)
-    hidden = checks.array(
-        requirement,
-        checks.call(requirement, "computing hidden states", impl.hidden_states, tokens),
-        what="the hidden states",
-        shape=(B, T, config.n_embd),
-    )
+    hidden = checks.hidden_states_of(requirement, impl, tokens, n_embd=config.n_embd)
     W = checks.head_matrix(
         requirement,
         impl,
@@ -452,13 +426,13 @@ def test_wte_gradient_is_lookup_plus_head_contribution(
         label="tokens and labels",
     )
     tokens, labels = _leave_out_last_token(config, tokens, labels)
-    assume(_counted(convention, labels) > 0)
+    assume(checks.counted_targets(convention, labels) > 0)
     _, grads = checks.call(
         requirement, "computing gradients", impl.gradients, tokens, labels, reduction="mean"
     )
     shape = (config.vocab_size, config.n_embd)
     actual = checks.gradient_of(requirement, grads, WTE, shape=shape)
-    expected = oracle.gradients(params, config, tokens, **_oracle_labels(convention, labels))
+    expected = oracle.gradients(params, config, tokens, **checks.oracle_labels(convention, labels))
     tol = suite.tolerance("gradient")
     head_entry = None
     if HEAD in grads:
@@ -504,7 +478,7 @@ def test_still_tied_after_an_sgd_step(suite: Suite, data: st.DataObject, require
         label="tokens and labels",
     )
     tokens, labels = _leave_out_last_token(config, tokens, labels)
-    assume(_counted(convention, labels) > 0)
+    assume(checks.counted_targets(convention, labels) > 0)
     lr = data.draw(st.sampled_from([0.5, 1.0, 2.0]), label="lr")
     tol = suite.tolerance("oracle")
     before = _read_params(impl, config, requirement)
@@ -527,7 +501,7 @@ def test_still_tied_after_an_sgd_step(suite: Suite, data: st.DataObject, require
     _head_is_wte(
         requirement, impl, config, after[WTE], suite.tolerance("self"), after="after one SGD step"
     )
-    grads = oracle.gradients(before, config, tokens, **_oracle_labels(convention, labels))
+    grads = oracle.gradients(before, config, tokens, **checks.oracle_labels(convention, labels))
     _judge_wte_gradient(
         requirement,
         (before[WTE] - after[WTE]) / lr,
@@ -803,7 +777,7 @@ def test_an_untied_head_is_declared(suite: Suite, data: st.DataObject, requireme
     actual_grad = checks.gradient_of(
         requirement, grads, WTE, shape=(config.vocab_size, config.n_embd)
     ).reshape(1, -1)
-    expected = oracle.gradients(params, config, tokens, **_oracle_labels(convention, labels))
+    expected = oracle.gradients(params, config, tokens, **checks.oracle_labels(convention, labels))
     if not S.agree(actual_grad, expected.grads[WTE].reshape(1, -1), tol) and S.agree(
         actual_grad, expected.wte_from_lookup.reshape(1, -1), tol
     ):

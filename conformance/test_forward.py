@@ -101,17 +101,11 @@ def test_a_final_layernorm_precedes_the_head(
     impl, params = strategies.build(suite, draw, requirement)
     assert params is not None
     tokens = data.draw(strategies.tokens(draw.config), label="tokens for hidden states")
-    B, T = tokens.shape
     logits = checks.logits_of(requirement, impl, tokens, vocab_size=draw.config.vocab_size)
     expected_logp = checks.log_probs(oracle.forward(params, draw.config, tokens).logits)
     if not S.agree(checks.log_probs(logits), expected_logp, suite.tolerance("oracle")):
         return  # the forward deviates elsewhere (judged above); the hidden states are moot
-    hidden = checks.array(
-        requirement,
-        checks.call(requirement, "computing hidden states", impl.hidden_states, tokens),
-        what="the hidden states",
-        shape=(B, T, draw.config.n_embd),
-    )
+    hidden = checks.hidden_states_of(requirement, impl, tokens, n_embd=draw.config.n_embd)
     expected = oracle.forward(params, draw.config, tokens).hidden
     if S.agree(hidden, expected, suite.tolerance("oracle")):
         return

@@ -17,15 +17,6 @@ S = spec_definitions()
 WTE = "transformer.wte.weight"
 
 
-def _oracle_labels(convention: str, labels: np.ndarray) -> dict[str, np.ndarray]:
-    return {"labels": labels} if convention == "inputs" else {"targets": labels}
-
-
-def _counted(convention: str, labels: np.ndarray) -> int:
-    scored = labels[:, 1:] if convention == "inputs" else labels
-    return int((scored != S.IGNORE_INDEX).sum())
-
-
 @pytest.mark.requirement("numerics.tolerance-table")
 @given(data=st.data())
 def test_agreement_holds_across_the_measured_domain(
@@ -107,12 +98,12 @@ def test_loss_agrees_with_the_oracle(suite: Suite, data: st.DataObject, requirem
     tokens, labels = data.draw(
         strategies.labelled_batches(config, convention, min_length=2), label="tokens and labels"
     )
-    assume(_counted(convention, labels) > 0)
+    assume(checks.counted_targets(convention, labels) > 0)
     tol = suite.tolerance("oracle")
     for reduction in ("mean", "sum"):
         actual = checks.loss_of(requirement, impl, tokens, labels, reduction=reduction)
         expected = oracle.loss(
-            params, config, tokens, reduction=reduction, **_oracle_labels(convention, labels)
+            params, config, tokens, reduction=reduction, **checks.oracle_labels(convention, labels)
         )
         checks.scalar_agrees(
             requirement,
@@ -120,7 +111,7 @@ def test_loss_agrees_with_the_oracle(suite: Suite, data: st.DataObject, requirem
             expected,
             tol,
             what=f"the {reduction} loss of a {tokens.shape[0]}x{tokens.shape[1]} batch with "
-            f"{_counted(convention, labels)} counted targets ({convention!r} labels)",
+            f"{checks.counted_targets(convention, labels)} counted targets ({convention!r} labels)",
         )
 
 
@@ -139,13 +130,13 @@ def test_every_parameter_gradient_agrees_with_the_oracle(
     tokens, labels = data.draw(
         strategies.labelled_batches(config, convention, min_length=2), label="tokens and labels"
     )
-    assume(_counted(convention, labels) > 0)
+    assume(checks.counted_targets(convention, labels) > 0)
     reduction = data.draw(st.sampled_from(["mean", "sum"]), label="reduction")
     loss, grads = checks.call(
         requirement, "computing gradients", impl.gradients, tokens, labels, reduction=reduction
     )
     expected = oracle.gradients(
-        params, config, tokens, reduction=reduction, **_oracle_labels(convention, labels)
+        params, config, tokens, reduction=reduction, **checks.oracle_labels(convention, labels)
     )
     tol = suite.tolerance("gradient")
     checks.scalar_agrees(
@@ -184,18 +175,12 @@ def test_outputs_for_valid_input_are_finite(
         strategies.labelled_batches(config, convention, min_length=2, p_ignore_max=0.3),
         label="tokens and labels",
     )
-    B, T = tokens.shape
     checks.logits_of(
         requirement, impl, tokens, vocab_size=config.vocab_size
     )  # shape and finiteness
     if suite.claims("hidden-states"):
-        checks.array(
-            requirement,
-            checks.call(requirement, "computing hidden states", impl.hidden_states, tokens),
-            what="the hidden states",
-            shape=(B, T, config.n_embd),
-        )
-    if _counted(convention, labels) == 0:
+        checks.hidden_states_of(requirement, impl, tokens, n_embd=config.n_embd)
+    if checks.counted_targets(convention, labels) == 0:
         return  # a mean over zero targets is NaN by definition (objective.no-counted-targets)
     if suite.claims("loss"):
         for reduction in ("mean", "sum"):
