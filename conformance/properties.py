@@ -4,8 +4,8 @@ A property is a ``test_*`` function of a module ``gpt2_conformance.test_*`` carr
 ``@pytest.mark.requirement(...)``. Its requirement id is written once, in that marker; the body
 reads it through the :func:`requirement` fixture, so the two cannot disagree.
 
-:func:`discover` is the one place that finds the properties: the traceability test, the docs'
-traceability page, the peers test and the mutant zoo all read the same records. Each property
+:func:`discover` is the one place that finds the properties: whatever lists them (the project's
+traceability test, the docs' traceability page, the peers test) reads its records. Each property
 module names, in the first words of its docstring, the spec chapter it checks ("Chapter 3,
 causality: ...") or the requirements profile it serves ("The causal-lm profile's ..."); the
 record carries the chapter's file name (``03-causality.md``), and the project's traceability
