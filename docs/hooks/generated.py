@@ -35,11 +35,14 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from mkdocs.exceptions import PluginError
 from mkdocs.structure.files import Files
 from mkdocs.structure.pages import Page
+
+if TYPE_CHECKING:
+    from gpt2_conformance.properties import Property
 
 ROOT = Path(__file__).resolve().parents[2]
 DATA = ROOT / "docs" / "data"
@@ -128,7 +131,7 @@ def conformance_properties() -> list[tuple[str, Callable[..., Any]]]:
     return [(p.qualname, p.function) for p in _properties()]
 
 
-def _properties() -> list[Any]:
+def _properties() -> list[Property]:
     from gpt2_conformance.properties import discover
 
     return sorted(discover(), key=lambda p: (p.module, p.name))
@@ -149,7 +152,7 @@ def render_traceability() -> str:
     from gpt2_spec import load_requirements
 
     requirements = load_requirements()
-    by_id: dict[str, list[Any]] = {r.id: [] for r in requirements}
+    by_id: dict[str, list[Property]] = {r.id: [] for r in requirements}
     unknown: list[str] = []
     for prop in _properties():
         for rid in prop.requirements:
