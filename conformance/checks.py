@@ -173,6 +173,18 @@ def label_convention(adapter: Any) -> str:
     return str(convention)
 
 
+def oracle_labels(convention: str, labels: np.ndarray) -> dict[str, np.ndarray]:
+    """``labels`` in ``convention`` as the keyword argument the oracle's loss and gradients take."""
+    return {"labels": labels} if convention == "inputs" else {"targets": labels}
+
+
+def counted_targets(convention: str, labels: np.ndarray) -> int:
+    """How many of ``labels`` (in ``convention``) are scored: not ignored, and for "inputs"
+    labels not the first of a sequence (no row predicts it)."""
+    scored = labels[:, 1:] if convention == "inputs" else labels
+    return int((scored != S.IGNORE_INDEX).sum())
+
+
 def logits_of(
     requirement: str,
     implementation: Any,
@@ -187,6 +199,20 @@ def logits_of(
     out = call(requirement, what, implementation.logits, tokens, **kwargs)
     B, T = tokens.shape
     return array(requirement, out, what=f"the logits of a {B}x{T} batch", shape=(B, T, vocab_size))
+
+
+def hidden_states_of(
+    requirement: str, implementation: Any, tokens: np.ndarray, *, n_embd: int
+) -> np.ndarray:
+    """``implementation.hidden_states(tokens)`` as float64 ``[B, T, d]``, shape and finiteness
+    checked."""
+    B, T = tokens.shape
+    return array(
+        requirement,
+        call(requirement, "computing hidden states", implementation.hidden_states, tokens),
+        what="the hidden states",
+        shape=(B, T, n_embd),
+    )
 
 
 def scalar(requirement: str, value: Any, *, what: str, allow_nan: bool = False) -> float:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
+from typing import Any
 
 import numpy as np
 from hypothesis import strategies as st
@@ -18,6 +19,7 @@ from hypothesis import strategies as st
 from gpt2_spec import GPT2Config, spec_definitions
 
 from .adapter import Implementation, Params
+from .checks import label_convention
 from .suite import WIDE_MODEL_LENGTH, Suite
 
 S = spec_definitions()
@@ -245,3 +247,20 @@ def draw_implementation(
     draw = data.draw(models(suite), label="model")
     implementation, _ = build(suite, draw, requirement)
     return draw.config, implementation
+
+
+def draw_labelled_implementation(
+    data: st.DataObject,
+    suite: Suite,
+    requirement: str,
+    *,
+    label: str = "tokens, labels",
+    **batches: Any,
+) -> tuple[str, GPT2Config, Implementation, np.ndarray, np.ndarray]:
+    """The adapter's label convention, a built model (:func:`draw_implementation`) and a
+    labelled batch for it (:func:`labelled_batches` with ``batches``), drawn in that order:
+    ``(convention, config, implementation, tokens, labels)``."""
+    convention = label_convention(suite.adapter)
+    config, implementation = draw_implementation(data, suite, requirement)
+    tokens, labels = data.draw(labelled_batches(config, convention, **batches), label=label)
+    return convention, config, implementation, tokens, labels

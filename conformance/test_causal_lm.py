@@ -33,7 +33,7 @@ import pytest
 from hypothesis import assume, given
 from hypothesis import strategies as st
 
-from gpt2_conformance import checks, strategies
+from gpt2_conformance import checks, strategies, tied
 from gpt2_conformance.adapter import Implementation
 from gpt2_conformance.suite import Suite
 from gpt2_spec import GPT2Config, spec_definitions
@@ -45,17 +45,6 @@ MAX_LENGTH = 32
 
 # ------------------------------------------------------------------------------------------
 # Helpers
-
-
-def _declared_tied(suite: Suite, rid: str) -> None:
-    """A head.tied-* requirement cannot be met by an adapter that declares an untied head."""
-    if not suite.adapter.tied_head:
-        checks.fail(
-            rid,
-            "declared untied head: the adapter sets tied_head=False, so it does not claim the "
-            "head.tied-* requirements (spec head.untied-is-declared; the causal-lm profile "
-            "applies them to declared-tied models only)",
-        )
 
 
 def _embedding(rid: str, impl: Implementation, config: GPT2Config, *, what: str = "") -> Any:
@@ -79,13 +68,7 @@ def _new_matrix(current: np.ndarray, seed: int) -> np.ndarray:
 
 
 def _hidden(rid: str, impl: Implementation, tokens: np.ndarray, config: GPT2Config) -> Any:
-    B, T = tokens.shape
-    return checks.array(
-        rid,
-        checks.call(rid, "computing hidden states", impl.hidden_states, tokens),
-        what="the hidden states",
-        shape=(B, T, config.n_embd),
-    )
+    return checks.hidden_states_of(rid, impl, tokens, n_embd=config.n_embd)
 
 
 def _head(rid: str, impl: Implementation, config: GPT2Config) -> np.ndarray:
@@ -198,11 +181,6 @@ def _gradients(
     )
 
 
-def _agree(actual: np.ndarray, expected: np.ndarray, tol: Any) -> bool:
-    """One tensor, one bound (spec chapter 7: a gradient's bound scales with its largest entry)."""
-    return bool(S.agree(actual.reshape(1, -1), expected.reshape(1, -1), tol))
-
-
 def _linear_head(
     rid: str, logits: np.ndarray, hidden: np.ndarray, head: np.ndarray, tol: Any
 ) -> None:
@@ -234,66 +212,66 @@ def _labelled(
 @pytest.mark.capability("loss", "embedding-gradients")
 @given(data=st.data())
 def test_earlier_rows_send_no_gradient_to_later_input_embeddings(
-    suite: Suite, data: st.DataObject
+    suite: Suite, data: st.DataObject, requirement: str
 ) -> None:
     """The loss of rows 0..p only: d loss / d e_(b,j) must vanish for j > p, in every sequence,
     and must not vanish for every j <= p (else the gradients show nothing); an example whose
     gradients at j <= p are too small to resolve at the dtype is discarded (spec chapter 3)."""
-    rid = "causality.jacobian-lower-triangular"
     tol = suite.tolerance("self")
-    config, impl = strategies.draw_implementation(data, suite, rid)
+    config, impl = strategies.draw_implementation(data, suite, requirement)
     convention, tokens, labels, _ = _labelled(data, suite, config, min_length=2, p_ignore_max=0.0)
     T = tokens.shape[1]
     cuts = data.draw(st.lists(st.integers(0, T - 2), min_size=1, max_size=2), label="cuts")
     for p in sorted(set(cuts)):
         counted = labels.copy()  # targets on rows 0..p only
         counted[:, p + (2 if convention == "inputs" else 1) :] = IGNORE
-        grads = _gradients(rid, impl, tokens, counted, config, "sum", what=f" of rows 0..{p}")
+        grads = _gradients(
+            requirement, impl, tokens, counted, config, "sum", what=f" of rows 0..{p}"
+        )
         size = np.abs(grads.inputs).max(axis=-1)  # [B, T]
         limit = checks.bound(grads.inputs.reshape(-1), tol)
         future = size[:, p + 1 :]
         if future.size and future.max() > limit:
             b, j = np.unravel_index(int(np.argmax(future)), future.shape)
             checks.fail(
-                rid,
+                requirement,
                 f"the loss of rows 0..{p} sends a gradient of size {future.max():.2e} to the "
                 f"input embedding of position {p + 1 + int(j)} of sequence {int(b)} (d row_i / "
                 f"d e_j must be 0 for i < j; tolerance {limit:.1e})",
             )
         past = float(size[:, : p + 1].max())
         what = f"the gradient the loss of rows 0..{p} sends to the input embeddings of 0..{p}"
-        assume(checks.gradient_resolves(rid, past, limit, what=what))
+        assume(checks.gradient_resolves(requirement, past, limit, what=what))
 
 
 @pytest.mark.requirement("objective.logits-gradient")
 @pytest.mark.capability("loss", "embedding-gradients", "hidden-states")
 @given(data=st.data())
 def test_head_gradient_is_softmax_minus_one_hot_times_hidden_states(
-    suite: Suite, data: st.DataObject
+    suite: Suite, data: st.DataObject, requirement: str
 ) -> None:
     """logits = H Wᵀ (+ b), so d loss / d W = Gᵀ H with G = d loss / d logits, which the spec
     defines (softmax minus one-hot over the counted rows, divided by the count for the mean).
     A tied W also holds the lookup's share of its gradient."""
-    rid = "objective.logits-gradient"
     tol = suite.tolerance("gradient")
-    config, impl = strategies.draw_implementation(data, suite, rid)
+    config, impl = strategies.draw_implementation(data, suite, requirement)
     _, tokens, labels, targets = _labelled(data, suite, config, min_length=2)
-    logits = checks.logits_of(rid, impl, tokens, vocab_size=config.vocab_size)
-    hidden = _hidden(rid, impl, tokens, config)
-    head = _head(rid, impl, config)
-    _linear_head(rid, logits, hidden, head, suite.tolerance("self"))
+    logits = checks.logits_of(requirement, impl, tokens, vocab_size=config.vocab_size)
+    hidden = _hidden(requirement, impl, tokens, config)
+    head = _head(requirement, impl, config)
+    _linear_head(requirement, logits, hidden, head, suite.tolerance("self"))
     H = hidden.reshape(-1, config.n_embd)
     for reduction in ("sum", "mean") if (targets != IGNORE).any() else ("sum",):
-        grads = _gradients(rid, impl, tokens, labels, config, reduction)
+        grads = _gradients(requirement, impl, tokens, labels, config, reduction)
         G = S.logits_gradient(logits, targets, reduction, IGNORE).reshape(-1, config.vocab_size)
         expected = G.T @ H
-        if _agree(grads.head, expected, tol):
+        if tied.agree_tensor(grads.head, expected, tol):
             continue
         lookup = grads.lookup
-        if _agree(grads.head, expected + lookup, tol):
+        if tied.agree_tensor(grads.head, expected + lookup, tol):
             continue  # a tied head: the lookup's part is there too
         checks.tensors_agree(
-            rid,
+            requirement,
             grads.head,
             expected,
             tol,
@@ -332,33 +310,35 @@ def _changed_head(
 @pytest.mark.requirement("head.tied-to-embedding")
 @pytest.mark.capability("embedding-matrix", "hidden-states")
 @given(data=st.data())
-def test_writing_the_embedding_matrix_changes_the_head(suite: Suite, data: st.DataObject) -> None:
-    rid = "head.tied-to-embedding"
-    _declared_tied(suite, rid)
-    config, impl = strategies.draw_implementation(data, suite, rid)
+def test_writing_the_embedding_matrix_changes_the_head(
+    suite: Suite, data: st.DataObject, requirement: str
+) -> None:
+    tied.declared_tied(suite, requirement, profile=True)
+    config, impl = strategies.draw_implementation(data, suite, requirement)
     tokens = data.draw(strategies.tokens(config, min_length=2, max_length=MAX_LENGTH), label="x")
     seed = data.draw(st.integers(0, 2**31 - 1), label="seed")
-    _changed_head(rid, suite, impl, config, tokens, seed, after="on a fresh model")
+    _changed_head(requirement, suite, impl, config, tokens, seed, after="on a fresh model")
 
 
 @pytest.mark.requirement("head.untied-is-declared")
 @pytest.mark.capability("embedding-matrix", "hidden-states")
 @given(data=st.data())
-def test_a_head_that_behaves_untied_is_declared_untied(suite: Suite, data: st.DataObject) -> None:
+def test_a_head_that_behaves_untied_is_declared_untied(
+    suite: Suite, data: st.DataObject, requirement: str
+) -> None:
     """Declared tied: after a new input embedding is written, the head's matrix is it and the
     logits follow it, and (with embedding gradients) the embedding's gradient holds the head's
     part Gᵀ H. Declared untied: nothing to check."""
-    rid = "head.untied-is-declared"
     if not suite.adapter.tied_head:
         return  # declared: meets the requirement whatever the behaviour
     declared = "while the adapter declares tied_head=True (an untied head must be declared)"
     tol = suite.tolerance("self")
-    config, impl = strategies.draw_implementation(data, suite, rid)
+    config, impl = strategies.draw_implementation(data, suite, requirement)
     tokens = data.draw(strategies.tokens(config, min_length=2, max_length=MAX_LENGTH), label="x")
-    before = _embedding(rid, impl, config)
+    before = _embedding(requirement, impl, config)
     new = _new_matrix(before, int(data.draw(st.integers(0, 2**31 - 1), label="seed")))
-    _set_embedding(rid, impl, new)
-    head = _head(rid, impl, config)
+    _set_embedding(requirement, impl, new)
+    head = _head(requirement, impl, config)
     if not S.agree(head, new, tol):
         what = (
             "the previous embedding matrix (a copy)"
@@ -366,15 +346,15 @@ def test_a_head_that_behaves_untied_is_declared_untied(suite: Suite, data: st.Da
             else ("another matrix")
         )
         checks.fail(
-            rid,
+            requirement,
             "after set_input_embedding() the head's matrix is not the new embedding matrix but "
             f"{what}: the head is a separate tensor {declared}",
         )
-    logits = checks.logits_of(rid, impl, tokens, vocab_size=config.vocab_size)
-    hidden = _hidden(rid, impl, tokens, config)
+    logits = checks.logits_of(requirement, impl, tokens, vocab_size=config.vocab_size)
+    hidden = _hidden(requirement, impl, tokens, config)
     if not _bias_only(logits, hidden @ new.T, tol) and _bias_only(logits, hidden @ before.T, tol):
         checks.fail(
-            rid,
+            requirement,
             "after set_input_embedding() the logits are the hidden states times the previous "
             f"embedding matrix: the head is a separate tensor {declared}",
         )
@@ -383,17 +363,17 @@ def test_a_head_that_behaves_untied_is_declared_untied(suite: Suite, data: st.Da
     convention = checks.label_convention(suite.adapter)
     labels = tokens if convention == "inputs" else np.roll(tokens, -1, axis=1)
     targets = S.targets_for_convention(labels, convention, IGNORE)
-    grads = _gradients(rid, impl, tokens, labels, config, "sum")
+    grads = _gradients(requirement, impl, tokens, labels, config, "sum")
     lookup = grads.lookup
     G = S.logits_gradient(logits, targets, "sum", IGNORE).reshape(-1, config.vocab_size)
     head_part = G.T @ hidden.reshape(-1, config.n_embd)
     gtol = suite.tolerance("gradient")
     if np.abs(head_part).max() > 0 and (
-        _agree(grads.embedding, lookup, gtol)
-        and not _agree(grads.embedding, lookup + head_part, gtol)
+        tied.agree_tensor(grads.embedding, lookup, gtol)
+        and not tied.agree_tensor(grads.embedding, lookup + head_part, gtol)
     ):
         checks.fail(
-            rid,
+            requirement,
             "the gradient of the input embedding holds only the lookup's contribution, not the "
             f"head's: in training the head behaves as a separate tensor {declared}",
         )
@@ -403,36 +383,37 @@ def test_a_head_that_behaves_untied_is_declared_untied(suite: Suite, data: st.Da
 @pytest.mark.capability("embedding-gradients", "hidden-states")
 @given(data=st.data())
 def test_embedding_gradient_is_lookup_plus_head_contribution(
-    suite: Suite, data: st.DataObject
+    suite: Suite, data: st.DataObject, requirement: str
 ) -> None:
-    rid = "head.tied-gradient"
-    _declared_tied(suite, rid)
+    tied.declared_tied(suite, requirement, profile=True)
     tol = suite.tolerance("gradient")
-    config, impl = strategies.draw_implementation(data, suite, rid)
+    config, impl = strategies.draw_implementation(data, suite, requirement)
     _, tokens, labels, targets = _labelled(data, suite, config, min_length=2, p_ignore_max=0.3)
     assume((targets != IGNORE).any())
     reduction = data.draw(st.sampled_from(["mean", "sum"]), label="reduction")
-    logits = checks.logits_of(rid, impl, tokens, vocab_size=config.vocab_size)
-    hidden = _hidden(rid, impl, tokens, config)
-    _linear_head(rid, logits, hidden, _head(rid, impl, config), suite.tolerance("self"))
-    grads = _gradients(rid, impl, tokens, labels, config, reduction)
+    logits = checks.logits_of(requirement, impl, tokens, vocab_size=config.vocab_size)
+    hidden = _hidden(requirement, impl, tokens, config)
+    _linear_head(
+        requirement, logits, hidden, _head(requirement, impl, config), suite.tolerance("self")
+    )
+    grads = _gradients(requirement, impl, tokens, labels, config, reduction)
     lookup = grads.lookup
     G = S.logits_gradient(logits, targets, reduction, IGNORE).reshape(-1, config.vocab_size)
     head_part = G.T @ hidden.reshape(-1, config.n_embd)
     total = lookup + head_part
     note = ""
-    if not _agree(grads.embedding, total, tol):
-        if _agree(grads.embedding, lookup, tol):
+    if not tied.agree_tensor(grads.embedding, total, tol):
+        if tied.agree_tensor(grads.embedding, lookup, tol):
             note = (
                 ": it equals the lookup's contribution alone; the head's Gᵀ H is missing (a head "
                 "that reads a detached or separate copy of the embedding)"
             )
-        elif _agree(grads.embedding, head_part, tol):
+        elif tied.agree_tensor(grads.embedding, head_part, tol):
             note = ": it equals the head's contribution alone; the lookup's share is missing"
-        elif _agree(grads.embedding, 2 * total, tol):
+        elif tied.agree_tensor(grads.embedding, 2 * total, tol):
             note = ": it is twice the expected total (the shared tensor counted twice)"
     checks.tensors_agree(
-        rid,
+        requirement,
         grads.embedding,
         total,
         tol,
@@ -440,7 +421,7 @@ def test_embedding_gradient_is_lookup_plus_head_contribution(
         f"share plus the head's Gᵀ H{note};",
     )
     checks.tensors_agree(
-        rid,
+        requirement,
         grads.head,
         grads.embedding,
         tol,
@@ -452,115 +433,100 @@ def test_embedding_gradient_is_lookup_plus_head_contribution(
 @pytest.mark.requirement("head.tied-after-update")
 @pytest.mark.capability("embedding-matrix", "embedding-gradients", "hidden-states", "train-step")
 @given(data=st.data())
-def test_still_tied_after_an_sgd_step_of_the_own_weights(suite: Suite, data: st.DataObject) -> None:
+def test_still_tied_after_an_sgd_step_of_the_own_weights(
+    suite: Suite, data: st.DataObject, requirement: str
+) -> None:
     """One plain SGD step moves the embedding by lr times its whole gradient (lookup + head);
     afterwards the head is still that matrix, in its weight and in the logits."""
-    rid = "head.tied-after-update"
-    _declared_tied(suite, rid)
+    tied.declared_tied(suite, requirement, profile=True)
     tol = suite.tolerance("self")
-    config, impl = strategies.draw_implementation(data, suite, rid)
+    config, impl = strategies.draw_implementation(data, suite, requirement)
     _, tokens, labels, targets = _labelled(data, suite, config, min_length=2, p_ignore_max=0.3)
     assume((targets != IGNORE).any())
     lr = data.draw(st.sampled_from([0.5, 1.0, 2.0]), label="lr")
-    before = _embedding(rid, impl, config)
-    gradient = _gradients(rid, impl, tokens, labels, config, "mean").embedding
-    checks.call(rid, f"taking one SGD step (lr={lr})", impl.sgd_step, tokens, labels, lr=lr)
-    after = _embedding(rid, impl, config, what=" after the step")
+    before = _embedding(requirement, impl, config)
+    gradient = _gradients(requirement, impl, tokens, labels, config, "mean").embedding
+    checks.call(requirement, f"taking one SGD step (lr={lr})", impl.sgd_step, tokens, labels, lr=lr)
+    after = _embedding(requirement, impl, config, what=" after the step")
     checks.tensors_agree(
-        rid,
+        requirement,
         (before - after) / lr,
         gradient,
         suite.tolerance("gradient"),
         what=f"the change of the input embedding in one SGD step with lr={lr}, divided by -lr, "
         "against its gradient (lookup + head),",
     )
-    _head_is(rid, impl, config, after, tol, after="after one SGD step")
-    _head_follows(rid, impl, config, tokens, after, before, tol, after="after one SGD step")
+    _head_is(requirement, impl, config, after, tol, after="after one SGD step")
+    _head_follows(requirement, impl, config, tokens, after, before, tol, after="after one SGD step")
 
 
 @pytest.mark.requirement("head.tied-after-save-load")
 @pytest.mark.capability("embedding-matrix", "hidden-states", "save-load")
 @given(data=st.data())
 def test_still_tied_after_saving_and_loading_the_own_checkpoint(
-    suite: Suite, data: st.DataObject
+    suite: Suite, data: st.DataObject, requirement: str
 ) -> None:
-    rid = "head.tied-after-save-load"
-    _declared_tied(suite, rid)
+    tied.declared_tied(suite, requirement, profile=True)
     tol = suite.tolerance("self")
-    config, impl = strategies.draw_implementation(data, suite, rid)
+    config, impl = strategies.draw_implementation(data, suite, requirement)
     tokens = data.draw(strategies.tokens(config, min_length=2, max_length=MAX_LENGTH), label="x")
     seed = data.draw(st.integers(0, 2**31 - 1), label="seed")
-    saved = _new_matrix(_embedding(rid, impl, config), seed)
-    _set_embedding(rid, impl, saved)
+    saved = _new_matrix(_embedding(requirement, impl, config), seed)
+    _set_embedding(requirement, impl, saved)
     with tempfile.TemporaryDirectory() as tmp:
-        checks.call(rid, "saving", impl.save, Path(tmp) / "saved")
-        loaded = checks.call(rid, "loading what save() wrote", impl.load, Path(tmp) / "saved")
-    read = _embedding(rid, loaded, config, what=" of the loaded model")
-    checks.tensors_agree(rid, read, saved, tol, what="the input embedding after save and load")
-    _head_is(rid, loaded, config, read, tol, after="after save and load")
-    _head_follows(rid, loaded, config, tokens, read, None, tol, after="after save and load")
-    _changed_head(rid, suite, loaded, config, tokens, seed + 1, after="after save and load")
+        checks.call(requirement, "saving", impl.save, Path(tmp) / "saved")
+        loaded = checks.call(
+            requirement, "loading what save() wrote", impl.load, Path(tmp) / "saved"
+        )
+    read = _embedding(requirement, loaded, config, what=" of the loaded model")
+    checks.tensors_agree(
+        requirement, read, saved, tol, what="the input embedding after save and load"
+    )
+    _head_is(requirement, loaded, config, read, tol, after="after save and load")
+    _head_follows(requirement, loaded, config, tokens, read, None, tol, after="after save and load")
+    _changed_head(requirement, suite, loaded, config, tokens, seed + 1, after="after save and load")
 
 
 @pytest.mark.requirement("head.tied-after-resize")
 @pytest.mark.capability("embedding-matrix", "hidden-states", "resize-vocab")
 @given(data=st.data())
-def test_still_tied_after_resizing_the_own_vocabulary(suite: Suite, data: st.DataObject) -> None:
-    rid = "head.tied-after-resize"
-    _declared_tied(suite, rid)
+def test_still_tied_after_resizing_the_own_vocabulary(
+    suite: Suite, data: st.DataObject, requirement: str
+) -> None:
+    tied.declared_tied(suite, requirement, profile=True)
     tol = suite.tolerance("self")
-    config, impl = strategies.draw_implementation(data, suite, rid)
+    config, impl = strategies.draw_implementation(data, suite, requirement)
     V = config.vocab_size
-    new_V = data.draw(
-        st.integers(max(2, V // 2), V + 16).filter(lambda v: v != V), label="new vocab size"
-    )
-    before = _embedding(rid, impl, config)
-    checks.call(rid, f"resizing the vocabulary from {V} to {new_V}", impl.resize_vocab, new_V)
+    new_V = tied.draw_vocab_size(data, V)
+    before = _embedding(requirement, impl, config)
+    tied.resize(requirement, impl, V, new_V)
     resized = dataclasses.replace(config, vocab_size=new_V)
-    after = _embedding(rid, impl, resized, what=" after the resize")
-    keep = min(V, new_V)
-    checks.rows_agree(
-        rid,
-        after[:keep],
-        before[:keep],
-        tol,
-        describe=lambda i, e, t: (
-            f"resizing from {V} to {new_V} changed kept row {list(i)} of the input embedding by "
-            f"{e:.2e} (tolerance {t:.1e}); the first {keep} rows must keep their values"
-        ),
-    )
-    _head_is(rid, impl, resized, after, tol, after=f"after resizing to {new_V}")
+    after = _embedding(requirement, impl, resized, what=" after the resize")
+    tied.kept_rows_agree(requirement, after, before, new_V, tol, what="the input embedding")
+    _head_is(requirement, impl, resized, after, tol, after=f"after resizing to {new_V}")
     tokens = data.draw(strategies.tokens(resized, min_length=2, max_length=MAX_LENGTH), label="x")
-    _head_follows(rid, impl, resized, tokens, after, None, tol, after=f"after resizing to {new_V}")
+    _head_follows(
+        requirement, impl, resized, tokens, after, None, tol, after=f"after resizing to {new_V}"
+    )
     seed = data.draw(st.integers(0, 2**31 - 1), label="seed")
-    _changed_head(rid, suite, impl, resized, tokens, seed, after=f"after resizing to {new_V}")
-
-
-def _move_path(suite: Suite) -> list[tuple[str, str]]:
-    """Away to another dtype (or to the CPU) and back to the run's device and dtype."""
-    home = (suite.device, suite.dtype)
-    away = [(suite.device, dt) for dt in suite.adapter.dtypes if dt != suite.dtype]
-    if suite.device != "cpu" and "cpu" in suite.adapter.devices:
-        away.append(("cpu", suite.dtype))
-    return [away[0], home] if away else [home]
+    _changed_head(
+        requirement, suite, impl, resized, tokens, seed, after=f"after resizing to {new_V}"
+    )
 
 
 @pytest.mark.requirement("head.tied-after-move")
 @pytest.mark.capability("embedding-matrix", "hidden-states", "move")
 @given(data=st.data())
-def test_still_tied_after_moving_the_own_weights(suite: Suite, data: st.DataObject) -> None:
-    rid = "head.tied-after-move"
-    _declared_tied(suite, rid)
+def test_still_tied_after_moving_the_own_weights(
+    suite: Suite, data: st.DataObject, requirement: str
+) -> None:
+    tied.declared_tied(suite, requirement, profile=True)
     tol = suite.tolerance("self")
-    config, impl = strategies.draw_implementation(data, suite, rid)
-    path = _move_path(suite)
-    moved = impl
-    for device, dtype in path:
-        moved = checks.call(rid, f"moving to {device}/{dtype}", moved.moved, device, dtype)
-    route = " then ".join(f"{device}/{dtype}" for device, dtype in path)
-    weight = _embedding(rid, moved, config, what=f" after {route}")
-    _head_is(rid, moved, config, weight, tol, after=f"after {route}")
+    config, impl = strategies.draw_implementation(data, suite, requirement)
+    moved, route = tied.move_away_and_back(requirement, suite, impl)
+    weight = _embedding(requirement, moved, config, what=f" after {route}")
+    _head_is(requirement, moved, config, weight, tol, after=f"after {route}")
     tokens = data.draw(strategies.tokens(config, min_length=2, max_length=MAX_LENGTH), label="x")
-    _head_follows(rid, moved, config, tokens, weight, None, tol, after=f"after {route}")
+    _head_follows(requirement, moved, config, tokens, weight, None, tol, after=f"after {route}")
     seed = data.draw(st.integers(0, 2**31 - 1), label="seed")
-    _changed_head(rid, suite, moved, config, tokens, seed, after=f"after moving {route}")
+    _changed_head(requirement, suite, moved, config, tokens, seed, after=f"after moving {route}")

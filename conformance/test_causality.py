@@ -35,10 +35,11 @@ def _positions(changed: np.ndarray) -> str:
 
 @pytest.mark.requirement("causality.future-invisible")
 @given(data=st.data())
-def test_changing_future_tokens_changes_no_earlier_row(suite: Suite, data: st.DataObject) -> None:
-    rid = "causality.future-invisible"
+def test_changing_future_tokens_changes_no_earlier_row(
+    suite: Suite, data: st.DataObject, requirement: str
+) -> None:
     tol = suite.tolerance("self")
-    config, implementation = strategies.draw_implementation(data, suite, rid)
+    config, implementation = strategies.draw_implementation(data, suite, requirement)
     V = config.vocab_size
     T = data.draw(st.integers(2, min(config.n_positions, MAX_LENGTH)), label="length")
     rng = np.random.default_rng(data.draw(st.integers(0, 2**31 - 1), label="seed"))
@@ -63,7 +64,7 @@ def test_changing_future_tokens_changes_no_earlier_row(suite: Suite, data: st.Da
         copies.append((copy, changed))
 
     batch = np.stack([original] + [copy for copy, _ in copies])
-    logp = checks.log_probs_of(rid, implementation, batch, config)
+    logp = checks.log_probs_of(requirement, implementation, batch, config)
     worst: tuple[float, int, int, float] | None = None  # (excess, copy, position, error)
     for c, (_, changed) in enumerate(copies, start=1):
         first = int(np.argmax(changed))  # rows 0..first-1 have seen only unchanged tokens
@@ -77,7 +78,7 @@ def test_changing_future_tokens_changes_no_earlier_row(suite: Suite, data: st.Da
     if worst is not None:
         _, c, i, err = worst
         checks.fail(
-            rid,
+            requirement,
             f"changing {_positions(copies[c - 1][1])} (of {T}) moved the log-probabilities of "
             f"position {i} by {err:.2e} (tolerance {checks.bound(logp[0, i], tol):.1e})",
         )
@@ -85,20 +86,19 @@ def test_changing_future_tokens_changes_no_earlier_row(suite: Suite, data: st.Da
 
 @pytest.mark.requirement("causality.prefix-consistency")
 @given(data=st.data())
-def test_a_prefix_gives_the_same_rows(suite: Suite, data: st.DataObject) -> None:
-    rid = "causality.prefix-consistency"
+def test_a_prefix_gives_the_same_rows(suite: Suite, data: st.DataObject, requirement: str) -> None:
     tol = suite.tolerance("self")
-    config, implementation = strategies.draw_implementation(data, suite, rid)
+    config, implementation = strategies.draw_implementation(data, suite, requirement)
     tokens = data.draw(
         strategies.tokens(config, min_length=2, max_length=MAX_LENGTH), label="tokens"
     )
     T = tokens.shape[1]
     lengths = data.draw(st.lists(st.integers(1, T - 1), min_size=1, max_size=3), label="prefixes")
-    full = checks.log_probs_of(rid, implementation, tokens, config)
+    full = checks.log_probs_of(requirement, implementation, tokens, config)
     for k in sorted(set(lengths)):
-        prefix = checks.log_probs_of(rid, implementation, tokens[:, :k], config)
+        prefix = checks.log_probs_of(requirement, implementation, tokens[:, :k], config)
         checks.rows_agree(
-            rid,
+            requirement,
             prefix,
             full[:, :k],
             tol,
@@ -114,20 +114,14 @@ def test_a_prefix_gives_the_same_rows(suite: Suite, data: st.DataObject) -> None
 @pytest.mark.capability("loss", "gradients")
 @given(data=st.data())
 def test_earlier_rows_send_no_gradient_to_later_positions(
-    suite: Suite, data: st.DataObject
+    suite: Suite, data: st.DataObject, requirement: str
 ) -> None:
     """The loss of rows 0..p only; wpe row j receives exactly d loss / d e_j (the input of block
     0 at position j, summed over the batch), which must vanish for j > p. An example whose
     gradients at j <= p are too small to resolve at the dtype is discarded (spec chapter 3)."""
-    rid = "causality.jacobian-lower-triangular"
     tol = suite.tolerance("self")
-    convention = checks.label_convention(suite.adapter)
-    config, implementation = strategies.draw_implementation(data, suite, rid)
-    tokens, labels = data.draw(
-        strategies.labelled_batches(
-            config, convention, min_length=2, max_length=MAX_LENGTH, p_ignore_max=0.0
-        ),
-        label="tokens, labels",
+    convention, config, implementation, tokens, labels = strategies.draw_labelled_implementation(
+        data, suite, requirement, min_length=2, max_length=MAX_LENGTH, p_ignore_max=0.0
     )
     T = tokens.shape[1]
     cuts = data.draw(st.lists(st.integers(0, T - 2), min_size=1, max_size=2), label="cuts")
@@ -139,35 +133,36 @@ def test_earlier_rows_send_no_gradient_to_later_positions(
         else:
             counted[:, p + 1 :] = IGNORE
         _, grads = checks.call(
-            rid,
+            requirement,
             f"computing the gradients of the loss of rows 0..{p}",
             implementation.gradients,
             tokens,
             counted,
             reduction="sum",
         )
-        wpe = checks.gradient_of(rid, grads, "transformer.wpe.weight", shape=shape)
+        wpe = checks.gradient_of(requirement, grads, "transformer.wpe.weight", shape=shape)
         limit = checks.bound(wpe.reshape(-1), tol)  # a gradient's bound: its largest entry
         future = np.abs(wpe[p + 1 : T]).max(axis=1)
         if future.max() > limit:
             j = p + 1 + int(np.argmax(future))
             checks.fail(
-                rid,
+                requirement,
                 f"the loss of rows 0..{p} sends a gradient of size {future.max():.2e} to the "
                 f"input embedding of position {j} (d row_i / d e_{j} must be 0 for i < {j}; "
                 f"tolerance {limit:.1e}, the largest wpe gradient is {np.abs(wpe).max():.2e})",
             )
         past = float(np.abs(wpe[: p + 1]).max())
         what = f"the gradient the loss of rows 0..{p} sends to wpe rows 0..{p}"
-        assume(checks.gradient_resolves(rid, past, limit, what=what))
+        assume(checks.gradient_resolves(requirement, past, limit, what=what))
 
 
 @pytest.mark.requirement("causality.batch-independence")
 @given(data=st.data())
-def test_a_sequence_ignores_the_rest_of_its_batch(suite: Suite, data: st.DataObject) -> None:
-    rid = "causality.batch-independence"
+def test_a_sequence_ignores_the_rest_of_its_batch(
+    suite: Suite, data: st.DataObject, requirement: str
+) -> None:
     tol = suite.tolerance("self")
-    config, implementation = strategies.draw_implementation(data, suite, rid)
+    config, implementation = strategies.draw_implementation(data, suite, requirement)
     tokens = data.draw(
         strategies.tokens(config, min_batch=2, max_batch=4, max_length=MAX_LENGTH), label="tokens"
     )
@@ -180,10 +175,10 @@ def test_a_sequence_ignores_the_rest_of_its_batch(suite: Suite, data: st.DataObj
     others = tokens.copy()
     others[np.arange(B) != probe] = rng.integers(0, config.vocab_size, (B - 1, T))
 
-    batch = checks.log_probs_of(rid, implementation, tokens, config)
-    alone = checks.log_probs_of(rid, implementation, tokens[probe : probe + 1], config)
+    batch = checks.log_probs_of(requirement, implementation, tokens, config)
+    alone = checks.log_probs_of(requirement, implementation, tokens[probe : probe + 1], config)
     checks.rows_agree(
-        rid,
+        requirement,
         batch[probe : probe + 1],
         alone,
         tol,
@@ -192,9 +187,9 @@ def test_a_sequence_ignores_the_rest_of_its_batch(suite: Suite, data: st.DataObj
             f"{err:.2e} in log-probability (tolerance {limit:.1e})"
         ),
     )
-    reordered = checks.log_probs_of(rid, implementation, tokens[order], config)
+    reordered = checks.log_probs_of(requirement, implementation, tokens[order], config)
     checks.rows_agree(
-        rid,
+        requirement,
         reordered,
         batch[order],
         tol,
@@ -203,9 +198,9 @@ def test_a_sequence_ignores_the_rest_of_its_batch(suite: Suite, data: st.DataObj
             f"{int(order[index[0]])} at position {index[1]} by {err:.2e} (tolerance {limit:.1e})"
         ),
     )
-    companions = checks.log_probs_of(rid, implementation, others, config)
+    companions = checks.log_probs_of(requirement, implementation, others, config)
     checks.rows_agree(
-        rid,
+        requirement,
         companions[probe : probe + 1],
         batch[probe : probe + 1],
         tol,
@@ -219,22 +214,23 @@ def test_a_sequence_ignores_the_rest_of_its_batch(suite: Suite, data: st.DataObj
 @pytest.mark.requirement("causality.batch-independence")
 @pytest.mark.capability("attention-mask")
 @given(data=st.data())
-def test_a_padded_sequence_ignores_the_rest_of_its_batch(suite: Suite, data: st.DataObject) -> None:
+def test_a_padded_sequence_ignores_the_rest_of_its_batch(
+    suite: Suite, data: st.DataObject, requirement: str
+) -> None:
     """Each sequence with its own attention mask and position ids: the batch gives the rows that
     the sequence gives alone with the same mask and positions (compared at real positions)."""
-    rid = "causality.batch-independence"
     tol = suite.tolerance("self")
-    config, implementation = strategies.draw_implementation(data, suite, rid)
+    config, implementation = strategies.draw_implementation(data, suite, requirement)
     _, tokens, mask = data.draw(
         strategies.left_padded(config, max_batch=4, max_length=MAX_LENGTH), label="padded batch"
     )
     positions = S.position_ids_from_mask(mask)
     batch = checks.log_probs_of(
-        rid, implementation, tokens, config, attention_mask=mask, position_ids=positions
+        requirement, implementation, tokens, config, attention_mask=mask, position_ids=positions
     )
     for b in range(len(tokens)):
         alone = checks.log_probs_of(
-            rid,
+            requirement,
             implementation,
             tokens[b : b + 1],
             config,
@@ -243,7 +239,7 @@ def test_a_padded_sequence_ignores_the_rest_of_its_batch(suite: Suite, data: st.
         )
         real = mask[b] == 1
         checks.rows_agree(
-            rid,
+            requirement,
             batch[b, real],
             alone[0, real],
             tol,

@@ -19,7 +19,7 @@ import pytest
 from hypothesis import assume, given
 from hypothesis import strategies as st
 
-from gpt2_conformance import checks, diagnose, strategies
+from gpt2_conformance import checks, diagnose, strategies, tied
 from gpt2_conformance.adapter import Implementation, Params, to_numpy
 from gpt2_conformance.suite import Suite
 from gpt2_conformance.timing import oracle
@@ -29,28 +29,10 @@ S = spec_definitions()
 WTE = "transformer.wte.weight"
 WPE = "transformer.wpe.weight"
 HEAD = "lm_head.weight"
-TIED_IDS = (
-    "head.tied-to-embedding",
-    "head.tied-gradient",
-    "head.tied-after-update",
-    "head.tied-after-save-load",
-    "head.tied-after-resize",
-    "head.tied-after-move",
-)
 
 
 # ------------------------------------------------------------------------------------------
 # Helpers
-
-
-def _declared_tied(suite: Suite, rid: str) -> None:
-    """A head.tied-* requirement cannot be met by an adapter that declares an untied head."""
-    if not suite.adapter.tied_head:
-        checks.fail(
-            rid,
-            "declared untied head (a declared deviation): the adapter sets tied_head=False, so "
-            "it does not claim the head.tied-* requirements (spec head.untied-is-declared)",
-        )
 
 
 def _canonical(named: Mapping[str, Any], config: GPT2Config, rid: str) -> Params:
@@ -149,15 +131,6 @@ def _head_is_wte(
     )
 
 
-def _oracle_labels(convention: str, labels: np.ndarray) -> dict[str, np.ndarray]:
-    return {"labels": labels} if convention == "inputs" else {"targets": labels}
-
-
-def _counted(convention: str, labels: np.ndarray) -> int:
-    scored = labels[:, 1:] if convention == "inputs" else labels
-    return int((scored != S.IGNORE_INDEX).sum())
-
-
 def _targets(convention: str, labels: np.ndarray) -> np.ndarray:
     """The [B, T] targets row i is scored against, in either label convention."""
     shifted: np.ndarray = S.shift_labels(labels) if convention == "inputs" else labels
@@ -186,18 +159,12 @@ class _OwnOutputs:
         tokens: np.ndarray,
         wte: np.ndarray,
     ) -> None:
-        B, T = tokens.shape
         self.logits = checks.logits_of(rid, impl, tokens, vocab_size=config.vocab_size)
         self.wte = wte
         self.tol = suite.tolerance("self")
         self.hidden = None
         if suite.claims("hidden-states"):
-            self.hidden = checks.array(
-                rid,
-                checks.call(rid, "computing hidden states", impl.hidden_states, tokens),
-                what="the hidden states",
-                shape=(B, T, config.n_embd),
-            )
+            self.hidden = checks.hidden_states_of(rid, impl, tokens, n_embd=config.n_embd)
 
     def head_part(self, targets: np.ndarray, reduction: str = "mean") -> np.ndarray | None:
         """Gᵀ Ĥ [V, d] from the implementation's own outputs; None without hidden states, or
@@ -238,22 +205,22 @@ def _judge_wte_gradient(
     own logits and hidden states. ``head_entry`` is a gradient reported under lm_head.weight.
     """
     total = expected.grads[WTE]
-    if _agree_tensor(actual, total, tol):
+    if tied.agree_tensor(actual, total, tol):
         return
     note = ""
-    if _agree_tensor(actual, expected.wte_from_lookup, tol):
+    if tied.agree_tensor(actual, expected.wte_from_lookup, tol):
         note = (
             ": it equals the lookup contribution alone; the head's contribution Gᵀ Ĥ is missing "
             "(a head that reads a detached or separate copy of wte)"
         )
-        if head_entry is not None and _agree_tensor(head_entry, expected.wte_from_head, tol):
+        if head_entry is not None and tied.agree_tensor(head_entry, expected.wte_from_head, tol):
             note += "; the head's part was reported under lm_head.weight: two tensors (untied)"
-    elif _agree_tensor(actual, expected.wte_from_head, tol):
+    elif tied.agree_tensor(actual, expected.wte_from_head, tol):
         note = (
             ": it equals the head contribution alone; the lookup's scatter-add at the token ids "
             "is missing"
         )
-    elif _agree_tensor(actual, 2 * total, tol):
+    elif tied.agree_tensor(actual, 2 * total, tol):
         note = ": it is twice the expected total (the shared tensor counted twice)"
     if note or own.hidden is None:
         checks.tensors_agree(rid, actual, total, tol, what=f"{what} (lookup + head){note};")
@@ -274,11 +241,6 @@ def _judge_wte_gradient(
     # numerics.log-probs-match-oracle and numerics.gradients-match-oracle judge.
 
 
-def _agree_tensor(actual: np.ndarray, expected: np.ndarray, tol: Any) -> bool:
-    """One tensor, one bound (spec chapter 7: a gradient's bound scales with its largest entry)."""
-    return bool(S.agree(actual.reshape(1, -1), expected.reshape(1, -1), tol))
-
-
 # ------------------------------------------------------------------------------------------
 # The embeddings
 
@@ -287,31 +249,31 @@ def _agree_tensor(actual: np.ndarray, expected: np.ndarray, tol: Any) -> bool:
 @pytest.mark.capability("params")
 @given(data=st.data())
 def test_embeddings_have_one_row_per_token_and_per_position(
-    suite: Suite, data: st.DataObject
+    suite: Suite, data: st.DataObject, requirement: str
 ) -> None:
-    rid = "embedding.shapes"
     draw = data.draw(strategies.models(suite), label="model")
     config = draw.config
-    impl, _ = strategies.build(suite, draw, rid)
-    named = checks.call(rid, "reading get_params()", impl.get_params)
+    impl, _ = strategies.build(suite, draw, requirement)
+    named = checks.call(requirement, "reading get_params()", impl.get_params)
     for name, shape, rows in (
         (WTE, (config.vocab_size, config.n_embd), "one row per token id, V = vocab_size"),
         (WPE, (config.n_positions, config.n_embd), "one row per position, n_ctx = n_positions"),
     ):
         if name not in named:
-            checks.fail(rid, f"get_params() has no {name}")
+            checks.fail(requirement, f"get_params() has no {name}")
         actual = tuple(to_numpy(named[name]).shape)
         if actual != shape:
-            checks.fail(rid, f"{name} has shape {actual}, expected {shape} ({rows})")
+            checks.fail(requirement, f"{name} has shape {actual}, expected {shape} ({rows})")
 
 
 @pytest.mark.requirement("embedding.input-sum")
 @pytest.mark.capability("params", "hidden-states")
 @given(data=st.data())
-def test_block_zero_reads_token_row_plus_position_row(suite: Suite, data: st.DataObject) -> None:
+def test_block_zero_reads_token_row_plus_position_row(
+    suite: Suite, data: st.DataObject, requirement: str
+) -> None:
     """With every c_proj weight and bias zero each block adds nothing to the residual stream, so
     the final hidden state is ln_f(wte[x_i] + wpe[i]): the input of block 0, made visible."""
-    rid = "embedding.input-sum"
     draw = data.draw(strategies.models(suite), label="model")
     config = draw.config
     base = draw.params or oracle.random_params(config, seed=draw.seed, scale=draw.scale)
@@ -319,16 +281,11 @@ def test_block_zero_reads_token_row_plus_position_row(suite: Suite, data: st.Dat
     for name in params:
         if ".attn.c_proj." in name or ".mlp.c_proj." in name:
             params[name] = np.zeros_like(params[name])
-    impl, params_used = suite.build(config, requirement=rid, params=params, seed=draw.seed)
+    impl, params_used = suite.build(config, requirement=requirement, params=params, seed=draw.seed)
     assert params_used is not None
     tokens = data.draw(strategies.tokens(config, min_length=4), label="tokens")
-    B, T = tokens.shape
-    hidden = checks.array(
-        rid,
-        checks.call(rid, "computing hidden states", impl.hidden_states, tokens),
-        what="the hidden states",
-        shape=(B, T, config.n_embd),
-    )
+    T = tokens.shape[1]
+    hidden = checks.hidden_states_of(requirement, impl, tokens, n_embd=config.n_embd)
     tol = suite.tolerance("oracle")
     expected = oracle.forward(params, config, tokens).hidden
     if S.agree(hidden, expected, tol):
@@ -357,7 +314,7 @@ def test_block_zero_reads_token_row_plus_position_row(suite: Suite, data: st.Dat
         if diagnose.identify_hidden(params, config, tokens, hidden, tol):
             return  # block 0's input is right; a LayerNorm or block deviation is judged elsewhere
     checks.rows_agree(
-        rid,
+        requirement,
         hidden,
         expected,
         tol,
@@ -375,24 +332,22 @@ def test_block_zero_reads_token_row_plus_position_row(suite: Suite, data: st.Dat
 @pytest.mark.requirement("head.linear-no-bias")
 @pytest.mark.capability("hidden-states")
 @given(data=st.data())
-def test_logits_are_hidden_states_times_the_head_matrix(suite: Suite, data: st.DataObject) -> None:
+def test_logits_are_hidden_states_times_the_head_matrix(
+    suite: Suite, data: st.DataObject, requirement: str
+) -> None:
     """Raw logits (not log-probabilities: a bias or a scale must show) equal h Wᵀ computed in
     float64 from the implementation's own hidden states and head matrix."""
-    rid = "head.linear-no-bias"
     draw = data.draw(strategies.models(suite), label="model")
     config = draw.config
-    impl, _ = strategies.build(suite, draw, rid)
+    impl, _ = strategies.build(suite, draw, requirement)
     tokens = data.draw(strategies.tokens(config, min_length=4), label="tokens")
-    B, T = tokens.shape
-    logits = checks.logits_of(rid, impl, tokens, vocab_size=config.vocab_size)
-    hidden = checks.array(
-        rid,
-        checks.call(rid, "computing hidden states", impl.hidden_states, tokens),
-        what="the hidden states",
-        shape=(B, T, config.n_embd),
-    )
+    logits = checks.logits_of(requirement, impl, tokens, vocab_size=config.vocab_size)
+    hidden = checks.hidden_states_of(requirement, impl, tokens, n_embd=config.n_embd)
     W = checks.head_matrix(
-        rid, impl, shape=(config.vocab_size, config.n_embd), from_params=suite.claims("params")
+        requirement,
+        impl,
+        shape=(config.vocab_size, config.n_embd),
+        from_params=suite.claims("params"),
     )
     expected = hidden @ W.T
     tol = suite.tolerance("self")
@@ -412,7 +367,7 @@ def test_logits_are_hidden_states_times_the_head_matrix(suite: Suite, data: st.D
                 f"(1/sqrt(d) = {1 / np.sqrt(config.n_embd):.4g}): a scale factor"
             )
     checks.rows_agree(
-        rid,
+        requirement,
         logits,
         expected,
         tol,
@@ -426,37 +381,44 @@ def test_logits_are_hidden_states_times_the_head_matrix(suite: Suite, data: st.D
 @pytest.mark.requirement("head.tied-to-embedding")
 @pytest.mark.capability("params")
 @given(data=st.data())
-def test_changing_wte_changes_the_head(suite: Suite, data: st.DataObject) -> None:
+def test_changing_wte_changes_the_head(suite: Suite, data: st.DataObject, requirement: str) -> None:
     """set_params() of wte alone: the head's weight and the logits follow at once."""
-    rid = "head.tied-to-embedding"
-    _declared_tied(suite, rid)
+    tied.declared_tied(suite, requirement)
     draw = data.draw(strategies.models(suite), label="model")
     config = draw.config
-    impl, params = strategies.build(suite, draw, rid)
+    impl, params = strategies.build(suite, draw, requirement)
     assert params is not None
     tokens = data.draw(strategies.tokens(config, min_length=4), label="tokens")
     tol = suite.tolerance("oracle")
     new = _new_wte(config, draw.scale, draw.seed)
     checks.call(
-        rid, "setting transformer.wte.weight with set_params()", impl.set_params, {WTE: new}
+        requirement, "setting transformer.wte.weight with set_params()", impl.set_params, {WTE: new}
     )
     changed = dict(params)
     changed[WTE] = new
     _follows_wte(
-        rid, impl, config, tokens, changed, params[WTE], tol, after="after set_params() of wte"
+        requirement,
+        impl,
+        config,
+        tokens,
+        changed,
+        params[WTE],
+        tol,
+        after="after set_params() of wte",
     )
-    _head_is_wte(rid, impl, config, new, tol, after="after set_params() of wte")
+    _head_is_wte(requirement, impl, config, new, tol, after="after set_params() of wte")
 
 
 @pytest.mark.requirement("head.tied-gradient")
 @pytest.mark.capability("params", "gradients")
 @given(data=st.data())
-def test_wte_gradient_is_lookup_plus_head_contribution(suite: Suite, data: st.DataObject) -> None:
-    rid = "head.tied-gradient"
-    _declared_tied(suite, rid)
+def test_wte_gradient_is_lookup_plus_head_contribution(
+    suite: Suite, data: st.DataObject, requirement: str
+) -> None:
+    tied.declared_tied(suite, requirement)
     draw = data.draw(strategies.gradient_models(suite), label="model")
     config = draw.config
-    impl, params = strategies.build(suite, draw, rid)
+    impl, params = strategies.build(suite, draw, requirement)
     assert params is not None
     convention = checks.label_convention(suite.adapter)
     tokens, labels = data.draw(
@@ -464,22 +426,22 @@ def test_wte_gradient_is_lookup_plus_head_contribution(suite: Suite, data: st.Da
         label="tokens and labels",
     )
     tokens, labels = _leave_out_last_token(config, tokens, labels)
-    assume(_counted(convention, labels) > 0)
+    assume(checks.counted_targets(convention, labels) > 0)
     _, grads = checks.call(
-        rid, "computing gradients", impl.gradients, tokens, labels, reduction="mean"
+        requirement, "computing gradients", impl.gradients, tokens, labels, reduction="mean"
     )
     shape = (config.vocab_size, config.n_embd)
-    actual = checks.gradient_of(rid, grads, WTE, shape=shape)
-    expected = oracle.gradients(params, config, tokens, **_oracle_labels(convention, labels))
+    actual = checks.gradient_of(requirement, grads, WTE, shape=shape)
+    expected = oracle.gradients(params, config, tokens, **checks.oracle_labels(convention, labels))
     tol = suite.tolerance("gradient")
     head_entry = None
     if HEAD in grads:
         head_entry = checks.array(
-            rid, grads[HEAD], what="the gradient of lm_head.weight", shape=shape
+            requirement, grads[HEAD], what="the gradient of lm_head.weight", shape=shape
         )
-    own = _OwnOutputs(rid, suite, impl, config, tokens, params[WTE])
+    own = _OwnOutputs(requirement, suite, impl, config, tokens, params[WTE])
     _judge_wte_gradient(
-        rid,
+        requirement,
         actual,
         expected,
         own,
@@ -491,7 +453,7 @@ def test_wte_gradient_is_lookup_plus_head_contribution(suite: Suite, data: st.Da
     )
     if head_entry is not None:
         checks.tensors_agree(
-            rid,
+            requirement,
             head_entry,
             actual,
             tol,
@@ -503,32 +465,31 @@ def test_wte_gradient_is_lookup_plus_head_contribution(suite: Suite, data: st.Da
 @pytest.mark.requirement("head.tied-after-update")
 @pytest.mark.capability("params", "train-step")
 @given(data=st.data())
-def test_still_tied_after_an_sgd_step(suite: Suite, data: st.DataObject) -> None:
+def test_still_tied_after_an_sgd_step(suite: Suite, data: st.DataObject, requirement: str) -> None:
     """One plain SGD step moves the one tensor by lr times the summed gradient; afterwards the
     head is still that tensor and the logits are the oracle's on the updated weights."""
-    rid = "head.tied-after-update"
-    _declared_tied(suite, rid)
+    tied.declared_tied(suite, requirement)
     draw = data.draw(strategies.gradient_models(suite), label="model")
     config = draw.config
-    impl, _ = strategies.build(suite, draw, rid)
+    impl, _ = strategies.build(suite, draw, requirement)
     convention = checks.label_convention(suite.adapter)
     tokens, labels = data.draw(
         strategies.labelled_batches(config, convention, min_length=4, p_ignore_max=0.3),
         label="tokens and labels",
     )
     tokens, labels = _leave_out_last_token(config, tokens, labels)
-    assume(_counted(convention, labels) > 0)
+    assume(checks.counted_targets(convention, labels) > 0)
     lr = data.draw(st.sampled_from([0.5, 1.0, 2.0]), label="lr")
     tol = suite.tolerance("oracle")
-    before = _read_params(impl, config, rid)
-    own = _OwnOutputs(rid, suite, impl, config, tokens, before[WTE])
-    checks.call(rid, f"taking one SGD step (lr={lr})", impl.sgd_step, tokens, labels, lr=lr)
-    named_after = checks.call(rid, "reading get_params() after the step", impl.get_params)
-    after = _canonical(named_after, config, rid)
+    before = _read_params(impl, config, requirement)
+    own = _OwnOutputs(requirement, suite, impl, config, tokens, before[WTE])
+    checks.call(requirement, f"taking one SGD step (lr={lr})", impl.sgd_step, tokens, labels, lr=lr)
+    named_after = checks.call(requirement, "reading get_params() after the step", impl.get_params)
+    after = _canonical(named_after, config, requirement)
     if HEAD in named_after:
-        head = checks.array(rid, named_after[HEAD], what=HEAD, shape=after[WTE].shape)
+        head = checks.array(requirement, named_after[HEAD], what=HEAD, shape=after[WTE].shape)
         checks.rows_agree(
-            rid,
+            requirement,
             head,
             after[WTE],
             suite.tolerance("self"),
@@ -537,10 +498,12 @@ def test_still_tied_after_an_sgd_step(suite: Suite, data: st.DataObject) -> None
                 f"{list(i)} by {e:.2e} (tolerance {t:.1e}): two tensors, stepped apart (untied)"
             ),
         )
-    _head_is_wte(rid, impl, config, after[WTE], suite.tolerance("self"), after="after one SGD step")
-    grads = oracle.gradients(before, config, tokens, **_oracle_labels(convention, labels))
+    _head_is_wte(
+        requirement, impl, config, after[WTE], suite.tolerance("self"), after="after one SGD step"
+    )
+    grads = oracle.gradients(before, config, tokens, **checks.oracle_labels(convention, labels))
     _judge_wte_gradient(
-        rid,
+        requirement,
         (before[WTE] - after[WTE]) / lr,
         grads,
         own,
@@ -549,39 +512,46 @@ def test_still_tied_after_an_sgd_step(suite: Suite, data: st.DataObject) -> None
         suite.tolerance("gradient"),
         what=f"the change of wte in one SGD step with lr={lr}, divided by -lr,",
     )
-    _follows_wte(rid, impl, config, tokens, after, before[WTE], tol, after="after one SGD step")
+    _follows_wte(
+        requirement, impl, config, tokens, after, before[WTE], tol, after="after one SGD step"
+    )
 
 
 @pytest.mark.requirement("head.tied-after-save-load")
 @pytest.mark.capability("params", "save-load")
 @given(data=st.data())
-def test_still_tied_after_save_and_load(suite: Suite, data: st.DataObject) -> None:
+def test_still_tied_after_save_and_load(
+    suite: Suite, data: st.DataObject, requirement: str
+) -> None:
     """Save after changing wte, load: the loaded model's head holds the saved wte, and changing
     wte in the loaded model changes its head too."""
-    rid = "head.tied-after-save-load"
-    _declared_tied(suite, rid)
+    tied.declared_tied(suite, requirement)
     draw = data.draw(strategies.models(suite), label="model")
     config = draw.config
-    impl, params = strategies.build(suite, draw, rid)
+    impl, params = strategies.build(suite, draw, requirement)
     assert params is not None
     tokens = data.draw(strategies.tokens(config, min_length=4), label="tokens")
     tol = suite.tolerance("oracle")
     first = _new_wte(config, draw.scale, draw.seed)
-    checks.call(rid, "setting wte with set_params()", impl.set_params, {WTE: first})
+    checks.call(requirement, "setting wte with set_params()", impl.set_params, {WTE: first})
     with tempfile.TemporaryDirectory() as tmp:
-        checks.call(rid, "saving", impl.save, Path(tmp) / "saved")
-        loaded = checks.call(rid, "loading what save() wrote", impl.load, Path(tmp) / "saved")
-    saved = _read_params(loaded, config, rid)
+        checks.call(requirement, "saving", impl.save, Path(tmp) / "saved")
+        loaded = checks.call(
+            requirement, "loading what save() wrote", impl.load, Path(tmp) / "saved"
+        )
+    saved = _read_params(loaded, config, requirement)
     changed = dict(params)
     changed[WTE] = first
-    checks.tensors_agree(rid, saved[WTE], first, tol, what="wte after saving and loading")
-    _follows_wte(rid, loaded, config, tokens, saved, params[WTE], tol, after="after save and load")
+    checks.tensors_agree(requirement, saved[WTE], first, tol, what="wte after saving and loading")
+    _follows_wte(
+        requirement, loaded, config, tokens, saved, params[WTE], tol, after="after save and load"
+    )
     second = _new_wte(config, draw.scale, draw.seed + 1)
-    checks.call(rid, "setting wte of the loaded model", loaded.set_params, {WTE: second})
+    checks.call(requirement, "setting wte of the loaded model", loaded.set_params, {WTE: second})
     again = dict(saved)
     again[WTE] = second
     _follows_wte(
-        rid,
+        requirement,
         loaded,
         config,
         tokens,
@@ -595,7 +565,9 @@ def test_still_tied_after_save_and_load(suite: Suite, data: st.DataObject) -> No
 @pytest.mark.requirement("head.tied-after-save-load")
 @pytest.mark.capability("checkpoint")
 @given(data=st.data())
-def test_checkpoint_without_lm_head_loads_tied(suite: Suite, data: st.DataObject) -> None:
+def test_checkpoint_without_lm_head_loads_tied(
+    suite: Suite, data: st.DataObject, requirement: str
+) -> None:
     """A canonical checkpoint has no lm_head.weight (written by the project's save_checkpoint):
     it loads, computes the oracle's log-probabilities with head = wte, and (with params) stays
     tied. A checkpoint whose lm_head.weight differs from wte is not loaded as a tied GPT-2 with a
@@ -604,11 +576,10 @@ def test_checkpoint_without_lm_head_loads_tied(suite: Suite, data: st.DataObject
 
     from gpt2_reference.checkpoint import save_checkpoint
 
-    rid = "head.tied-after-save-load"
-    _declared_tied(suite, rid)
+    tied.declared_tied(suite, requirement)
     draw = data.draw(strategies.models(suite), label="model")
     config = draw.config
-    impl, _ = strategies.build(suite, draw, rid)
+    impl, _ = strategies.build(suite, draw, requirement)
     source = draw.params or oracle.random_params(config, seed=draw.seed, scale=draw.scale)
     weights = {name: np.asarray(v, dtype=np.float32) for name, v in source.items()}
     tokens = data.draw(strategies.tokens(config, min_length=4), label="tokens")
@@ -617,14 +588,14 @@ def test_checkpoint_without_lm_head_loads_tied(suite: Suite, data: st.DataObject
         canonical = Path(tmp) / "canonical"
         save_checkpoint(canonical, config, {k: torch.from_numpy(v) for k, v in weights.items()})
         loaded = checks.call(
-            rid,
+            requirement,
             "loading a canonical checkpoint that has no lm_head.weight",
             impl.load_checkpoint,
             canonical,
         )
         as_float64 = {k: v.astype(np.float64) for k, v in weights.items()}
         _follows_wte(
-            rid,
+            requirement,
             loaded,
             config,
             tokens,
@@ -635,11 +606,13 @@ def test_checkpoint_without_lm_head_loads_tied(suite: Suite, data: st.DataObject
         )
         if suite.claims("params"):
             new = _new_wte(config, draw.scale, draw.seed)
-            checks.call(rid, "setting wte of the loaded model", loaded.set_params, {WTE: new})
+            checks.call(
+                requirement, "setting wte of the loaded model", loaded.set_params, {WTE: new}
+            )
             changed = dict(as_float64)
             changed[WTE] = new
             _follows_wte(
-                rid,
+                requirement,
                 loaded,
                 config,
                 tokens,
@@ -659,7 +632,7 @@ def test_checkpoint_without_lm_head_loads_tied(suite: Suite, data: st.DataObject
             wrong = impl.load_checkpoint(untied)
         except Exception:
             return  # refused: conforming (the spec recommends a message that says why)
-        logits = checks.logits_of(rid, wrong, tokens, vocab_size=config.vocab_size)
+        logits = checks.logits_of(requirement, wrong, tokens, vocab_size=config.vocab_size)
         actual = _logp(logits)
         # Loaded untied (embedding wte, head lm_head.weight, as transformers does with a
         # warning): both matrices kept, so nothing was dropped and this requirement holds.
@@ -675,7 +648,7 @@ def test_checkpoint_without_lm_head_loads_tied(suite: Suite, data: st.DataObject
             if S.agree(actual, _logp(oracle.forward(head_both, config, tokens).logits), tol):
                 kept = "it uses lm_head.weight for both, wte was dropped"
         checks.fail(
-            rid,
+            requirement,
             "a checkpoint whose lm_head.weight differs from transformer.wte.weight was loaded "
             f"without complaint as a tied model ({kept}); it is not a tied GPT-2 checkpoint and "
             "must not be loaded silently",
@@ -685,18 +658,17 @@ def test_checkpoint_without_lm_head_loads_tied(suite: Suite, data: st.DataObject
 @pytest.mark.requirement("head.tied-after-resize")
 @pytest.mark.capability("params", "resize-vocab")
 @given(data=st.data())
-def test_still_tied_after_resizing_the_vocabulary(suite: Suite, data: st.DataObject) -> None:
-    rid = "head.tied-after-resize"
-    _declared_tied(suite, rid)
+def test_still_tied_after_resizing_the_vocabulary(
+    suite: Suite, data: st.DataObject, requirement: str
+) -> None:
+    tied.declared_tied(suite, requirement)
     draw = data.draw(strategies.models(suite), label="model")
     config = draw.config
-    impl, _ = strategies.build(suite, draw, rid)
+    impl, _ = strategies.build(suite, draw, requirement)
     V = config.vocab_size
-    new_V = data.draw(
-        st.integers(max(2, V // 2), V + 16).filter(lambda v: v != V), label="new vocab size"
-    )
-    before = _read_params(impl, config, rid)
-    checks.call(rid, f"resizing the vocabulary from {V} to {new_V}", impl.resize_vocab, new_V)
+    new_V = tied.draw_vocab_size(data, V)
+    before = _read_params(impl, config, requirement)
+    tied.resize(requirement, impl, V, new_V)
     resized = GPT2Config(
         vocab_size=new_V,
         n_positions=config.n_positions,
@@ -704,28 +676,24 @@ def test_still_tied_after_resizing_the_vocabulary(suite: Suite, data: st.DataObj
         n_layer=config.n_layer,
         n_head=config.n_head,
     )
-    after = _read_params(impl, resized, rid)
-    keep = min(V, new_V)
-    checks.rows_agree(
-        rid,
-        after[WTE][:keep],
-        before[WTE][:keep],
-        suite.tolerance("self"),
-        describe=lambda i, e, t: (
-            f"resizing from {V} to {new_V} changed kept row {list(i)} of wte by {e:.2e} "
-            f"(tolerance {t:.1e}); the first {keep} rows must keep their values"
-        ),
+    after = _read_params(impl, resized, requirement)
+    tied.kept_rows_agree(
+        requirement, after[WTE], before[WTE], new_V, suite.tolerance("self"), what="wte"
     )
-    _head_is_wte(rid, impl, resized, after[WTE], suite.tolerance("self"), after="after resizing")
+    _head_is_wte(
+        requirement, impl, resized, after[WTE], suite.tolerance("self"), after="after resizing"
+    )
     tol = suite.tolerance("oracle")
     tokens = data.draw(strategies.tokens(resized, min_length=4), label="tokens")
-    _follows_wte(rid, impl, resized, tokens, after, None, tol, after=f"after resizing to {new_V}")
+    _follows_wte(
+        requirement, impl, resized, tokens, after, None, tol, after=f"after resizing to {new_V}"
+    )
     new = _new_wte(resized, draw.scale, draw.seed)
-    checks.call(rid, "setting wte after the resize", impl.set_params, {WTE: new})
+    checks.call(requirement, "setting wte after the resize", impl.set_params, {WTE: new})
     changed = dict(after)
     changed[WTE] = new
     _follows_wte(
-        rid,
+        requirement,
         impl,
         resized,
         tokens,
@@ -736,39 +704,28 @@ def test_still_tied_after_resizing_the_vocabulary(suite: Suite, data: st.DataObj
     )
 
 
-def _move_path(suite: Suite) -> list[tuple[str, str]]:
-    """Away to another dtype (or to the CPU) and back to the run's device and dtype, so that the
-    final state is judged at the run's tolerance."""
-    home = (suite.device, suite.dtype)
-    away = [(suite.device, dt) for dt in suite.adapter.dtypes if dt != suite.dtype]
-    if suite.device != "cpu" and "cpu" in suite.adapter.devices:
-        away.append(("cpu", suite.dtype))
-    return [away[0], home] if away else [home]
-
-
 @pytest.mark.requirement("head.tied-after-move")
 @pytest.mark.capability("params", "move")
 @given(data=st.data())
-def test_still_tied_after_a_device_or_dtype_move(suite: Suite, data: st.DataObject) -> None:
-    rid = "head.tied-after-move"
-    _declared_tied(suite, rid)
+def test_still_tied_after_a_device_or_dtype_move(
+    suite: Suite, data: st.DataObject, requirement: str
+) -> None:
+    tied.declared_tied(suite, requirement)
     draw = data.draw(strategies.models(suite), label="model")
     config = draw.config
-    impl, _ = strategies.build(suite, draw, rid)
-    path = _move_path(suite)
-    moved = impl
-    for device, dtype in path:
-        moved = checks.call(rid, f"moving to {device}/{dtype}", moved.moved, device, dtype)
-    route = " then ".join(f"{device}/{dtype}" for device, dtype in path)
-    params = _read_params(moved, config, rid)
-    _head_is_wte(rid, moved, config, params[WTE], suite.tolerance("self"), after=f"after {route}")
+    impl, _ = strategies.build(suite, draw, requirement)
+    moved, route = tied.move_away_and_back(requirement, suite, impl)
+    params = _read_params(moved, config, requirement)
+    _head_is_wte(
+        requirement, moved, config, params[WTE], suite.tolerance("self"), after=f"after {route}"
+    )
     tokens = data.draw(strategies.tokens(config, min_length=4), label="tokens")
     new = _new_wte(config, draw.scale, draw.seed)
-    checks.call(rid, "setting wte after the move", moved.set_params, {WTE: new})
+    checks.call(requirement, "setting wte after the move", moved.set_params, {WTE: new})
     changed = dict(params)
     changed[WTE] = new
     _follows_wte(
-        rid,
+        requirement,
         moved,
         config,
         tokens,
@@ -782,14 +739,13 @@ def test_still_tied_after_a_device_or_dtype_move(suite: Suite, data: st.DataObje
 @pytest.mark.requirement("head.untied-is-declared")
 @pytest.mark.capability("params")
 @given(data=st.data())
-def test_an_untied_head_is_declared(suite: Suite, data: st.DataObject) -> None:
+def test_an_untied_head_is_declared(suite: Suite, data: st.DataObject, requirement: str) -> None:
     """Tiedness by behaviour: change wte (set_params) and see whether the head follows; with
     gradients, see whether wte's gradient holds the head's contribution. An implementation that
     behaves untied must declare tied_head=False."""
-    rid = "head.untied-is-declared"
     draw = data.draw(strategies.models(suite), label="model")
     config = draw.config
-    impl, params = strategies.build(suite, draw, rid)
+    impl, params = strategies.build(suite, draw, requirement)
     assert params is not None
     if not suite.adapter.tied_head:
         return  # declared: the head.tied-* properties report the deviation as declared
@@ -797,36 +753,36 @@ def test_an_untied_head_is_declared(suite: Suite, data: st.DataObject) -> None:
     tol = suite.tolerance("oracle")
     declared = "while the adapter declares tied_head=True (an untied head must be declared)"
     new = _new_wte(config, draw.scale, draw.seed)
-    checks.call(rid, "setting wte with set_params()", impl.set_params, {WTE: new})
+    checks.call(requirement, "setting wte with set_params()", impl.set_params, {WTE: new})
     changed = dict(params)
     changed[WTE] = new
-    actual = _logp(checks.logits_of(rid, impl, tokens, vocab_size=config.vocab_size))
-    tied = _logp(oracle.forward(changed, config, tokens).logits)
-    if not S.agree(actual, tied, tol):
+    actual = _logp(checks.logits_of(requirement, impl, tokens, vocab_size=config.vocab_size))
+    as_tied = _logp(oracle.forward(changed, config, tokens).logits)
+    if not S.agree(actual, as_tied, tol):
         stale = _logp(oracle.forward(changed, config, tokens).hidden @ params[WTE].T)
         if S.agree(actual, stale, tol):
             checks.fail(
-                rid,
+                requirement,
                 f"after set_params() of wte the head kept the previous wte (the logits match "
                 f"hidden states times the old matrix): the head is a separate tensor {declared}",
             )
     if not suite.claims("gradients"):
         return
-    checks.call(rid, "restoring wte", impl.set_params, {WTE: params[WTE]})
+    checks.call(requirement, "restoring wte", impl.set_params, {WTE: params[WTE]})
     convention = checks.label_convention(suite.adapter)
     labels = tokens.copy() if convention == "inputs" else np.roll(tokens, -1, axis=1)
     _, grads = checks.call(
-        rid, "computing gradients", impl.gradients, tokens, labels, reduction="mean"
+        requirement, "computing gradients", impl.gradients, tokens, labels, reduction="mean"
     )
     actual_grad = checks.gradient_of(
-        rid, grads, WTE, shape=(config.vocab_size, config.n_embd)
+        requirement, grads, WTE, shape=(config.vocab_size, config.n_embd)
     ).reshape(1, -1)
-    expected = oracle.gradients(params, config, tokens, **_oracle_labels(convention, labels))
+    expected = oracle.gradients(params, config, tokens, **checks.oracle_labels(convention, labels))
     if not S.agree(actual_grad, expected.grads[WTE].reshape(1, -1), tol) and S.agree(
         actual_grad, expected.wte_from_lookup.reshape(1, -1), tol
     ):
         checks.fail(
-            rid,
+            requirement,
             "the gradient of wte holds only the lookup contribution, not the head's: in "
             f"training the head behaves as a separate tensor {declared}",
         )

@@ -50,61 +50,62 @@ def _forward_property(
 @pytest.mark.requirement("forward.pre-layernorm")
 @pytest.mark.capability("params")
 @given(data=st.data())
-def test_blocks_normalise_the_input_of_each_sublayer(suite: Suite, data: st.DataObject) -> None:
+def test_blocks_normalise_the_input_of_each_sublayer(
+    suite: Suite, data: st.DataObject, requirement: str
+) -> None:
     """Pre-LN: post-LN and parallel blocks have the same parameters and other numbers."""
-    _forward_property(suite, data, "forward.pre-layernorm", (None, 0.1, 0.3))
+    _forward_property(suite, data, requirement, (None, 0.1, 0.3))
 
 
 @pytest.mark.requirement("forward.layernorm-epsilon")
 @pytest.mark.capability("params")
 @given(data=st.data())
-def test_layernorm_uses_biased_variance_and_epsilon_1e_5(suite: Suite, data: st.DataObject) -> None:
+def test_layernorm_uses_biased_variance_and_epsilon_1e_5(
+    suite: Suite, data: st.DataObject, requirement: str
+) -> None:
     """At GPT-2's init scale the residual stream's variance is ~1e-3, so epsilon shows."""
-    _forward_property(suite, data, "forward.layernorm-epsilon", (None,))
+    _forward_property(suite, data, requirement, (None,))
 
 
 @pytest.mark.requirement("forward.attention-scale")
 @pytest.mark.capability("params")
 @given(data=st.data())
 def test_attention_scores_are_scaled_by_one_over_sqrt_head_dim(
-    suite: Suite, data: st.DataObject
+    suite: Suite, data: st.DataObject, requirement: str
 ) -> None:
     """The scale shows only where scores are large (weights 0.1-0.3) and a query sees 2+ keys."""
-    _forward_property(suite, data, "forward.attention-scale", (0.3, 0.1))
+    _forward_property(suite, data, requirement, (0.3, 0.1))
 
 
 @pytest.mark.requirement("forward.gelu-tanh")
 @pytest.mark.capability("params")
 @given(data=st.data())
-def test_gelu_is_the_tanh_approximation(suite: Suite, data: st.DataObject) -> None:
+def test_gelu_is_the_tanh_approximation(
+    suite: Suite, data: st.DataObject, requirement: str
+) -> None:
     """Spec chapter 6: the tanh/erf gap is invisible at init scale; weights at 0.3 (0.1) show it."""
-    _forward_property(suite, data, "forward.gelu-tanh", (0.3,))
+    _forward_property(suite, data, requirement, (0.3,))
 
 
 @pytest.mark.requirement("forward.final-layernorm")
 @pytest.mark.capability("params")
 @given(data=st.data())
-def test_a_final_layernorm_precedes_the_head(suite: Suite, data: st.DataObject) -> None:
+def test_a_final_layernorm_precedes_the_head(
+    suite: Suite, data: st.DataObject, requirement: str
+) -> None:
     """The log-probabilities follow ln_f; with hidden-states, those are ln_f's outputs."""
-    rid = "forward.final-layernorm"
-    _forward_property(suite, data, rid, (None, 0.1, 0.3))
+    _forward_property(suite, data, requirement, (None, 0.1, 0.3))
     if not suite.claims("hidden-states"):
         return
     draw = data.draw(strategies.models(suite), label="model for hidden states")
-    impl, params = strategies.build(suite, draw, rid)
+    impl, params = strategies.build(suite, draw, requirement)
     assert params is not None
     tokens = data.draw(strategies.tokens(draw.config), label="tokens for hidden states")
-    B, T = tokens.shape
-    logits = checks.logits_of(rid, impl, tokens, vocab_size=draw.config.vocab_size)
+    logits = checks.logits_of(requirement, impl, tokens, vocab_size=draw.config.vocab_size)
     expected_logp = checks.log_probs(oracle.forward(params, draw.config, tokens).logits)
     if not S.agree(checks.log_probs(logits), expected_logp, suite.tolerance("oracle")):
         return  # the forward deviates elsewhere (judged above); the hidden states are moot
-    hidden = checks.array(
-        rid,
-        checks.call(rid, "computing hidden states", impl.hidden_states, tokens),
-        what="the hidden states",
-        shape=(B, T, draw.config.n_embd),
-    )
+    hidden = checks.hidden_states_of(requirement, impl, tokens, n_embd=draw.config.n_embd)
     expected = oracle.forward(params, draw.config, tokens).hidden
     if S.agree(hidden, expected, suite.tolerance("oracle")):
         return
@@ -115,7 +116,7 @@ def test_a_final_layernorm_precedes_the_head(suite: Suite, data: st.DataObject) 
     if S.agree(hidden, before, suite.tolerance("oracle")):
         index, err = checks.worst_row(hidden, expected, suite.tolerance("oracle"))
         checks.fail(
-            rid,
+            requirement,
             f"the hidden states are the residual stream before ln_f (row {list(index)} differs "
             f"from ln_f's output by {err:.2e}); they must be ln_f's output, the vectors the head "
             "multiplies",
@@ -125,12 +126,11 @@ def test_a_final_layernorm_precedes_the_head(suite: Suite, data: st.DataObject) 
 @pytest.mark.requirement("forward.mlp-width")
 @pytest.mark.capability("params")
 @given(data=st.data())
-def test_mlp_maps_d_to_4d_and_back(suite: Suite, data: st.DataObject) -> None:
+def test_mlp_maps_d_to_4d_and_back(suite: Suite, data: st.DataObject, requirement: str) -> None:
     """The MLP weights have the 4d shapes, and the forward through them is the spec's."""
-    rid = "forward.mlp-width"
     draw = data.draw(strategies.models(suite), label="model")
-    impl, _ = strategies.build(suite, draw, rid)
-    named = checks.call(rid, "reading get_params()", impl.get_params)
+    impl, _ = strategies.build(suite, draw, requirement)
+    named = checks.call(requirement, "reading get_params()", impl.get_params)
     d = draw.config.n_embd
     for layer in range(draw.config.n_layer):
         p = f"transformer.h.{layer}.mlp."
@@ -141,14 +141,16 @@ def test_mlp_maps_d_to_4d_and_back(suite: Suite, data: st.DataObject) -> None:
             ("c_proj.bias", (d,)),
         ):
             if p + leaf not in named:
-                checks.fail(rid, f"get_params() has no {p + leaf}: the MLP's width is not visible")
+                checks.fail(
+                    requirement, f"get_params() has no {p + leaf}: the MLP's width is not visible"
+                )
             actual = tuple(to_numpy(named[p + leaf]).shape)
             if actual != shape:
                 checks.fail(
-                    rid,
+                    requirement,
                     f"{p + leaf} has shape {actual}; the MLP of width 4d = {4 * d} needs {shape}",
                 )
-    _forward_property(suite, data, rid, (0.1, 0.3, None))
+    _forward_property(suite, data, requirement, (0.1, 0.3, None))
 
 
 # ------------------------------------------------------------------------------------------
@@ -210,13 +212,14 @@ def _init_verdict(name: str, values: np.ndarray, n_layer: int) -> str | None:
 @pytest.mark.requirement("forward.initialisation")
 @pytest.mark.capability("params")
 @given(data=st.data())
-def test_own_initialisation_follows_gpt2s_scheme(suite: Suite, data: st.DataObject) -> None:
+def test_own_initialisation_follows_gpt2s_scheme(
+    suite: Suite, data: st.DataObject, requirement: str
+) -> None:
     """An implementation built *without* weights initialises itself as GPT-2 does (SHOULD)."""
-    rid = "forward.initialisation"
     config: GPT2Config = data.draw(strategies.init_configs(suite), label="config")
     seed = data.draw(st.integers(0, 2**31 - 1), label="seed")
     impl = checks.call(
-        rid,
+        requirement,
         f"building {config} without weights (its own initialisation, seed {seed})",
         suite.adapter.build,
         config,
@@ -225,21 +228,21 @@ def test_own_initialisation_follows_gpt2s_scheme(suite: Suite, data: st.DataObje
         device=suite.device,
         dtype=suite.dtype,
     )
-    named = checks.call(rid, "reading get_params()", impl.get_params)
+    named = checks.call(requirement, "reading get_params()", impl.get_params)
     shapes = S.canonical_shapes(
         config.vocab_size, config.n_positions, config.n_embd, config.n_layer
     )
     problems = []
     for name, shape in shapes.items():
         if name not in named:
-            checks.fail(rid, f"get_params() has no {name}")
-        values = checks.array(rid, named[name], what=name, shape=shape)
+            checks.fail(requirement, f"get_params() has no {name}")
+        values = checks.array(requirement, named[name], what=name, shape=shape)
         verdict = _init_verdict(name, values, config.n_layer)
         if verdict is not None:
             problems.append(verdict)
     if "lm_head.weight" in named:
         head = checks.array(
-            rid,
+            requirement,
             named["lm_head.weight"],
             what="lm_head.weight",
             shape=shapes["transformer.wte.weight"],
@@ -249,4 +252,4 @@ def test_own_initialisation_follows_gpt2s_scheme(suite: Suite, data: st.DataObje
             problems.append(verdict)
     if problems:
         more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
-        checks.fail(rid, f"seed {seed}, {config}: {problems[0]}{more}")
+        checks.fail(requirement, f"seed {seed}, {config}: {problems[0]}{more}")

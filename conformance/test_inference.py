@@ -30,11 +30,10 @@ MAX_LENGTH = 32
 @pytest.mark.requirement("inference.next-token-is-last-row")
 @given(data=st.data())
 def test_earlier_rows_are_the_last_rows_of_shorter_contexts(
-    suite: Suite, data: st.DataObject
+    suite: Suite, data: st.DataObject, requirement: str
 ) -> None:
-    rid = "inference.next-token-is-last-row"
     tol = suite.tolerance("self")
-    config, implementation = strategies.draw_implementation(data, suite, rid)
+    config, implementation = strategies.draw_implementation(data, suite, requirement)
     tokens = data.draw(
         strategies.tokens(config, min_length=2, max_length=MAX_LENGTH), label="contexts"
     )
@@ -42,11 +41,11 @@ def test_earlier_rows_are_the_last_rows_of_shorter_contexts(
     shorter = {0, k - 2} | set(
         data.draw(st.lists(st.integers(0, k - 2), max_size=2), label="shorter contexts")
     )
-    full = checks.log_probs_of(rid, implementation, tokens, config)
+    full = checks.log_probs_of(requirement, implementation, tokens, config)
     for i in sorted(shorter):
-        last = checks.log_probs_of(rid, implementation, tokens[:, : i + 1], config)[:, -1]
+        last = checks.log_probs_of(requirement, implementation, tokens[:, : i + 1], config)[:, -1]
         checks.rows_agree(
-            rid,
+            requirement,
             full[:, i],
             last,
             tol,
@@ -62,21 +61,20 @@ def test_earlier_rows_are_the_last_rows_of_shorter_contexts(
 @pytest.mark.capability("loss")
 @given(data=st.data())
 def test_the_last_row_is_what_the_loss_scores_the_next_token_with(
-    suite: Suite, data: st.DataObject
+    suite: Suite, data: st.DataObject, requirement: str
 ) -> None:
     """The distribution read from the last row of a context is the one training scores the next
     token with: -log softmax(z_(k-1))[v] is the loss term of v after that context."""
-    rid = "inference.next-token-is-last-row"
     tol = suite.tolerance("self")
     convention = checks.label_convention(suite.adapter)
-    config, implementation = strategies.draw_implementation(data, suite, rid)
+    config, implementation = strategies.draw_implementation(data, suite, requirement)
     stream = data.draw(
         strategies.tokens(config, min_length=2, max_length=min(MAX_LENGTH, config.n_positions)),
         label="context and next token",
     )
     context, following = stream[:, :-1], stream[:, -1]
     B, k = context.shape
-    last = checks.log_probs_of(rid, implementation, context, config)[:, -1]  # [B, V]
+    last = checks.log_probs_of(requirement, implementation, context, config)[:, -1]  # [B, V]
     expected = float(-last[np.arange(B), following].sum())
     if convention == "inputs":  # the next token is appended and is the only counted label
         tokens, labels = stream, np.full_like(stream, IGNORE)
@@ -84,11 +82,11 @@ def test_the_last_row_is_what_the_loss_scores_the_next_token_with(
     else:  # row k-1's target is the next token
         tokens, labels = context, np.full_like(context, IGNORE)
         labels[:, k - 1] = following
-    actual = checks.loss_of(rid, implementation, tokens, labels, reduction="sum")
+    actual = checks.loss_of(requirement, implementation, tokens, labels, reduction="sum")
     if not S.agree(np.float64(actual), np.float64(expected), tol):
         limit = checks.bound(np.array([expected]), tol)
         checks.fail(
-            rid,
+            requirement,
             f"the last rows of {B} contexts of {k} tokens give the next tokens "
             f"{following.tolist()} a total of -log p = {expected:.8g}, but the sum loss of those "
             f"next tokens is {actual:.8g} (tolerance {limit:.1e})",
@@ -99,22 +97,23 @@ def test_the_last_row_is_what_the_loss_scores_the_next_token_with(
 @pytest.mark.capability("last-position")
 @given(data=st.data())
 def test_last_position_logits_are_the_full_forwards_last_row(
-    suite: Suite, data: st.DataObject
+    suite: Suite, data: st.DataObject, requirement: str
 ) -> None:
-    rid = "inference.last-position-only"
-    config, implementation = strategies.draw_implementation(data, suite, rid)
+    config, implementation = strategies.draw_implementation(data, suite, requirement)
     tokens = data.draw(strategies.tokens(config, max_length=MAX_LENGTH), label="tokens")
     B, T = tokens.shape
     V = config.vocab_size
     out = checks.call(
-        rid, "computing the last position's logits", implementation.last_logits, tokens
+        requirement, "computing the last position's logits", implementation.last_logits, tokens
     )
-    last = checks.array(rid, out, what=f"the last-position logits of a {B}x{T} batch")
+    last = checks.array(requirement, out, what=f"the last-position logits of a {B}x{T} batch")
     if last.shape not in ((B, V), (B, 1, V)):
-        checks.fail(rid, f"the last-position logits have shape {last.shape}, expected {(B, V)}")
-    full = checks.log_probs_of(rid, implementation, tokens, config)
+        checks.fail(
+            requirement, f"the last-position logits have shape {last.shape}, expected {(B, V)}"
+        )
+    full = checks.log_probs_of(requirement, implementation, tokens, config)
     checks.rows_agree(
-        rid,
+        requirement,
         checks.log_probs(last.reshape(B, V)),
         full[:, -1],
         suite.tolerance("self"),
@@ -180,28 +179,30 @@ def _run_cached(
 @pytest.mark.requirement("inference.kv-cache")
 @pytest.mark.capability("kv-cache")
 @given(data=st.data())
-def test_cached_decoding_equals_the_full_forward(suite: Suite, data: st.DataObject) -> None:
-    rid = "inference.kv-cache"
-    config, implementation = strategies.draw_implementation(data, suite, rid)
+def test_cached_decoding_equals_the_full_forward(
+    suite: Suite, data: st.DataObject, requirement: str
+) -> None:
+    config, implementation = strategies.draw_implementation(data, suite, requirement)
     tokens = data.draw(
         strategies.tokens(config, min_length=2, max_length=MAX_LENGTH), label="tokens"
     )
     T = tokens.shape[1]
     prefill = data.draw(st.integers(1, T - 1), label="prefill")
     schedule = [prefill, *data.draw(strategies.chunk_sizes(T - prefill), label="chunks")]
-    _run_cached(rid, implementation, tokens, config, schedule, suite.tolerance("self"))
+    _run_cached(requirement, implementation, tokens, config, schedule, suite.tolerance("self"))
 
 
 @pytest.mark.requirement("inference.kv-cache")
 @pytest.mark.capability("kv-cache")
 @given(data=st.data())
-def test_one_cache_serves_two_continuations(suite: Suite, data: st.DataObject) -> None:
+def test_one_cache_serves_two_continuations(
+    suite: Suite, data: st.DataObject, requirement: str
+) -> None:
     """A cache of the prefix x_0..x_(P-1) is a value: extending it with one continuation must not
     change it (beam search and speculative decoding extend one prefix several times). A cache
     object that grows in place shows here and nowhere else."""
-    rid = "inference.kv-cache"
     tol = suite.tolerance("self")
-    config, implementation = strategies.draw_implementation(data, suite, rid)
+    config, implementation = strategies.draw_implementation(data, suite, requirement)
     tokens = data.draw(
         strategies.tokens(config, min_length=2, max_length=MAX_LENGTH), label="tokens"
     )
@@ -210,17 +211,20 @@ def test_one_cache_serves_two_continuations(suite: Suite, data: st.DataObject) -
     rng = np.random.default_rng(data.draw(st.integers(0, 2**31 - 1), label="seed"))
     other = tokens.copy()  # the same prefix, another continuation
     other[:, P:] = rng.integers(0, config.vocab_size, (B, T - P))
-    _, cache = checks.call(rid, f"prefilling a cache with {P} tokens", implementation.prefill,
-                           tokens[:, :P])  # fmt: skip
+    prefill = f"prefilling a cache with {P} tokens"
+    _, cache = checks.call(requirement, prefill, implementation.prefill, tokens[:, :P])
     for n, sequence in enumerate((tokens, other)):
         what = f"extending one cache of {P} positions by {T - P} tokens (continuation {n + 1})"
-        out, _ = checks.call(rid, what, implementation.extend, cache, sequence[:, P:])
+        out, _ = checks.call(requirement, what, implementation.extend, cache, sequence[:, P:])
         rows = checks.array(
-            rid, out, what=f"the logits returned by {what}", shape=(B, T - P, config.vocab_size)
+            requirement,
+            out,
+            what=f"the logits returned by {what}",
+            shape=(B, T - P, config.vocab_size),
         )
-        full = checks.log_probs_of(rid, implementation, sequence, config)
+        full = checks.log_probs_of(requirement, implementation, sequence, config)
         checks.rows_agree(
-            rid,
+            requirement,
             checks.log_probs(rows),
             full[:, P:],
             tol,
@@ -240,11 +244,12 @@ def test_one_cache_serves_two_continuations(suite: Suite, data: st.DataObject) -
 @pytest.mark.requirement("inference.cache-positions")
 @pytest.mark.capability("kv-cache")
 @given(data=st.data())
-def test_new_tokens_continue_the_cached_positions(suite: Suite, data: st.DataObject) -> None:
+def test_new_tokens_continue_the_cached_positions(
+    suite: Suite, data: st.DataObject, requirement: str
+) -> None:
     """After a non-empty cache: one call of several tokens (a top-left aligned causal mask shows
     there), then single tokens at positions P > 0 (positions restarting at 0 show there)."""
-    rid = "inference.cache-positions"
-    config, implementation = strategies.draw_implementation(data, suite, rid)
+    config, implementation = strategies.draw_implementation(data, suite, requirement)
     longest = min(config.n_positions, MAX_LENGTH)
     prefill = data.draw(st.integers(1, longest - 3), label="prefill")
     chunk = data.draw(st.integers(2, longest - prefill - 1), label="chunk")
@@ -255,7 +260,7 @@ def test_new_tokens_continue_the_cached_positions(suite: Suite, data: st.DataObj
         label="tokens",
     )
     _run_cached(
-        rid,
+        requirement,
         implementation,
         tokens,
         config,
@@ -274,23 +279,24 @@ def test_new_tokens_continue_the_cached_positions(suite: Suite, data: st.DataObj
 @pytest.mark.requirement("inference.left-padding")
 @pytest.mark.capability("attention-mask")
 @given(data=st.data())
-def test_left_padding_leaves_real_rows_unchanged(suite: Suite, data: st.DataObject) -> None:
-    rid = "inference.left-padding"
+def test_left_padding_leaves_real_rows_unchanged(
+    suite: Suite, data: st.DataObject, requirement: str
+) -> None:
     tol = suite.tolerance("self")
-    config, implementation = strategies.draw_implementation(data, suite, rid)
+    config, implementation = strategies.draw_implementation(data, suite, requirement)
     sequences, tokens, mask = data.draw(
         strategies.left_padded(config, max_length=MAX_LENGTH), label="padded batch"
     )
     T = tokens.shape[1]
     positions = S.position_ids_from_mask(mask)
     padded = checks.log_probs_of(
-        rid, implementation, tokens, config, attention_mask=mask, position_ids=positions
+        requirement, implementation, tokens, config, attention_mask=mask, position_ids=positions
     )
     for b, sequence in enumerate(sequences):
         n = len(sequence)
-        alone = checks.log_probs_of(rid, implementation, sequence[None], config)
+        alone = checks.log_probs_of(requirement, implementation, sequence[None], config)
         checks.rows_agree(
-            rid,
+            requirement,
             padded[b : b + 1, T - n :],
             alone,
             tol,

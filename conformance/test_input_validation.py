@@ -107,13 +107,12 @@ def _bad_dtypes(tokens: np.ndarray) -> list[tuple[str, np.ndarray]]:
 @pytest.mark.requirement("input.integer-tokens")
 @pytest.mark.capability("input-validation")
 @given(data=st.data())
-def test_token_ids_must_be_integers(suite: Suite, data: st.DataObject) -> None:
-    rid = "input.integer-tokens"
-    _, impl, tokens = _valid(data, suite, rid=rid)
+def test_token_ids_must_be_integers(suite: Suite, data: st.DataObject, requirement: str) -> None:
+    _, impl, tokens = _valid(data, suite, rid=requirement)
     for bad, array in _bad_dtypes(tokens):
         for entry, function in _entries(suite, impl, tokens):
             refusal(
-                rid,
+                requirement,
                 entry,
                 f"{bad} (dtype {array.dtype})",
                 "ids must have an integer dtype and must not be cast silently",
@@ -140,16 +139,17 @@ def _out_of_range(
 @pytest.mark.requirement("input.token-range")
 @pytest.mark.capability("input-validation")
 @given(data=st.data())
-def test_token_ids_outside_the_vocabulary_are_refused(suite: Suite, data: st.DataObject) -> None:
+def test_token_ids_outside_the_vocabulary_are_refused(
+    suite: Suite, data: st.DataObject, requirement: str
+) -> None:
     """V, beyond V, -1 and -100, one per batch at a random place: never wrapped or clamped."""
-    rid = "input.token-range"
-    config, impl, tokens = _valid(data, suite, rid=rid)
+    config, impl, tokens = _valid(data, suite, rid=requirement)
     V = config.vocab_size
     for value, where, bad in _out_of_range(data, config, tokens):
         relation = f">= vocab_size {V}" if value >= V else "< 0"
         for entry, function in _entries(suite, impl, tokens):
             refusal(
-                rid,
+                requirement,
                 entry,
                 f"token id {value} {relation} at {list(where)}",
                 "ids must be refused, never wrapped or clamped",
@@ -161,16 +161,17 @@ def test_token_ids_outside_the_vocabulary_are_refused(suite: Suite, data: st.Dat
 @pytest.mark.requirement("input.context-length")
 @pytest.mark.capability("input-validation")
 @given(data=st.data())
-def test_sequences_longer_than_the_context_are_refused(suite: Suite, data: st.DataObject) -> None:
-    rid = "input.context-length"
-    config, impl, _ = _valid(data, suite, rid=rid)
+def test_sequences_longer_than_the_context_are_refused(
+    suite: Suite, data: st.DataObject, requirement: str
+) -> None:
+    config, impl, _ = _valid(data, suite, rid=requirement)
     n_ctx = config.n_positions
     extra = data.draw(st.integers(1, 8), label="tokens beyond n_ctx")
     rng = np.random.default_rng(data.draw(st.integers(0, 2**31 - 1), label="seed"))
     long = rng.integers(0, config.vocab_size, (data.draw(st.integers(1, 2)), n_ctx + extra))
     for entry, function in _entries(suite, impl, long):
         refusal(
-            rid,
+            requirement,
             entry,
             f"{n_ctx + extra} tokens > n_positions {n_ctx}",
             "wpe has no row for a position >= n_positions; the input must be refused",
@@ -183,21 +184,23 @@ def test_sequences_longer_than_the_context_are_refused(suite: Suite, data: st.Da
 @pytest.mark.capability("input-validation", "kv-cache")
 @given(data=st.data())
 def test_a_cache_plus_new_tokens_beyond_the_context_is_refused(
-    suite: Suite, data: st.DataObject
+    suite: Suite, data: st.DataObject, requirement: str
 ) -> None:
     """P cached positions + T new tokens > n_ctx is refused at extend()."""
-    rid = "input.context-length"
-    config, impl, _ = _valid(data, suite, rid=rid)
+    config, impl, _ = _valid(data, suite, rid=requirement)
     n_ctx = config.n_positions
     P = data.draw(st.integers(1, n_ctx), label="cached positions")
     T = data.draw(st.integers(n_ctx - P + 1, n_ctx - P + 4), label="new tokens")
     rng = np.random.default_rng(data.draw(st.integers(0, 2**31 - 1), label="seed"))
     B = data.draw(st.integers(1, 2), label="batch")
     _, cache = checks.call(
-        rid, f"prefilling {P} tokens", impl.prefill, rng.integers(0, config.vocab_size, (B, P))
+        requirement,
+        f"prefilling {P} tokens",
+        impl.prefill,
+        rng.integers(0, config.vocab_size, (B, P)),
     )
     refusal(
-        rid,
+        requirement,
         "extend()",
         f"{T} new tokens after {P} cached ({P + T} > n_positions {n_ctx})",
         "positions beyond n_positions have no wpe row; the input must be refused",
@@ -210,9 +213,10 @@ def test_a_cache_plus_new_tokens_beyond_the_context_is_refused(
 @pytest.mark.requirement("input.empty")
 @pytest.mark.capability("input-validation")
 @given(data=st.data())
-def test_empty_or_unbatched_input_is_refused(suite: Suite, data: st.DataObject) -> None:
-    rid = "input.empty"
-    _, impl, tokens = _valid(data, suite, rid=rid)
+def test_empty_or_unbatched_input_is_refused(
+    suite: Suite, data: st.DataObject, requirement: str
+) -> None:
+    _, impl, tokens = _valid(data, suite, rid=requirement)
     B, T = tokens.shape
     cases = [
         (f"an empty batch of shape (0, {T})", np.zeros((0, T), dtype=np.int64)),
@@ -223,7 +227,7 @@ def test_empty_or_unbatched_input_is_refused(suite: Suite, data: st.DataObject) 
     for bad, array in cases:
         for entry, function in _entries(suite, impl, tokens):
             refusal(
-                rid,
+                requirement,
                 entry,
                 bad,
                 "ids must be a [B, T] array with B >= 1 and T >= 1",
@@ -266,14 +270,13 @@ def _bad_label_shapes(tokens: np.ndarray) -> list[tuple[str, np.ndarray]]:
 @pytest.mark.capability("input-validation", "loss")
 @given(data=st.data())
 def test_labels_must_have_the_tokens_shape_and_integer_dtype(
-    suite: Suite, data: st.DataObject
+    suite: Suite, data: st.DataObject, requirement: str
 ) -> None:
-    rid = "input.label-shape"
-    _, impl, tokens = _valid(data, suite, rid=rid)
+    _, impl, tokens = _valid(data, suite, rid=requirement)
     for bad, labels in _bad_label_shapes(tokens):
         for entry, function in _label_entries(suite, impl):
             refusal(
-                rid,
+                requirement,
                 entry,
                 f"{bad} for tokens of shape {tokens.shape}",
                 "labels must be integer ids of the tokens' shape; never broadcast, padded, "
@@ -301,15 +304,16 @@ def _bad_label_values(
 @pytest.mark.requirement("input.label-values")
 @pytest.mark.capability("input-validation", "loss")
 @given(data=st.data())
-def test_labels_outside_the_vocabulary_are_refused(suite: Suite, data: st.DataObject) -> None:
+def test_labels_outside_the_vocabulary_are_refused(
+    suite: Suite, data: st.DataObject, requirement: str
+) -> None:
     """V, beyond V, -1 (nanoGPT's ignore marker) and -5, with ignore_index -100."""
-    rid = "input.label-values"
-    config, impl, tokens = _valid(data, suite, rid=rid)
+    config, impl, tokens = _valid(data, suite, rid=requirement)
     V = config.vocab_size
     for value, where, labels in _bad_label_values(data, config, tokens):
         for entry, function in _label_entries(suite, impl):
             refusal(
-                rid,
+                requirement,
                 entry,
                 f"label {value} at {list(where)} (outside [0, {V}) and not ignore_index "
                 f"{S.IGNORE_INDEX})",
@@ -342,14 +346,15 @@ def mentions(message: str, needles: list[str]) -> bool:
 @pytest.mark.requirement("input.clear-error")
 @pytest.mark.capability("input-validation")
 @given(data=st.data())
-def test_refusals_are_value_errors_that_name_the_problem(suite: Suite, data: st.DataObject) -> None:
+def test_refusals_are_value_errors_that_name_the_problem(
+    suite: Suite, data: st.DataObject, requirement: str
+) -> None:
     """One invalid input of each kind. The check of the message is mechanical and deliberately
     lenient: it must be non-empty and name the offending value, shape or dtype, or the limit it
     broke (a number as a whole number, a dtype by its name). Whether it also says what to do is
     left to review. A refused sgd_step() must leave the weights exactly as they were, and a
     refused extend() must leave the cache usable."""
-    rid = "input.clear-error"
-    config, impl, tokens = _valid(data, suite, rid=rid, min_length=2)
+    config, impl, tokens = _valid(data, suite, rid=requirement, min_length=2)
     B, T = tokens.shape
     V, n_ctx = config.vocab_size, config.n_positions
     value, where, out_of_range = _out_of_range(data, config, tokens)[
@@ -377,27 +382,29 @@ def test_refusals_are_value_errors_that_name_the_problem(suite: Suite, data: st.
         ]
     problems = []
     for bad, array, needles in cases:
-        error = refusal(rid, "logits()", bad, "invalid input must be refused", impl.logits, array)
+        error = refusal(
+            requirement, "logits()", bad, "invalid input must be refused", impl.logits, array
+        )
         if not mentions(str(error), needles):
             problems.append(f"logits() refused {bad} with {type(error).__name__}({str(error)!r})")
     for bad, labels, needles in label_cases:
         error = refusal(
-            rid, "loss()", bad, "invalid labels must be refused", impl.loss, tokens, labels
+            requirement, "loss()", bad, "invalid labels must be refused", impl.loss, tokens, labels
         )
         if not mentions(str(error), needles):
             problems.append(f"loss() refused {bad} with {type(error).__name__}({str(error)!r})")
     if problems:
         more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
         checks.fail(
-            rid,
+            requirement,
             f"{problems[0]}: the message must name the offending value, shape or dtype, or the "
             f"limit it broke (and say what to do){more}",
         )
     if suite.claims("train-step") and suite.claims("params") and suite.claims("loss"):
-        before = {k: checks.array(rid, v, what=k) for k, v in impl.get_params().items()}
+        before = {k: checks.array(requirement, v, what=k) for k, v in impl.get_params().items()}
         bad_labels = label_cases[0][1]
         refusal(
-            rid,
+            requirement,
             "sgd_step()",
             label_cases[0][0],
             "invalid labels must be refused",
@@ -406,20 +413,20 @@ def test_refusals_are_value_errors_that_name_the_problem(suite: Suite, data: st.
             bad_labels,
             lr=1.0,
         )
-        after = {k: checks.array(rid, v, what=k) for k, v in impl.get_params().items()}
+        after = {k: checks.array(requirement, v, what=k) for k, v in impl.get_params().items()}
         changed = [k for k in before if not np.array_equal(before[k], after.get(k))]
         if changed:
             checks.fail(
-                rid,
+                requirement,
                 f"a refused sgd_step() changed {changed[:3]}: a refusal must come before any "
                 "computation and leave the weights unchanged",
             )
     if suite.claims("kv-cache") and n_ctx > T:
-        _, cache = checks.call(rid, "prefilling", impl.prefill, tokens[:, :-1])
+        _, cache = checks.call(requirement, "prefilling", impl.prefill, tokens[:, :-1])
         bad_next = tokens[:, -1:].copy()
         bad_next[0, 0] = V
         refusal(
-            rid,
+            requirement,
             "extend()",
             f"token id {V}",
             "invalid ids must be refused",
@@ -428,12 +435,18 @@ def test_refusals_are_value_errors_that_name_the_problem(suite: Suite, data: st.
             bad_next,
         )
         step, _ = checks.call(
-            rid, "extending the cache after a refused call", impl.extend, cache, tokens[:, -1:]
+            requirement,
+            "extending the cache after a refused call",
+            impl.extend,
+            cache,
+            tokens[:, -1:],
         )
-        full = checks.logits_of(rid, impl, tokens, vocab_size=V)
-        step = checks.array(rid, step, what="the logits after the refused extend", shape=(B, 1, V))
+        full = checks.logits_of(requirement, impl, tokens, vocab_size=V)
+        step = checks.array(
+            requirement, step, what="the logits after the refused extend", shape=(B, 1, V)
+        )
         checks.rows_agree(
-            rid,
+            requirement,
             step[:, 0],
             full[:, -1],
             suite.tolerance("self"),

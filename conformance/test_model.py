@@ -35,19 +35,18 @@ def _shapes(config: GPT2Config) -> dict[str, tuple[int, ...]]:
 @pytest.mark.capability("params")
 @given(data=st.data())
 def test_parameters_are_exposed_under_the_canonical_names(
-    suite: Suite, data: st.DataObject
+    suite: Suite, data: st.DataObject, requirement: str
 ) -> None:
     """get_params() holds every canonical name and nothing else, except an lm_head.weight that is
     wte (equal values); mask buffers are not parameters."""
-    rid = "model.canonical-names"
     draw = data.draw(strategies.models(suite), label="model")
-    impl, _ = strategies.build(suite, draw, rid)
-    named = checks.call(rid, "reading get_params()", impl.get_params)
+    impl, _ = strategies.build(suite, draw, requirement)
+    named = checks.call(requirement, "reading get_params()", impl.get_params)
     expected = _shapes(draw.config)
     missing = [name for name in expected if name not in named]
     if missing:
         checks.fail(
-            rid,
+            requirement,
             f"get_params() lacks {len(missing)} canonical name(s), e.g. {missing[:3]}; it has "
             f"{sorted(named)[:4]}... (names are transformers' GPT2LMHeadModel state-dict keys)",
         )
@@ -59,13 +58,13 @@ def test_parameters_are_exposed_under_the_canonical_names(
             if buffers
             else "only canonical names and lm_head.weight may appear"
         )
-        checks.fail(rid, f"get_params() has non-canonical name(s) {extra[:4]}: {why}")
+        checks.fail(requirement, f"get_params() has non-canonical name(s) {extra[:4]}: {why}")
     if HEAD in named:
-        head = checks.array(rid, named[HEAD], what=HEAD, shape=expected[WTE])
-        wte = checks.array(rid, named[WTE], what=WTE, shape=expected[WTE])
+        head = checks.array(requirement, named[HEAD], what=HEAD, shape=expected[WTE])
+        wte = checks.array(requirement, named[WTE], what=WTE, shape=expected[WTE])
         if not np.array_equal(head, wte):
             checks.fail(
-                rid,
+                requirement,
                 f"get_params() lists lm_head.weight with values that differ from "
                 f"transformer.wte.weight by up to {np.abs(head - wte).max():.2e}: if present it "
                 "must be the token embedding itself",
@@ -90,14 +89,13 @@ def _float32(params: Params) -> Params:
 @pytest.mark.capability("checkpoint")
 @given(data=st.data())
 def test_loader_reads_the_names_that_real_checkpoints_carry(
-    suite: Suite, data: st.DataObject
+    suite: Suite, data: st.DataObject, requirement: str
 ) -> None:
     """A loader accepts lm_head.weight equal to wte and the old mask buffers (ignored); one that
     accepts base-model names (no ``transformer.`` prefix) reads them as the canonical names."""
-    rid = "model.canonical-names"
     draw = data.draw(strategies.models(suite), label="model")
     config = draw.config
-    impl, _ = strategies.build(suite, draw, rid)
+    impl, _ = strategies.build(suite, draw, requirement)
     weights = _float32(
         draw.params or oracle.random_params(config, seed=draw.seed, scale=draw.scale)
     )
@@ -115,24 +113,30 @@ def test_loader_reads_the_names_that_real_checkpoints_carry(
         files = Path(tmp)
         _write_safetensors(files / "extras", config, with_extras)
         loaded = checks.call(
-            rid,
+            requirement,
             "loading a checkpoint with lm_head.weight (equal to wte) and the causal-mask buffers "
             "attn.bias/attn.masked_bias of older transformers versions",
             impl.load_checkpoint,
             files / "extras",
         )
-        logits = checks.logits_of(rid, loaded, tokens, vocab_size=config.vocab_size)
+        logits = checks.logits_of(requirement, loaded, tokens, vocab_size=config.vocab_size)
         diagnose.judge_log_probs(
-            rid, weights, config, tokens, logits, tol, what="the loaded model's log-probabilities"
+            requirement,
+            weights,
+            config,
+            tokens,
+            logits,
+            tol,
+            what="the loaded model's log-probabilities",
         )
         _write_safetensors(files / "base", config, base_model)
         try:
             loaded = impl.load_checkpoint(files / "base")
         except Exception:  # a loader need not accept base-model names
             return
-        logits = checks.logits_of(rid, loaded, tokens, vocab_size=config.vocab_size)
+        logits = checks.logits_of(requirement, loaded, tokens, vocab_size=config.vocab_size)
         diagnose.judge_log_probs(
-            rid,
+            requirement,
             weights,
             config,
             tokens,
@@ -146,20 +150,21 @@ def test_loader_reads_the_names_that_real_checkpoints_carry(
 @pytest.mark.requirement("model.canonical-layout")
 @pytest.mark.capability("params")
 @given(data=st.data())
-def test_parameters_have_the_canonical_layout(suite: Suite, data: st.DataObject) -> None:
+def test_parameters_have_the_canonical_layout(
+    suite: Suite, data: st.DataObject, requirement: str
+) -> None:
     """Canonical shapes; get_params() gives back the weights it was built with; and those
     weights mean what the spec says (Conv1D [in, out], q|k|v column blocks, contiguous heads):
     the log-probabilities agree with the oracle's on the same canonical weights."""
-    rid = "model.canonical-layout"
     draw = data.draw(strategies.models(suite), label="model")
     config = draw.config
-    impl, params = strategies.build(suite, draw, rid)
+    impl, params = strategies.build(suite, draw, requirement)
     assert params is not None
-    named = checks.call(rid, "reading get_params()", impl.get_params)
+    named = checks.call(requirement, "reading get_params()", impl.get_params)
     tol = suite.tolerance("oracle")
     for name, shape in _shapes(config).items():
         if name not in named:
-            checks.fail(rid, f"get_params() has no {name}: its layout cannot be checked")
+            checks.fail(requirement, f"get_params() has no {name}: its layout cannot be checked")
         actual = to_numpy(named[name])
         if tuple(actual.shape) != shape:
             hint = ""
@@ -169,14 +174,16 @@ def test_parameters_have_the_canonical_layout(suite: Suite, data: st.DataObject)
                     if S.is_conv1d_weight(name)
                     else " (transposed: one row per token id or position is the canonical layout)"
                 )
-            checks.fail(rid, f"{name} has shape {tuple(actual.shape)}, expected {shape}{hint}")
+            checks.fail(
+                requirement, f"{name} has shape {tuple(actual.shape)}, expected {shape}{hint}"
+            )
         checks.tensors_agree(
-            rid,
+            requirement,
             actual,
             params[name],
             tol,
             what=f"{name} read back with get_params() after building with canonical weights",
         )
     tokens = data.draw(strategies.tokens(config, min_length=4), label="tokens")
-    logits = checks.logits_of(rid, impl, tokens, vocab_size=config.vocab_size)
-    diagnose.judge_log_probs(rid, params, config, tokens, logits, tol)
+    logits = checks.logits_of(requirement, impl, tokens, vocab_size=config.vocab_size)
+    diagnose.judge_log_probs(requirement, params, config, tokens, logits, tol)

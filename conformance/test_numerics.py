@@ -17,31 +17,27 @@ S = spec_definitions()
 WTE = "transformer.wte.weight"
 
 
-def _oracle_labels(convention: str, labels: np.ndarray) -> dict[str, np.ndarray]:
-    return {"labels": labels} if convention == "inputs" else {"targets": labels}
-
-
-def _counted(convention: str, labels: np.ndarray) -> int:
-    scored = labels[:, 1:] if convention == "inputs" else labels
-    return int((scored != S.IGNORE_INDEX).sum())
-
-
 @pytest.mark.requirement("numerics.tolerance-table")
 @given(data=st.data())
-def test_agreement_holds_across_the_measured_domain(suite: Suite, data: st.DataObject) -> None:
+def test_agreement_holds_across_the_measured_domain(
+    suite: Suite, data: st.DataObject, requirement: str
+) -> None:
     """The run is judged with the table's entries for its dtype, and with them the
     implementation agrees with the oracle at *every* weight scale of the domain for that dtype,
     on one configuration (without params: only that the table covers the run's dtype). A
     mismatch that a known deviation explains is that deviation's failure, not a need for a
     looser tolerance, and is left to its own requirement."""
-    rid = "numerics.tolerance-table"
     for kind in ("oracle", "self"):
         if (kind, suite.dtype) not in S.TOLERANCES:
-            checks.fail(rid, f"the spec's tolerance table has no ({kind!r}, {suite.dtype!r}) entry")
+            checks.fail(
+                requirement, f"the spec's tolerance table has no ({kind!r}, {suite.dtype!r}) entry"
+            )
         if suite.tolerance(kind) != S.TOLERANCES[(kind, suite.dtype)]:
-            checks.fail(rid, f"the suite judges {kind} comparisons with {suite.tolerance(kind)}")
+            checks.fail(
+                requirement, f"the suite judges {kind} comparisons with {suite.tolerance(kind)}"
+            )
     if suite.claims("params"):
-        _log_probs_agree_at_every_scale(suite, data, rid, attribute=True)
+        _log_probs_agree_at_every_scale(suite, data, requirement, attribute=True)
 
 
 def _log_probs_agree_at_every_scale(
@@ -82,74 +78,76 @@ def _log_probs_agree_at_every_scale(
 @pytest.mark.requirement("numerics.log-probs-match-oracle")
 @pytest.mark.capability("params")
 @given(data=st.data())
-def test_log_probabilities_agree_with_the_oracle(suite: Suite, data: st.DataObject) -> None:
+def test_log_probabilities_agree_with_the_oracle(
+    suite: Suite, data: st.DataObject, requirement: str
+) -> None:
     """At every weight scale of the domain, so no deviation hides behind a lucky scale."""
-    _log_probs_agree_at_every_scale(suite, data, "numerics.log-probs-match-oracle", attribute=False)
+    _log_probs_agree_at_every_scale(suite, data, requirement, attribute=False)
 
 
 @pytest.mark.requirement("numerics.loss-matches-oracle")
 @pytest.mark.capability("params", "loss")
 @given(data=st.data())
-def test_loss_agrees_with_the_oracle(suite: Suite, data: st.DataObject) -> None:
+def test_loss_agrees_with_the_oracle(suite: Suite, data: st.DataObject, requirement: str) -> None:
     """Both reductions, with ignored targets, in the adapter's label convention."""
-    rid = "numerics.loss-matches-oracle"
     draw = data.draw(strategies.models(suite), label="model")
     config = draw.config
-    impl, params = strategies.build(suite, draw, rid)
+    impl, params = strategies.build(suite, draw, requirement)
     assert params is not None
     convention = checks.label_convention(suite.adapter)
     tokens, labels = data.draw(
         strategies.labelled_batches(config, convention, min_length=2), label="tokens and labels"
     )
-    assume(_counted(convention, labels) > 0)
+    assume(checks.counted_targets(convention, labels) > 0)
     tol = suite.tolerance("oracle")
     for reduction in ("mean", "sum"):
-        actual = checks.loss_of(rid, impl, tokens, labels, reduction=reduction)
+        actual = checks.loss_of(requirement, impl, tokens, labels, reduction=reduction)
         expected = oracle.loss(
-            params, config, tokens, reduction=reduction, **_oracle_labels(convention, labels)
+            params, config, tokens, reduction=reduction, **checks.oracle_labels(convention, labels)
         )
         checks.scalar_agrees(
-            rid,
+            requirement,
             actual,
             expected,
             tol,
             what=f"the {reduction} loss of a {tokens.shape[0]}x{tokens.shape[1]} batch with "
-            f"{_counted(convention, labels)} counted targets ({convention!r} labels)",
+            f"{checks.counted_targets(convention, labels)} counted targets ({convention!r} labels)",
         )
 
 
 @pytest.mark.requirement("numerics.gradients-match-oracle")
 @pytest.mark.capability("params", "gradients")
 @given(data=st.data())
-def test_every_parameter_gradient_agrees_with_the_oracle(suite: Suite, data: st.DataObject) -> None:
+def test_every_parameter_gradient_agrees_with_the_oracle(
+    suite: Suite, data: st.DataObject, requirement: str
+) -> None:
     """Every canonical parameter, each judged with the bound of its own tensor (chapter 7)."""
-    rid = "numerics.gradients-match-oracle"
     draw = data.draw(strategies.gradient_models(suite), label="model")
     config = draw.config
-    impl, params = strategies.build(suite, draw, rid)
+    impl, params = strategies.build(suite, draw, requirement)
     assert params is not None
     convention = checks.label_convention(suite.adapter)
     tokens, labels = data.draw(
         strategies.labelled_batches(config, convention, min_length=2), label="tokens and labels"
     )
-    assume(_counted(convention, labels) > 0)
+    assume(checks.counted_targets(convention, labels) > 0)
     reduction = data.draw(st.sampled_from(["mean", "sum"]), label="reduction")
     loss, grads = checks.call(
-        rid, "computing gradients", impl.gradients, tokens, labels, reduction=reduction
+        requirement, "computing gradients", impl.gradients, tokens, labels, reduction=reduction
     )
     expected = oracle.gradients(
-        params, config, tokens, reduction=reduction, **_oracle_labels(convention, labels)
+        params, config, tokens, reduction=reduction, **checks.oracle_labels(convention, labels)
     )
     tol = suite.tolerance("gradient")
     checks.scalar_agrees(
-        rid,
-        checks.scalar(rid, loss, what="the loss returned with the gradients"),
+        requirement,
+        checks.scalar(requirement, loss, what="the loss returned with the gradients"),
         expected.loss,
         suite.tolerance("oracle"),
         what=f"the {reduction} loss returned with the gradients",
     )
     for name, value in expected.grads.items():
-        actual = checks.gradient_of(rid, grads, name, shape=value.shape)
+        actual = checks.gradient_of(requirement, grads, name, shape=value.shape)
         note = ""
         flat = actual.reshape(1, -1)
         if name == WTE and not S.agree(flat, value.reshape(1, -1), tol):
@@ -158,67 +156,67 @@ def test_every_parameter_gradient_agrees_with_the_oracle(suite: Suite, data: st.
             elif S.agree(flat, expected.wte_from_head.reshape(1, -1), tol):
                 note = " (it holds the head contribution only: the lookup's part is missing)"
         checks.tensors_agree(
-            rid, actual, value, tol, what=f"the {reduction}-loss gradient of {name}{note}"
+            requirement, actual, value, tol, what=f"the {reduction}-loss gradient of {name}{note}"
         )
 
 
 @pytest.mark.requirement("numerics.finite")
 @given(data=st.data())
-def test_outputs_for_valid_input_are_finite(suite: Suite, data: st.DataObject) -> None:
+def test_outputs_for_valid_input_are_finite(
+    suite: Suite, data: st.DataObject, requirement: str
+) -> None:
     """Logits, and hidden states, loss and gradients where claimed, at the largest scale of the
     domain and up to the full context."""
-    rid = "numerics.finite"
     draw = data.draw(strategies.models_at(suite, (0.3, 0.1)), label="model")
     config = draw.config
-    impl, _ = strategies.build(suite, draw, rid)
+    impl, _ = strategies.build(suite, draw, requirement)
     convention = checks.label_convention(suite.adapter) if suite.claims("loss") else "inputs"
     tokens, labels = data.draw(
         strategies.labelled_batches(config, convention, min_length=2, p_ignore_max=0.3),
         label="tokens and labels",
     )
-    B, T = tokens.shape
-    checks.logits_of(rid, impl, tokens, vocab_size=config.vocab_size)  # shape and finiteness
+    checks.logits_of(
+        requirement, impl, tokens, vocab_size=config.vocab_size
+    )  # shape and finiteness
     if suite.claims("hidden-states"):
-        checks.array(
-            rid,
-            checks.call(rid, "computing hidden states", impl.hidden_states, tokens),
-            what="the hidden states",
-            shape=(B, T, config.n_embd),
-        )
-    if _counted(convention, labels) == 0:
+        checks.hidden_states_of(requirement, impl, tokens, n_embd=config.n_embd)
+    if checks.counted_targets(convention, labels) == 0:
         return  # a mean over zero targets is NaN by definition (objective.no-counted-targets)
     if suite.claims("loss"):
         for reduction in ("mean", "sum"):
-            checks.loss_of(rid, impl, tokens, labels, reduction=reduction)
+            checks.loss_of(requirement, impl, tokens, labels, reduction=reduction)
     if suite.claims("gradients"):
         loss, grads = checks.call(
-            rid, "computing gradients", impl.gradients, tokens, labels, reduction="mean"
+            requirement, "computing gradients", impl.gradients, tokens, labels, reduction="mean"
         )
-        checks.scalar(rid, loss, what="the loss returned with the gradients")
+        checks.scalar(requirement, loss, what="the loss returned with the gradients")
         for name, value in grads.items():
-            checks.array(rid, value, what=f"the gradient of {name}")
+            checks.array(requirement, value, what=f"the gradient of {name}")
 
 
 @pytest.mark.requirement("numerics.deterministic")
 @given(data=st.data())
-def test_the_same_input_gives_the_same_output(suite: Suite, data: st.DataObject) -> None:
+def test_the_same_input_gives_the_same_output(
+    suite: Suite, data: st.DataObject, requirement: str
+) -> None:
     """The same batch twice in a row, and again after a call on another batch: raw logits (and
     the loss, where claimed) agree under the self tolerance."""
-    rid = "numerics.deterministic"
     draw = data.draw(strategies.models(suite), label="model")
     config = draw.config
-    impl, _ = strategies.build(suite, draw, rid)
+    impl, _ = strategies.build(suite, draw, requirement)
     tokens = data.draw(strategies.tokens(config), label="tokens")
     other = data.draw(strategies.tokens(config), label="another batch")
     tol = suite.tolerance("self")
     V = config.vocab_size
-    first = checks.logits_of(rid, impl, tokens, vocab_size=V)
-    second = checks.logits_of(rid, impl, tokens, vocab_size=V)
-    checks.logits_of(rid, impl, other, vocab_size=V, what="computing logits of another batch")
-    third = checks.logits_of(rid, impl, tokens, vocab_size=V)
+    first = checks.logits_of(requirement, impl, tokens, vocab_size=V)
+    second = checks.logits_of(requirement, impl, tokens, vocab_size=V)
+    checks.logits_of(
+        requirement, impl, other, vocab_size=V, what="computing logits of another batch"
+    )
+    third = checks.logits_of(requirement, impl, tokens, vocab_size=V)
     for again, when in ((second, "called twice in a row"), (third, "after another batch")):
         checks.rows_agree(
-            rid,
+            requirement,
             again,
             first,
             tol,
@@ -230,6 +228,6 @@ def test_the_same_input_gives_the_same_output(suite: Suite, data: st.DataObject)
     if suite.claims("loss") and tokens.shape[1] >= 2:
         convention = checks.label_convention(suite.adapter)
         labels = tokens if convention == "inputs" else np.roll(tokens, -1, axis=1)
-        one = checks.loss_of(rid, impl, tokens, labels, reduction="sum")
-        two = checks.loss_of(rid, impl, tokens, labels, reduction="sum")
-        checks.scalar_agrees(rid, two, one, tol, what="the sum loss computed a second time")
+        one = checks.loss_of(requirement, impl, tokens, labels, reduction="sum")
+        two = checks.loss_of(requirement, impl, tokens, labels, reduction="sum")
+        checks.scalar_agrees(requirement, two, one, tol, what="the sum loss computed a second time")

@@ -123,32 +123,29 @@ def _check_scoring(
 
 @pytest.mark.requirement("objective.one-row-per-position")
 @given(data=st.data())
-def test_one_row_of_logits_per_input_position(suite: Suite, data: st.DataObject) -> None:
-    rid = "objective.one-row-per-position"
-    config, implementation = strategies.draw_implementation(data, suite, rid)
+def test_one_row_of_logits_per_input_position(
+    suite: Suite, data: st.DataObject, requirement: str
+) -> None:
+    config, implementation = strategies.draw_implementation(data, suite, requirement)
     tokens = data.draw(strategies.tokens(config, max_length=MAX_LENGTH), label="tokens")
     B, T = tokens.shape
-    out = checks.call(rid, "computing logits", implementation.logits, tokens)
-    checks.array(rid, out, what="logits", shape=(B, T, config.vocab_size))
+    out = checks.call(requirement, "computing logits", implementation.logits, tokens)
+    checks.array(requirement, out, what="logits", shape=(B, T, config.vocab_size))
 
 
 @pytest.mark.requirement("objective.row-predicts-next-token")
 @pytest.mark.capability("loss")
 @given(data=st.data())
-def test_row_i_is_scored_against_token_i_plus_1(suite: Suite, data: st.DataObject) -> None:
-    rid = "objective.row-predicts-next-token"
-    convention = checks.label_convention(suite.adapter)
-    config, implementation = strategies.draw_implementation(data, suite, rid)
-    tokens, labels = data.draw(
-        strategies.labelled_batches(
-            config, convention, min_length=2, max_length=MAX_LENGTH, p_ignore_max=0.3
-        ),
-        label="tokens, labels",
+def test_row_i_is_scored_against_token_i_plus_1(
+    suite: Suite, data: st.DataObject, requirement: str
+) -> None:
+    convention, config, implementation, tokens, labels = strategies.draw_labelled_implementation(
+        data, suite, requirement, min_length=2, max_length=MAX_LENGTH, p_ignore_max=0.3
     )
-    logits = checks.logits_of(rid, implementation, tokens, vocab_size=config.vocab_size)
+    logits = checks.logits_of(requirement, implementation, tokens, vocab_size=config.vocab_size)
     # The alignment shows in the sum of the terms; how the mean counts is another requirement.
     tol = suite.tolerance("self")
-    _check_scoring(rid, implementation, tokens, labels, logits, convention, tol, ("sum",))
+    _check_scoring(requirement, implementation, tokens, labels, logits, convention, tol, ("sum",))
 
 
 # --- One term per counted target, sum and mean ---------------------------------------------------
@@ -157,27 +154,25 @@ def test_row_i_is_scored_against_token_i_plus_1(suite: Suite, data: st.DataObjec
 @pytest.mark.requirement("objective.one-term-per-target")
 @pytest.mark.capability("loss")
 @given(data=st.data())
-def test_one_loss_term_per_counted_target(suite: Suite, data: st.DataObject) -> None:
-    rid = "objective.one-term-per-target"
+def test_one_loss_term_per_counted_target(
+    suite: Suite, data: st.DataObject, requirement: str
+) -> None:
     tol = suite.tolerance("self")
-    convention = checks.label_convention(suite.adapter)
-    config, implementation = strategies.draw_implementation(data, suite, rid)
-    tokens, labels = data.draw(
-        strategies.labelled_batches(config, convention, min_length=2, max_length=MAX_LENGTH),
-        label="tokens, labels",
+    convention, config, implementation, tokens, labels = strategies.draw_labelled_implementation(
+        data, suite, requirement, min_length=2, max_length=MAX_LENGTH
     )
     targets = S.targets_for_convention(labels, convention, IGNORE)
     n_counted = int((targets != IGNORE).sum())
     assume(n_counted > 0)
-    logits = checks.logits_of(rid, implementation, tokens, vocab_size=config.vocab_size)
-    total = checks.loss_of(rid, implementation, tokens, labels, reduction="sum")
-    mean = checks.loss_of(rid, implementation, tokens, labels, reduction="mean")
+    logits = checks.logits_of(requirement, implementation, tokens, vocab_size=config.vocab_size)
+    total = checks.loss_of(requirement, implementation, tokens, labels, reduction="sum")
+    mean = checks.loss_of(requirement, implementation, tokens, labels, reduction="mean")
 
     # The sum over the mean is the number of terms: exactly the counted targets.
     terms = total / mean
     if not _close(terms, n_counted, tol):
         checks.fail(
-            rid,
+            requirement,
             f"sum / mean = {total:.8g} / {mean:.8g} = {terms:.6g} terms, but {n_counted} targets "
             f"are counted ({_difference(terms, n_counted, tol)})",
         )
@@ -189,10 +184,10 @@ def test_one_loss_term_per_counted_target(suite: Suite, data: st.DataObject) -> 
         moved[:, 0] = np.where(
             rng.random(len(labels)) < 0.5, IGNORE, rng.integers(0, config.vocab_size, len(labels))
         )
-        after = checks.loss_of(rid, implementation, tokens, moved, reduction="sum")
+        after = checks.loss_of(requirement, implementation, tokens, moved, reduction="sum")
         if not _close(after, total, tol):
             checks.fail(
-                rid,
+                requirement,
                 f"changing label 0 of each sequence, which no row is scored against, moved the "
                 f"sum from {total:.8g} to {after:.8g} ({_difference(after, total, tol)})",
             )
@@ -204,10 +199,10 @@ def test_one_loss_term_per_counted_target(suite: Suite, data: st.DataObject) -> 
     moved = labels.copy()
     moved[b, j] = (labels[b, j] + rng.integers(1, config.vocab_size)) % config.vocab_size
     expected = _spec_loss(logits, S.targets_for_convention(moved, convention, IGNORE), "sum")
-    after = checks.loss_of(rid, implementation, tokens, moved, reduction="sum")
+    after = checks.loss_of(requirement, implementation, tokens, moved, reduction="sum")
     if not _close(after, expected, tol):
         checks.fail(
-            rid,
+            requirement,
             f"changing the target of row {i} of sequence {b} (label {j}) from {labels[b, j]} to "
             f"{moved[b, j]} moved the sum by {after - total:.6g}; its one term changes it by "
             f"{expected - _spec_loss(logits, targets, 'sum'):.6g} "
@@ -218,24 +213,22 @@ def test_one_loss_term_per_counted_target(suite: Suite, data: st.DataObject) -> 
 @pytest.mark.requirement("objective.sum-of-terms")
 @pytest.mark.capability("loss")
 @given(data=st.data())
-def test_sum_reduction_is_the_sum_of_the_terms(suite: Suite, data: st.DataObject) -> None:
-    rid = "objective.sum-of-terms"
+def test_sum_reduction_is_the_sum_of_the_terms(
+    suite: Suite, data: st.DataObject, requirement: str
+) -> None:
     tol = suite.tolerance("self")
-    convention = checks.label_convention(suite.adapter)
-    config, implementation = strategies.draw_implementation(data, suite, rid)
-    tokens, labels = data.draw(
-        strategies.labelled_batches(config, convention, max_length=MAX_LENGTH),
-        label="tokens, labels",
+    convention, config, implementation, tokens, labels = strategies.draw_labelled_implementation(
+        data, suite, requirement, max_length=MAX_LENGTH
     )
     targets = S.targets_for_convention(labels, convention, IGNORE)
-    logits = checks.logits_of(rid, implementation, tokens, vocab_size=config.vocab_size)
+    logits = checks.logits_of(requirement, implementation, tokens, vocab_size=config.vocab_size)
     terms, counted = S.loss_terms(logits, targets, IGNORE)
-    actual = checks.loss_of(rid, implementation, tokens, labels, reduction="sum")
+    actual = checks.loss_of(requirement, implementation, tokens, labels, reduction="sum")
     expected = float(terms.sum())
     if not _close(actual, expected, tol):
         per_sequence = ", ".join(f"{s:.6g}" for s in terms.sum(axis=1))
         checks.fail(
-            rid,
+            requirement,
             f"the sum loss is {actual:.8g}, but the {int(counted.sum())} counted terms add up to "
             f"{expected:.8g} (per sequence: {per_sequence}; {_difference(actual, expected, tol)})",
         )
@@ -245,22 +238,22 @@ def test_sum_reduction_is_the_sum_of_the_terms(suite: Suite, data: st.DataObject
 @pytest.mark.capability("loss")
 @given(data=st.data())
 def test_mean_divides_by_the_counted_targets_of_the_batch(
-    suite: Suite, data: st.DataObject
+    suite: Suite, data: st.DataObject, requirement: str
 ) -> None:
-    rid = "objective.mean-over-counted-targets"
     tol = suite.tolerance("self")
-    convention = checks.label_convention(suite.adapter)
-    config, implementation = strategies.draw_implementation(data, suite, rid)
-    tokens, labels = data.draw(
-        strategies.labelled_batches(
-            config, convention, min_batch=2, max_batch=4, min_length=4, max_length=24,
-            p_ignore_max=0.0,
-        ),
-        label="tokens, labels",
-    )  # fmt: skip
+    convention, config, implementation, tokens, labels = strategies.draw_labelled_implementation(
+        data,
+        suite,
+        requirement,
+        min_batch=2,
+        max_batch=4,
+        min_length=4,
+        max_length=24,
+        p_ignore_max=0.0,
+    )
     # The targets are chosen after seeing the rows, so that the two means differ as much as the
     # draw allows: one sequence keeps only its most unusual term, the others many of theirs.
-    logits = checks.logits_of(rid, implementation, tokens, vocab_size=config.vocab_size)
+    logits = checks.logits_of(requirement, implementation, tokens, vocab_size=config.vocab_size)
     all_terms, counted = S.loss_terms(
         logits, S.targets_for_convention(labels, convention, IGNORE), IGNORE
     )
@@ -284,7 +277,7 @@ def test_mean_divides_by_the_counted_targets_of_the_batch(
     # tolerance is then wider than the difference); hypothesis favours draws that do.
     target(abs(expected - mean_of_means) / checks.bound(np.array([expected]), tol))
 
-    actual = checks.loss_of(rid, implementation, tokens, labels, reduction="mean")
+    actual = checks.loss_of(requirement, implementation, tokens, labels, reduction="mean")
     if _close(actual, expected, tol):
         return
     B, T = targets.shape
@@ -296,7 +289,7 @@ def test_mean_divides_by_the_counted_targets_of_the_batch(
     fits = [name for name, value in wrong.items() if _close(actual, value, tol)]
     why = f"; it equals {fits[0]}" if fits else ""
     checks.fail(
-        rid,
+        requirement,
         f"the mean loss is {actual:.8g}, but the sum over the batch divided by its "
         f"{int(counts.sum())} counted targets (per sequence {counts.tolist()}) is {expected:.8g} "
         f"({_difference(actual, expected, tol)}){why}",
@@ -306,16 +299,10 @@ def test_mean_divides_by_the_counted_targets_of_the_batch(
 @pytest.mark.requirement("objective.ignore-index")
 @pytest.mark.capability("loss")
 @given(data=st.data())
-def test_ignored_targets_count_nowhere(suite: Suite, data: st.DataObject) -> None:
-    rid = "objective.ignore-index"
+def test_ignored_targets_count_nowhere(suite: Suite, data: st.DataObject, requirement: str) -> None:
     tol = suite.tolerance("self")
-    convention = checks.label_convention(suite.adapter)
-    config, implementation = strategies.draw_implementation(data, suite, rid)
-    tokens, labels = data.draw(
-        strategies.labelled_batches(
-            config, convention, min_length=3, max_length=MAX_LENGTH, p_ignore_max=0.0
-        ),
-        label="tokens, labels",
+    convention, config, implementation, tokens, labels = strategies.draw_labelled_implementation(
+        data, suite, requirement, min_length=3, max_length=MAX_LENGTH, p_ignore_max=0.0
     )
     # Between a fifth and nine tenths of the targets ignored; always at least one of each kind.
     rng = np.random.default_rng(data.draw(st.integers(0, 2**31 - 1), label="seed"))
@@ -329,11 +316,11 @@ def test_ignored_targets_count_nowhere(suite: Suite, data: st.DataObject) -> Non
     targets = S.targets_for_convention(labels, convention, IGNORE)
     counted = targets != IGNORE
     # Ignored rows keep whatever logits the model gives them: random ones, unrelated to the loss.
-    logits = checks.logits_of(rid, implementation, tokens, vocab_size=config.vocab_size)
+    logits = checks.logits_of(requirement, implementation, tokens, vocab_size=config.vocab_size)
     terms, _ = S.loss_terms(logits, targets, IGNORE)
     ignored = int((~counted).sum())
     for reduction in ("sum", "mean"):
-        actual = checks.loss_of(rid, implementation, tokens, labels, reduction=reduction)
+        actual = checks.loss_of(requirement, implementation, tokens, labels, reduction=reduction)
         expected = _spec_loss(logits, targets, reduction)
         if _close(actual, expected, tol):
             continue
@@ -346,7 +333,7 @@ def test_ignored_targets_count_nowhere(suite: Suite, data: st.DataObject) -> Non
         elif reduction == "mean" and _close(actual, only_counted, tol):
             why = f"; it equals the sum divided by all {targets.size} rows, ignored ones included"
         checks.fail(
-            rid,
+            requirement,
             f"with {ignored} of {targets.size} rows ignored the {reduction} loss is {actual:.8g}, "
             f"but without their terms and counts it is {expected:.8g} "
             f"({_difference(actual, expected, tol)}){why}",
@@ -359,51 +346,45 @@ def test_ignored_targets_count_nowhere(suite: Suite, data: st.DataObject) -> Non
 @pytest.mark.requirement("objective.label-convention-declared")
 @pytest.mark.capability("loss")
 @given(data=st.data())
-def test_loss_follows_the_declared_label_convention(suite: Suite, data: st.DataObject) -> None:
-    rid = "objective.label-convention-declared"
-    convention = checks.label_convention(suite.adapter)
-    config, implementation = strategies.draw_implementation(data, suite, rid)
-    tokens, labels = data.draw(
-        strategies.labelled_batches(
-            config, convention, min_length=3, max_length=MAX_LENGTH, p_ignore_max=0.2
-        ),
-        label="tokens, labels",
+def test_loss_follows_the_declared_label_convention(
+    suite: Suite, data: st.DataObject, requirement: str
+) -> None:
+    convention, config, implementation, tokens, labels = strategies.draw_labelled_implementation(
+        data, suite, requirement, min_length=3, max_length=MAX_LENGTH, p_ignore_max=0.2
     )
-    logits = checks.logits_of(rid, implementation, tokens, vocab_size=config.vocab_size)
-    _check_scoring(rid, implementation, tokens, labels, logits, convention, suite.tolerance("self"))
+    logits = checks.logits_of(requirement, implementation, tokens, vocab_size=config.vocab_size)
+    _check_scoring(
+        requirement, implementation, tokens, labels, logits, convention, suite.tolerance("self")
+    )
 
 
 @pytest.mark.requirement("objective.no-double-shift")
 @pytest.mark.capability("loss")
 @given(data=st.data())
-def test_labels_are_shifted_exactly_once(suite: Suite, data: st.DataObject) -> None:
-    rid = "objective.no-double-shift"
+def test_labels_are_shifted_exactly_once(
+    suite: Suite, data: st.DataObject, requirement: str
+) -> None:
     tol = suite.tolerance("self")
-    convention = checks.label_convention(suite.adapter)
-    config, implementation = strategies.draw_implementation(data, suite, rid)
     # Plain language-modelling labels, nothing ignored: the three alignments differ at every row.
-    tokens, labels = data.draw(
-        strategies.labelled_batches(
-            config, convention, min_length=3, max_length=MAX_LENGTH, p_ignore_max=0.0
-        ),
-        label="tokens, labels",
+    convention, config, implementation, tokens, labels = strategies.draw_labelled_implementation(
+        data, suite, requirement, min_length=3, max_length=MAX_LENGTH, p_ignore_max=0.0
     )
-    logits = checks.logits_of(rid, implementation, tokens, vocab_size=config.vocab_size)
+    logits = checks.logits_of(requirement, implementation, tokens, vocab_size=config.vocab_size)
     T = tokens.shape[1]
     stream = _label_stream(labels, convention)
     once = _spec_loss(logits, _scored_against(stream, 1, T), "sum")
-    actual = checks.loss_of(rid, implementation, tokens, labels, reduction="sum")
+    actual = checks.loss_of(requirement, implementation, tokens, labels, reduction="sum")
     if _close(actual, once, tol):
         return
     for offset in (2, 0):
         if _close(actual, _spec_loss(logits, _scored_against(stream, offset, T), "sum"), tol):
             checks.fail(
-                rid,
+                requirement,
                 f"the sum loss is {actual:.8g}, not {once:.8g} (one shift): "
                 f"{_misalignment(convention, offset)}",
             )
     checks.fail(
-        rid,
+        requirement,
         f"the sum loss is {actual:.8g}, but scoring row i against x_(i+1) (one shift) gives "
         f"{once:.8g} ({_difference(actual, once, tol)})",
     )
@@ -415,16 +396,12 @@ def test_labels_are_shifted_exactly_once(suite: Suite, data: st.DataObject) -> N
 @pytest.mark.requirement("objective.microbatch-additivity")
 @pytest.mark.capability("loss")
 @given(data=st.data())
-def test_micro_batch_sums_and_counts_add_up(suite: Suite, data: st.DataObject) -> None:
-    rid = "objective.microbatch-additivity"
+def test_micro_batch_sums_and_counts_add_up(
+    suite: Suite, data: st.DataObject, requirement: str
+) -> None:
     tol = suite.tolerance("self")
-    convention = checks.label_convention(suite.adapter)
-    config, implementation = strategies.draw_implementation(data, suite, rid)
-    tokens, labels = data.draw(
-        strategies.labelled_batches(
-            config, convention, min_batch=2, max_batch=4, min_length=2, max_length=24
-        ),
-        label="tokens, labels",
+    convention, _, implementation, tokens, labels = strategies.draw_labelled_implementation(
+        data, suite, requirement, min_batch=2, max_batch=4, min_length=2, max_length=24
     )
     cuts = data.draw(strategies.splits(len(tokens)), label="cuts")
     targets = S.targets_for_convention(labels, convention, IGNORE)
@@ -432,22 +409,22 @@ def test_micro_batch_sums_and_counts_add_up(suite: Suite, data: st.DataObject) -
     assume(sum(counts) > 0)
 
     sums = [
-        checks.loss_of(rid, implementation, x, y, reduction="sum")
+        checks.loss_of(requirement, implementation, x, y, reduction="sum")
         for x, y in zip(np.split(tokens, cuts), np.split(labels, cuts), strict=True)
     ]
-    whole = checks.loss_of(rid, implementation, tokens, labels, reduction="sum")
+    whole = checks.loss_of(requirement, implementation, tokens, labels, reduction="sum")
     if not _close(sum(sums), whole, tol):
         checks.fail(
-            rid,
+            requirement,
             f"the micro-batches (sequences split at {cuts}) have sums {sums} adding up to "
             f"{sum(sums):.8g}, but the whole batch's sum is {whole:.8g} "
             f"({_difference(sum(sums), whole, tol)})",
         )
-    mean = checks.loss_of(rid, implementation, tokens, labels, reduction="mean")
+    mean = checks.loss_of(requirement, implementation, tokens, labels, reduction="mean")
     expected = sum(sums) / sum(counts)
     if not _close(mean, expected, tol):
         checks.fail(
-            rid,
+            requirement,
             f"the whole batch's mean loss is {mean:.8g}, but the micro-batch sums over their "
             f"counts, ({' + '.join(f'{s:.6g}' for s in sums)}) / ({' + '.join(map(str, counts))})"
             f", give {expected:.8g} ({_difference(mean, expected, tol)})",
@@ -457,16 +434,10 @@ def test_micro_batch_sums_and_counts_add_up(suite: Suite, data: st.DataObject) -
 @pytest.mark.requirement("objective.microbatch-additivity")
 @pytest.mark.capability("loss", "gradients")
 @given(data=st.data())
-def test_micro_batch_gradients_add_up(suite: Suite, data: st.DataObject) -> None:
-    rid = "objective.microbatch-additivity"
+def test_micro_batch_gradients_add_up(suite: Suite, data: st.DataObject, requirement: str) -> None:
     tol = suite.tolerance("self")
-    convention = checks.label_convention(suite.adapter)
-    config, implementation = strategies.draw_implementation(data, suite, rid)
-    tokens, labels = data.draw(
-        strategies.labelled_batches(
-            config, convention, min_batch=2, max_batch=4, min_length=2, max_length=16
-        ),
-        label="tokens, labels",
+    convention, config, implementation, tokens, labels = strategies.draw_labelled_implementation(
+        data, suite, requirement, min_batch=2, max_batch=4, min_length=2, max_length=16
     )
     cuts = data.draw(strategies.splits(len(tokens)), label="cuts")
     n_counted = int((S.targets_for_convention(labels, convention, IGNORE) != IGNORE).sum())
@@ -476,8 +447,12 @@ def test_micro_batch_gradients_add_up(suite: Suite, data: st.DataObject) -> None
 
     def gradients(x: np.ndarray, y: np.ndarray, reduction: str) -> dict[str, np.ndarray]:
         what = f"computing the gradients of the {reduction} loss"
-        _, grads = checks.call(rid, what, implementation.gradients, x, y, reduction=reduction)
-        return {n: checks.gradient_of(rid, grads, n, shape=shape) for n, shape in shapes.items()}
+        _, grads = checks.call(
+            requirement, what, implementation.gradients, x, y, reduction=reduction
+        )
+        return {
+            n: checks.gradient_of(requirement, grads, n, shape=shape) for n, shape in shapes.items()
+        }
 
     whole_sum = gradients(tokens, labels, "sum")
     whole_mean = gradients(tokens, labels, "mean")
@@ -487,7 +462,7 @@ def test_micro_batch_gradients_add_up(suite: Suite, data: st.DataObject) -> None
             accumulated[name] += grad
     for name in shapes:
         checks.tensors_agree(
-            rid,
+            requirement,
             accumulated[name],
             whole_sum[name],
             tol,
@@ -495,7 +470,7 @@ def test_micro_batch_gradients_add_up(suite: Suite, data: st.DataObject) -> None
             f"of {name} that differs from the whole batch's",
         )
         checks.tensors_agree(
-            rid,
+            requirement,
             whole_mean[name],
             accumulated[name] / n_counted,
             tol,
@@ -524,40 +499,40 @@ def _gradient_probes(config: GPT2Config) -> dict[str, tuple[int, ...]]:
 @pytest.mark.requirement("objective.logits-gradient")
 @pytest.mark.capability("loss", "gradients")
 @given(data=st.data())
-def test_logits_gradient_is_softmax_minus_one_hot(suite: Suite, data: st.DataObject) -> None:
+def test_logits_gradient_is_softmax_minus_one_hot(
+    suite: Suite, data: st.DataObject, requirement: str
+) -> None:
     """Seen from outside: logits = h W^T with h = ln_f(...) and ln_f's bias added last, so
     d loss / d ln_f.bias = sum over rows of (d loss / d z_i) W."""
-    rid = "objective.logits-gradient"
-    convention = checks.label_convention(suite.adapter)
-    config, implementation = strategies.draw_implementation(data, suite, rid)
-    tokens, labels = data.draw(
-        strategies.labelled_batches(config, convention, min_length=2, max_length=MAX_LENGTH),
-        label="tokens, labels",
+    convention, config, implementation, tokens, labels = strategies.draw_labelled_implementation(
+        data, suite, requirement, min_length=2, max_length=MAX_LENGTH
     )
     targets = S.targets_for_convention(labels, convention, IGNORE)
-    logits = checks.logits_of(rid, implementation, tokens, vocab_size=config.vocab_size)
+    logits = checks.logits_of(requirement, implementation, tokens, vocab_size=config.vocab_size)
     head = checks.array(
-        rid,
-        checks.call(rid, "reading the head weight", implementation.head_weight),
+        requirement,
+        checks.call(requirement, "reading the head weight", implementation.head_weight),
         what="the head weight",
         shape=(config.vocab_size, config.n_embd),
     )
     reductions = ("sum", "mean") if (targets != IGNORE).any() else ("sum",)
     for reduction in reductions:
         _, grads = checks.call(
-            rid,
+            requirement,
             f"computing the gradients of the {reduction} loss",
             implementation.gradients,
             tokens,
             labels,
             reduction=reduction,
         )
-        actual = checks.gradient_of(rid, grads, "transformer.ln_f.bias", shape=(config.n_embd,))
+        actual = checks.gradient_of(
+            requirement, grads, "transformer.ln_f.bias", shape=(config.n_embd,)
+        )
         expected = np.einsum(
             "btv,vd->d", S.logits_gradient(logits, targets, reduction, IGNORE), head
         )
         checks.tensors_agree(
-            rid,
+            requirement,
             actual,
             expected,
             suite.tolerance("self"),
@@ -591,14 +566,15 @@ def _nothing_counted(
 @pytest.mark.requirement("objective.no-counted-targets")
 @pytest.mark.capability("loss")
 @given(data=st.data())
-def test_zero_counted_targets_give_sum_zero_and_no_mean(suite: Suite, data: st.DataObject) -> None:
-    rid = "objective.no-counted-targets"
+def test_zero_counted_targets_give_sum_zero_and_no_mean(
+    suite: Suite, data: st.DataObject, requirement: str
+) -> None:
     convention = checks.label_convention(suite.adapter)
-    config, implementation = strategies.draw_implementation(data, suite, rid)
+    config, implementation = strategies.draw_implementation(data, suite, requirement)
     tokens, labels = data.draw(_nothing_counted(config, convention), label="tokens, labels")
-    total = checks.loss_of(rid, implementation, tokens, labels, reduction="sum")
+    total = checks.loss_of(requirement, implementation, tokens, labels, reduction="sum")
     checks.scalar_agrees(
-        rid, total, 0.0, suite.tolerance("self"), what="the sum loss with no counted target"
+        requirement, total, 0.0, suite.tolerance("self"), what="the sum loss with no counted target"
     )
     try:
         out = implementation.loss(tokens, labels, reduction="mean")
@@ -606,14 +582,16 @@ def test_zero_counted_targets_give_sum_zero_and_no_mean(suite: Suite, data: st.D
         return  # a clear error: accepted
     except Exception as error:
         checks.fail(
-            rid,
+            requirement,
             f"the mean loss with no counted target raised {type(error).__name__}: {error}; it must "
             "be NaN or a clear error, a ValueError (input.clear-error)",
         )
-    mean = checks.scalar(rid, out, what="the mean loss with no counted target", allow_nan=True)
+    mean = checks.scalar(
+        requirement, out, what="the mean loss with no counted target", allow_nan=True
+    )
     if not np.isnan(mean):
         checks.fail(
-            rid,
+            requirement,
             f"the mean loss with no counted target (0/0) is {mean:.8g}, a finite number; it must "
             "be NaN or a clear error",
         )
@@ -622,13 +600,14 @@ def test_zero_counted_targets_give_sum_zero_and_no_mean(suite: Suite, data: st.D
 @pytest.mark.requirement("objective.no-counted-targets")
 @pytest.mark.capability("loss", "gradients")
 @given(data=st.data())
-def test_zero_counted_targets_give_zero_gradient(suite: Suite, data: st.DataObject) -> None:
-    rid = "objective.no-counted-targets"
+def test_zero_counted_targets_give_zero_gradient(
+    suite: Suite, data: st.DataObject, requirement: str
+) -> None:
     convention = checks.label_convention(suite.adapter)
-    config, implementation = strategies.draw_implementation(data, suite, rid)
+    config, implementation = strategies.draw_implementation(data, suite, requirement)
     tokens, labels = data.draw(_nothing_counted(config, convention), label="tokens, labels")
     _, grads = checks.call(
-        rid,
+        requirement,
         "computing the gradients of the sum loss",
         implementation.gradients,
         tokens,
@@ -636,9 +615,9 @@ def test_zero_counted_targets_give_zero_gradient(suite: Suite, data: st.DataObje
         reduction="sum",
     )
     for name in sorted(grads):
-        grad = checks.array(rid, grads[name], what=f"the gradient of {name}")
+        grad = checks.array(requirement, grads[name], what=f"the gradient of {name}")
         checks.tensors_agree(
-            rid,
+            requirement,
             grad,
             np.zeros_like(grad),
             suite.tolerance("self"),
@@ -654,39 +633,35 @@ _HALF_PRECISION = ("float16", "bfloat16", "half")
 @pytest.mark.requirement("objective.loss-in-float32")
 @pytest.mark.capability("loss")
 @given(data=st.data())
-def test_loss_is_computed_in_at_least_float32(suite: Suite, data: st.DataObject) -> None:
+def test_loss_is_computed_in_at_least_float32(
+    suite: Suite, data: st.DataObject, requirement: str
+) -> None:
     """At any dtype, the loss equals the spec's loss evaluated in float64 on the implementation's
     own logits; a loss returned in a 16-bit format was last computed in it."""
-    rid = "objective.loss-in-float32"
     tol = suite.tolerance("self")
-    convention = checks.label_convention(suite.adapter)
-    config, implementation = strategies.draw_implementation(data, suite, rid)
-    tokens, labels = data.draw(
-        strategies.labelled_batches(
-            config, convention, max_batch=4, min_length=2, max_length=MAX_LENGTH
-        ),
-        label="tokens, labels",
+    convention, config, implementation, tokens, labels = strategies.draw_labelled_implementation(
+        data, suite, requirement, max_batch=4, min_length=2, max_length=MAX_LENGTH
     )
     targets = S.targets_for_convention(labels, convention, IGNORE)
     assume((targets != IGNORE).any())
-    logits = checks.logits_of(rid, implementation, tokens, vocab_size=config.vocab_size)
+    logits = checks.logits_of(requirement, implementation, tokens, vocab_size=config.vocab_size)
     for reduction in ("sum", "mean"):
         out = checks.call(
-            rid, f"computing the {reduction} loss", implementation.loss, tokens, labels,
+            requirement, f"computing the {reduction} loss", implementation.loss, tokens, labels,
             reduction=reduction,
         )  # fmt: skip
         dtype = str(getattr(out, "dtype", "")).rpartition(".")[2]
         if dtype in _HALF_PRECISION:
             checks.fail(
-                rid,
+                requirement,
                 f"the {reduction} loss comes back as {dtype}: it was computed (or rounded) in a "
                 "16-bit format; convert the logits to float32 before the log-softmax",
             )
-        actual = checks.scalar(rid, out, what=f"the {reduction} loss")
+        actual = checks.scalar(requirement, out, what=f"the {reduction} loss")
         expected = _spec_loss(logits, targets, reduction)
         if not _close(actual, expected, tol):
             checks.fail(
-                rid,
+                requirement,
                 f"at {suite.dtype} the {reduction} loss is {actual:.8g}, but the loss of the same "
                 f"logits evaluated in float64 is {expected:.8g} "
                 f"({_difference(actual, expected, tol)})",

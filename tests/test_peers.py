@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 
+from gpt2_conformance.properties import discover
 from gpt2_spec import SpecFormatError, load_profiles, load_requirements
 from gpt2_spec.registry import SPEC_DIR
 
@@ -65,24 +66,12 @@ GPT2_CAPABILITIES = {"params", "gradients", "checkpoint"}
 def test_every_causal_lm_requirement_has_a_property_that_needs_no_gpt2_weights():
     """The profile is checkable on any causal LM: each requirement has a property that needs
     none of the capabilities only a GPT-2 with canonical weights can offer."""
-    import importlib
-    import inspect
-    import pkgutil
-
-    import gpt2_conformance
-
-    generic: set[str] = set()
-    for info in pkgutil.iter_modules(gpt2_conformance.__path__):
-        if not info.name.startswith("test_"):
-            continue
-        module = importlib.import_module(f"gpt2_conformance.{info.name}")
-        for name, function in inspect.getmembers(module, inspect.isfunction):
-            if not name.startswith("test_"):
-                continue
-            marks = getattr(function, "pytestmark", [])
-            caps = {a for m in marks if m.name == "capability" for a in m.args}
-            if not caps & GPT2_CAPABILITIES:
-                generic.update(a for m in marks if m.name == "requirement" for a in m.args)
+    generic = {
+        rid
+        for prop in discover()
+        if not set(prop.capabilities) & GPT2_CAPABILITIES
+        for rid in prop.requirements
+    }
     missing = sorted(set(load_profiles()["causal-lm"].requirements) - generic)
     assert not missing, f"causal-lm requirements checked only through GPT-2's weights: {missing}"
 

@@ -26,11 +26,8 @@ former to fit the page they land on.
 
 from __future__ import annotations
 
-import importlib
 import importlib.util
-import inspect
 import json
-import pkgutil
 import posixpath
 import re
 import sys
@@ -38,11 +35,14 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from mkdocs.exceptions import PluginError
 from mkdocs.structure.files import Files
 from mkdocs.structure.pages import Page
+
+if TYPE_CHECKING:
+    from gpt2_conformance.properties import Property
 
 ROOT = Path(__file__).resolve().parents[2]
 DATA = ROOT / "docs" / "data"
@@ -126,28 +126,15 @@ REGISTRY: dict[str, Generator] = {
 
 
 def conformance_properties() -> list[tuple[str, Callable[..., Any]]]:
-    """Every conformance property as ``(module.function, function)``: the same discovery as the
-    project's traceability test (``tests/test_traceability.py``)."""
-    import gpt2_conformance
-
-    found = []
-    for info in pkgutil.iter_modules(gpt2_conformance.__path__):
-        if info.name.startswith("test_"):
-            module = importlib.import_module(f"gpt2_conformance.{info.name}")
-            for name, function in inspect.getmembers(module, inspect.isfunction):
-                if name.startswith("test_") and function.__module__ == module.__name__:
-                    found.append((f"{info.name}.{name}", function))
-    return found
+    """Every conformance property as ``(module.function, function)``, sorted by module and name
+    (the suite's one discovery: :func:`gpt2_conformance.properties.discover`)."""
+    return [(p.qualname, p.function) for p in _properties()]
 
 
-def _marks(function: Any, mark: str) -> list[str]:
-    return [a for m in getattr(function, "pytestmark", []) if m.name == mark for a in m.args]
+def _properties() -> list[Property]:
+    from gpt2_conformance.properties import discover
 
-
-def _first_sentence(function: Any) -> str:
-    doc = inspect.getdoc(function) or ""
-    text = " ".join(doc.split("\n\n")[0].split())
-    return text.replace("|", "\\|")
+    return sorted(discover(), key=lambda p: (p.module, p.name))
 
 
 def _chapter_title(chapter: str) -> str:
@@ -165,19 +152,19 @@ def render_traceability() -> str:
     from gpt2_spec import load_requirements
 
     requirements = load_requirements()
-    by_id: dict[str, list[tuple[str, Any]]] = {r.id: [] for r in requirements}
+    by_id: dict[str, list[Property]] = {r.id: [] for r in requirements}
     unknown: list[str] = []
-    for name, function in conformance_properties():
-        for rid in _marks(function, "requirement"):
+    for prop in _properties():
+        for rid in prop.requirements:
             if rid in by_id:
-                by_id[rid].append((name, function))
+                by_id[rid].append(prop)
             else:
-                unknown.append(f"{name} -> {rid}")
+                unknown.append(f"{prop.qualname} -> {rid}")
     if unknown:
         raise PluginError(f"properties name requirements the spec lacks: {unknown}")
     total = sum(len(v) for v in by_id.values())
     lines = [
-        f"{len(requirements)} requirements, {len(set(n for v in by_id.values() for n, _ in v))} "
+        f"{len(requirements)} requirements, {len({p.qualname for v in by_id.values() for p in v})} "
         f"properties ({total} requirement–property links), read from the code when this page "
         "was built.",
     ]
@@ -192,20 +179,16 @@ def render_traceability() -> str:
                 "| requirement | level | property (`conformance/…`) | needs | what it checks |",
                 "| --- | --- | --- | --- | --- |",
             ]
-        props = by_id[r.id] or [("**none**", None)]
-        for i, (name, function) in enumerate(props):
-            first = i == 0
-            req = f"[`{r.id}`](spec/{r.anchor})" if first else ""
-            level = r.level if first else ""
-            if function is None:
-                lines.append(f"| {req} | {level} | **no property** | | |")
-                continue
-            module, test = name.split(".", 1)
-            needs = ", ".join(f"`{c}`" for c in _marks(function, "capability")) or "—"
+        req, level = f"[`{r.id}`](spec/{r.anchor})", r.level
+        if not by_id[r.id]:
+            lines.append(f"| {req} | {level} | **no property** | | |")
+        for prop in by_id[r.id]:
+            needs = ", ".join(f"`{c}`" for c in prop.capabilities) or "—"
+            summary = prop.summary.replace("|", "\\|")
             lines.append(
-                f"| {req} | {level} | `{module}.py::{test}` | {needs} | "
-                f"{_first_sentence(function)} |"
+                f"| {req} | {level} | `{prop.module}.py::{prop.name}` | {needs} | {summary} |"
             )
+            req = level = ""
     return "\n".join(lines) + "\n"
 
 

@@ -1,0 +1,123 @@
+"""What both routes to the ``head.tied-*`` requirements share (spec chapter 5, "Weight tying").
+
+The GPT-2 route (``test_embedding_head``) changes ``transformer.wte.weight`` through canonical
+parameters and judges the head against the oracle; the causal-LM route (``test_causal_lm``)
+writes the model's own input-embedding matrix and judges the head through its own hidden states.
+Both first refuse an adapter that declares an untied head, move a model away and back along the
+same route, draw a new vocabulary size the same way, and compare one gradient tensor under one
+bound: those pieces live here, once.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+from hypothesis import strategies as st
+
+from gpt2_conformance import checks
+from gpt2_conformance.adapter import Implementation
+from gpt2_conformance.suite import Suite
+from gpt2_spec import spec_definitions
+
+S = spec_definitions()
+
+#: The requirements a declared-untied head does not claim.
+TIED_IDS = (
+    "head.tied-to-embedding",
+    "head.tied-gradient",
+    "head.tied-after-update",
+    "head.tied-after-save-load",
+    "head.tied-after-resize",
+    "head.tied-after-move",
+)
+
+_UNTIED = "the adapter sets tied_head=False, so it does not claim the head.tied-* requirements"
+
+
+def declared_tied(suite: Suite, requirement: str, *, profile: bool = False) -> None:
+    """Fail ``requirement`` (a head.tied-* id) when the adapter declares an untied head.
+
+    ``profile``: the causal-LM route, whose message adds that the causal-lm profile applies the
+    tied requirements to declared-tied models only."""
+    if suite.adapter.tied_head:
+        return
+    if profile:
+        checks.fail(
+            requirement,
+            f"declared untied head: {_UNTIED} (spec head.untied-is-declared; the causal-lm "
+            "profile applies them to declared-tied models only)",
+        )
+    checks.fail(
+        requirement,
+        f"declared untied head (a declared deviation): {_UNTIED} (spec head.untied-is-declared)",
+    )
+
+
+def move_path(suite: Suite) -> list[tuple[str, str]]:
+    """Away to another dtype (or to the CPU) and back to the run's device and dtype, so that the
+    final state is judged at the run's tolerance."""
+    home = (suite.device, suite.dtype)
+    away = [(suite.device, dt) for dt in suite.adapter.dtypes if dt != suite.dtype]
+    if suite.device != "cpu" and "cpu" in suite.adapter.devices:
+        away.append(("cpu", suite.dtype))
+    return [away[0], home] if away else [home]
+
+
+def move_away_and_back(
+    requirement: str, suite: Suite, impl: Implementation
+) -> tuple[Implementation, str]:
+    """``impl`` moved along :func:`move_path`, and the route in words ("cpu/float64 then ...")."""
+    path = move_path(suite)
+    moved = impl
+    for device, dtype in path:
+        moved = checks.call(requirement, f"moving to {device}/{dtype}", moved.moved, device, dtype)
+    return moved, " then ".join(f"{device}/{dtype}" for device, dtype in path)
+
+
+def draw_vocab_size(data: st.DataObject, vocab_size: int) -> int:
+    """A new vocabulary size for a resize: smaller (down to half) or larger (up to 16 more)."""
+    V = vocab_size
+    new_V: int = data.draw(
+        st.integers(max(2, V // 2), V + 16).filter(lambda v: v != V), label="new vocab size"
+    )
+    return new_V
+
+
+def resize(requirement: str, impl: Implementation, vocab_size: int, new_vocab_size: int) -> None:
+    """Ask ``impl`` to resize its vocabulary."""
+    checks.call(
+        requirement,
+        f"resizing the vocabulary from {vocab_size} to {new_vocab_size}",
+        impl.resize_vocab,
+        new_vocab_size,
+    )
+
+
+def kept_rows_agree(
+    requirement: str,
+    after: np.ndarray,
+    before: np.ndarray,
+    new_vocab_size: int,
+    tol: Any,
+    *,
+    what: str,
+) -> None:
+    """After a resize, the rows both sizes share (``what``: the matrix) kept their values."""
+    V, new_V = before.shape[0], new_vocab_size
+    keep = min(V, new_V)
+    checks.rows_agree(
+        requirement,
+        after[:keep],
+        before[:keep],
+        tol,
+        describe=lambda i, e, t: (
+            f"resizing from {V} to {new_V} changed kept row {list(i)} of {what} by {e:.2e} "
+            f"(tolerance {t:.1e}); the first {keep} rows must keep their values"
+        ),
+    )
+
+
+def agree_tensor(actual: np.ndarray, expected: np.ndarray, tol: Any) -> bool:
+    """One tensor, one bound (spec chapter 7: a gradient's bound scales with its largest entry)."""
+    return bool(S.agree(actual.reshape(1, -1), expected.reshape(1, -1), tol))
