@@ -151,12 +151,12 @@ _DECLARED, _XFAILS_FILE, _EXPECTED = "declared", "xfails-file", "expected"
 _SOURCE_WORDS = {
     _DECLARED: "as the adapter declares",
     _XFAILS_FILE: "as listed in the xfails file",
-    _EXPECTED: "as marked expected to fail",
+    _EXPECTED: "as expected by an xfail marker",
 }
 _DEVIATION_WORDS = {
     _DECLARED: "declared by the adapter",
     _XFAILS_FILE: "listed in the xfails file",
-    _EXPECTED: "marked expected to fail",
+    _EXPECTED: "expected by an xfail marker",
 }
 
 
@@ -207,7 +207,8 @@ def class_verdicts(
     collection_errors: int = 0,
     not_applicable: Collection[str] = (),
 ) -> dict[str, dict[str, Any]]:
-    """Each conformance class's standing in a run, by class name, in the spec's order.
+    """Each conformance class's standing in a run, by class name, in the order of the
+    requirements (the spec's).
 
     Only the requirements in the run's profile count (not ``not-in-profile``), and of them not
     those in ``not_applicable`` (requirements that do not apply to the implementation, such as the

@@ -201,7 +201,7 @@ def test_a_should_failure_is_a_deviation_not_a_failure() -> None:
     [
         ("declared deviation: x: why", "as the adapter declares"),
         ("listed in known.txt: it failed", "as listed in the xfails file"),
-        ("a reason of its own", "as marked expected to fail"),
+        ("a reason of its own", "as expected by an xfail marker"),
     ],
 )
 def test_an_expected_failure_says_where_it_comes_from(message: str, words: str) -> None:
