@@ -10,7 +10,8 @@ pytest, no hypothesis, so a report written by one run can be re-rendered later::
 Statuses of a requirement, from its tests:
 
 - ``fail``: at least one of its tests failed (or errored in setup/teardown);
-- ``xfail``: every failure was expected (listed in the xfails file), none unexpected;
+- ``xfail``: every failure was expected (a deviation the adapter declares, or listed in the
+  xfails file), none unexpected;
 - ``pass``: every test that ran passed;
 - ``not-claimed``: every test was skipped because the adapter does not claim a capability;
 - ``skipped``: its tests were skipped for other reasons;
@@ -23,8 +24,9 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as _dt
+import functools
 import json
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -127,6 +129,174 @@ def _first_message(status: str, tests: Sequence[TestRecord]) -> str:
     return ""
 
 
+#: The word a verdict gives a conformance class (spec README, "What a verdict says").
+CONFORMS = "conforms"
+#: Every MUST requirement checked passed, but some were not claimed.
+CONFORMS_ON_CLAIMS = "conforms-on-what-it-claims"
+#: No MUST requirement of the class was claimed.
+CLASS_NOT_CLAIMED = "not-claimed"
+DOES_NOT_CONFORM = "does-not-conform"
+#: Something of the class was not checked (not run, skipped, a collection error).
+INCOMPLETE = "incomplete"
+CLASS_STATUSES = (CONFORMS, CONFORMS_ON_CLAIMS, CLASS_NOT_CLAIMED, DOES_NOT_CONFORM, INCOMPLETE)
+_CLASS_WORDS = {
+    CONFORMS: "CONFORMS",
+    CONFORMS_ON_CLAIMS: "CONFORMS ON WHAT IT CLAIMS",
+    CLASS_NOT_CLAIMED: "not claimed",
+    DOES_NOT_CONFORM: "DOES NOT CONFORM",
+    INCOMPLETE: "INCOMPLETE",
+}
+#: Where an expected failure (status ``xfail``) comes from, told by the plugin's xfail reason.
+_DECLARED, _XFAILS_FILE, _EXPECTED = "declared", "xfails-file", "expected"
+_SOURCE_WORDS = {
+    _DECLARED: "as the adapter declares",
+    _XFAILS_FILE: "as listed in the xfails file",
+    _EXPECTED: "as expected by an xfail marker",
+}
+_DEVIATION_WORDS = {
+    _DECLARED: "declared by the adapter",
+    _XFAILS_FILE: "listed in the xfails file",
+    _EXPECTED: "expected by an xfail marker",
+}
+
+
+@functools.lru_cache(maxsize=1)
+def _spec_class_of_chapter() -> dict[str, str]:
+    from gpt2_spec import load_classes
+
+    return {chapter: c.name for c in load_classes() for chapter in c.chapters}
+
+
+def conformance_class_of(requirement: Mapping[str, Any] | Any) -> str:
+    """The conformance class of a report's requirement entry (its ``conformance_class``) or of a
+    :class:`gpt2_spec.Requirement`; an entry written before classes existed gets its chapter's
+    class in this version of the spec (``function`` when the chapter is unknown)."""
+    if isinstance(requirement, Mapping):
+        given, chapter = requirement.get("conformance_class"), requirement.get("chapter")
+    else:
+        given = getattr(requirement, "conformance_class", "")
+        chapter = getattr(requirement, "chapter", None)
+    if given:
+        return str(given)
+    return _spec_class_of_chapter().get(str(chapter), "function")
+
+
+def _expected_failure_source(requirement: Mapping[str, Any]) -> str:
+    """Who expected a requirement's failure: the adapter's ``declared_deviations`` (the plugin's
+    xfail reason starts "declared deviation"), the xfails file ("listed in FILE"), or an xfail
+    marker of another origin."""
+    messages = [
+        str(t.get("message", ""))
+        for t in requirement.get("tests", [])
+        if t.get("outcome") == "xfailed"
+    ] or [str(requirement.get("message", ""))]
+    sources = set()
+    for message in messages:
+        if message.startswith("declared deviation"):
+            sources.add(_DECLARED)
+        elif message.startswith("listed in "):
+            sources.add(_XFAILS_FILE)
+        else:
+            sources.add(_EXPECTED)
+    return sources.pop() if len(sources) == 1 else _EXPECTED
+
+
+def class_verdicts(
+    requirements: Sequence[Mapping[str, Any]],
+    *,
+    collection_errors: int = 0,
+    not_applicable: Collection[str] = (),
+) -> dict[str, dict[str, Any]]:
+    """Each conformance class's standing in a run, by class name, in the order of the
+    requirements (the spec's).
+
+    Only the requirements in the run's profile count (not ``not-in-profile``), and of them not
+    those in ``not_applicable`` (requirements that do not apply to the implementation, such as the
+    causal-lm profile's tied-only ones for a model that declares an untied head). A class with no
+    requirement in the profile is left out. Each value holds ``status`` (one of
+    :data:`CLASS_STATUSES`), ``must`` (how many MUST requirements apply), ``must_passed``, and the
+    ids that are ``failed``, ``expected_to_fail`` (by source: ``declared``, ``xfails-file``,
+    ``expected``), ``not_claimed`` (MUST) and ``unchecked``.
+    """
+    entries: dict[str, list[Mapping[str, Any]]] = {}
+    for requirement in requirements:
+        if requirement["status"] == NOT_IN_PROFILE or requirement["id"] in not_applicable:
+            continue
+        entries.setdefault(conformance_class_of(requirement), []).append(requirement)
+    standing: dict[str, dict[str, Any]] = {}
+    for name, members in entries.items():
+        must = [r for r in members if r["level"] == "MUST"]
+        failed = [r["id"] for r in must if r["status"] == "fail"]
+        expected: dict[str, list[str]] = {}
+        for r in must:
+            if r["status"] == "xfail":
+                expected.setdefault(_expected_failure_source(r), []).append(r["id"])
+        passed = [r["id"] for r in must if r["status"] == "pass"]
+        not_claimed = [r["id"] for r in must if r["status"] == "not-claimed"]
+        unchecked = [r["id"] for r in members if r["status"] in ("not-run", "skipped")]
+        if failed or expected:
+            status = DOES_NOT_CONFORM
+        elif unchecked or collection_errors:
+            status = INCOMPLETE
+        elif must and not passed:
+            status = CLASS_NOT_CLAIMED
+        elif not_claimed:
+            status = CONFORMS_ON_CLAIMS
+        else:
+            status = CONFORMS
+        standing[name] = {
+            "status": status,
+            "must": len(must),
+            "must_passed": len(passed),
+            "failed": failed,
+            "expected_to_fail": expected,
+            "not_claimed": not_claimed,
+            "unchecked": unchecked,
+        }
+    return standing
+
+
+def overall_conforms(classes: Mapping[str, Mapping[str, Any]]) -> bool | None:
+    """The report's ``conforms``: False when a class does not conform; True when every class of
+    the profile conforms or is not claimed and at least one conforms; None (no verdict) when a
+    class is incomplete, conforms only on what it claims, or nothing was claimed."""
+    statuses = [c["status"] for c in classes.values()]
+    if DOES_NOT_CONFORM in statuses:
+        return False
+    if CONFORMS in statuses and all(s in (CONFORMS, CLASS_NOT_CLAIMED) for s in statuses):
+        return True
+    return None
+
+
+def _class_phrase(name: str, standing: Mapping[str, Any], collection_errors: int) -> str:
+    """``function CONFORMS``, ``validated input not claimed``, ... with what decided it."""
+    status = standing["status"]
+    words = f"{name.replace('-', ' ')} {_CLASS_WORDS[status]}"
+    if status == DOES_NOT_CONFORM:
+        parts = []
+        if standing["failed"]:
+            failed = standing["failed"]
+            parts.append(f"{_count(len(failed), 'MUST requirement')} fail: {_ids(failed)}")
+        for source, ids in standing["expected_to_fail"].items():
+            parts.append(
+                f"{_count(len(ids), 'MUST requirement')} fail {_SOURCE_WORDS[source]}: {_ids(ids)}"
+            )
+        return f"{words} ({'; '.join(parts)})"
+    if status == INCOMPLETE:
+        why = []
+        if standing["unchecked"]:
+            why.append(f"{_count(len(standing['unchecked']), 'requirement')} not checked")
+        if collection_errors:
+            why.append(_count(collection_errors, "collection error"))
+        return f"{words} ({', '.join(why)}; no MUST failure among the rest)"
+    if status == CONFORMS_ON_CLAIMS:
+        return (
+            f"{words} ({standing['must_passed']} of {standing['must']} MUST requirements "
+            f"checked; not claimed: {_ids(standing['not_claimed'], limit=3)})"
+        )
+    return words
+
+
 def verdict(
     requirements: Sequence[Mapping[str, Any]],
     *,
@@ -134,54 +304,118 @@ def verdict(
     spec_version: str,
     collection_errors: int = 0,
     profile: str | None = None,
+    not_applicable: Collection[str] = (),
 ) -> tuple[str, bool | None]:
     """The one-line verdict and whether the implementation conforms (None: no verdict).
 
-    An implementation conforms when no MUST requirement fails, none is an expected failure, and
-    every requirement was checked (passed or not claimed). Failures of SHOULD and MAY
-    requirements are deviations: listed, but they do not decide the verdict. With a requirements
-    ``profile`` (other than gpt2) the verdict is against that profile of the spec, and the
-    requirements outside it (status ``not-in-profile``) are counted but judge nothing.
+    The line judges each conformance class of the run's profile on its own (spec README,
+    "Conformance classes" and "What a verdict says"), e.g. ``gpt2-conformance: x, spec 1.0.0:
+    function CONFORMS; validated input not claimed (45 pass, 7 not-claimed)``. A class CONFORMS
+    only when every MUST requirement of it was claimed and passed; one whose checked MUST
+    requirements pass but some were not claimed CONFORMS ON WHAT IT CLAIMS, with how many were
+    checked; a MUST requirement that fails, or is expected to fail (declared by the adapter or
+    listed in an xfails file, each said as such), makes its class DOES NOT CONFORM. Failures of
+    SHOULD and MAY requirements are deviations: listed, but they decide nothing. With a
+    requirements ``profile`` (other than gpt2) the verdict is against that profile, and the
+    requirements outside it (status ``not-in-profile``) are counted but judge nothing;
+    ``not_applicable`` ids are left out of their class (see :func:`class_verdicts`). The boolean
+    is :func:`overall_conforms`.
     """
     by_status: dict[str, list[Mapping[str, Any]]] = {s: [] for s in (*STATUSES, NOT_IN_PROFILE)}
     for requirement in requirements:
         by_status[requirement["status"]].append(requirement)
-    must_fail = [r["id"] for r in by_status["fail"] if r["level"] == "MUST"]
-    must_xfail = [r["id"] for r in by_status["xfail"] if r["level"] == "MUST"]
-    deviations = [r["id"] for r in by_status["fail"] + by_status["xfail"] if r["level"] != "MUST"]
+    classes = class_verdicts(
+        requirements, collection_errors=collection_errors, not_applicable=not_applicable
+    )
+    deviations = [r["id"] for r in by_status["fail"] if r["level"] != "MUST"]
+    deviations += [
+        f"{r['id']} ({_DEVIATION_WORDS[_expected_failure_source(r)]})"
+        for r in by_status["xfail"]
+        if r["level"] != "MUST"
+    ]
     counts = ", ".join(
         f"{len(by_status[s])} {s}" for s in (*STATUSES, NOT_IN_PROFILE) if by_status[s]
     )
-    head = f"gpt2-conformance: {implementation}"
     spec = f"spec {spec_version}"
     if profile:
         spec += f", {profile} profile"
-    tail = f" ({counts})"
+    phrases = [_class_phrase(name, c, collection_errors) for name, c in classes.items()]
+    line = f"gpt2-conformance: {implementation}, {spec}: {'; '.join(phrases) or 'nothing judged'}"
+    line += f" ({counts})"
     if deviations:
-        tail += f"; SHOULD/MAY deviations: {_ids(deviations)}"
-    if must_fail or must_xfail:
-        parts = []
-        if must_fail:
-            parts.append(f"{_count(len(must_fail), 'MUST requirement')} fail ({_ids(must_fail)})")
-        if must_xfail:
-            parts.append(
-                f"{_count(len(must_xfail), 'MUST requirement')} fail as listed in the xfails "
-                f"file ({_ids(must_xfail)})"
-            )
-        return f"{head} DOES NOT CONFORM to {spec}: {'; '.join(parts)}{tail}", False
-    unchecked = by_status["not-run"] + by_status["skipped"]
-    if unchecked or collection_errors:
-        why = []
-        if unchecked:
-            why.append(f"{_count(len(unchecked), 'requirement')} not checked")
-        if collection_errors:
-            why.append(f"{_count(collection_errors, 'collection error')}")
-        return (
-            f"{head} INCOMPLETE against {spec}: {', '.join(why)}, no MUST failure among the "
-            f"rest{tail}",
-            None,
+        line += f"; SHOULD/MAY deviations: {_ids(deviations)}"
+    return line, overall_conforms(classes)
+
+
+#: Exit statuses of a run that requires a level of conformance (``--conformance-require``):
+#: conformance as required; a MUST requirement fails (or is expected to fail), as pytest's own
+#: "tests failed"; the run checked too little to establish what was required. pytest's statuses 2
+#: to 5 (interrupted, internal error, usage error, no tests) are passed on unchanged.
+EXIT_CONFORMS = 0
+EXIT_DOES_NOT_CONFORM = 1
+EXIT_NOT_ESTABLISHED = 6
+#: ``--conformance-require`` values besides class names: ``claimed``, every class judged is
+#: CONFORMS, CONFORMS ON WHAT IT CLAIMS or not claimed and one at least is claimed; ``full``,
+#: every class of the run's profile CONFORMS.
+REQUIRE_LEVELS = ("claimed", "full")
+
+
+def parse_require(value: str) -> tuple[str, ...]:
+    """Check a ``--conformance-require`` value: ``claimed``, ``full``, or conformance class
+    names separated by commas (``function``, ``function,validated-input``: those classes must
+    CONFORM). Returns the normalised words; raises ValueError with the choices otherwise."""
+    from gpt2_spec import load_classes
+
+    names = [c.name for c in load_classes()]
+    words = tuple(dict.fromkeys(w.strip() for w in value.split(",") if w.strip()))
+    if len(words) == 1 and words[0] in REQUIRE_LEVELS:
+        return words
+    unknown = [w for w in words if w not in names]
+    if not words or unknown:
+        raise ValueError(
+            f"--conformance-require={value}: expected 'claimed', 'full' or conformance class "
+            f"names separated by commas ({', '.join(names)})"
+            + (f"; unknown: {', '.join(unknown)}" if unknown else "")
         )
-    return f"{head} CONFORMS to {spec}{tail}", True
+    return words
+
+
+def exit_status(
+    report: Mapping[str, Any], *, require: str | None = None, pytest_status: int = 0
+) -> int:
+    """The exit status of a conformance run, from its report and pytest's own status.
+
+    Without ``require`` it is pytest's status, unchanged. With it (see :func:`parse_require`):
+    pytest's 2 to 5 stand; :data:`EXIT_DOES_NOT_CONFORM` (1) when a class DOES NOT CONFORM or
+    pytest saw a failure (a SHOULD/MAY deviation or a test outside the suite fails the run as
+    any failed test does); :data:`EXIT_NOT_ESTABLISHED` (6) when the run was interrupted, a
+    class is INCOMPLETE, or the coverage falls short of ``require`` (``full``: a class of the
+    profile CONFORMS ON WHAT IT CLAIMS or is not claimed; class names: one of them does not
+    CONFORM; ``claimed``: nothing was claimed); :data:`EXIT_CONFORMS` (0) otherwise.
+    """
+    if require is None:
+        return pytest_status
+    wanted = parse_require(require)
+    if pytest_status not in (0, 1):
+        return pytest_status
+    classes = report.get("classes")
+    if not isinstance(classes, Mapping):  # a report written before classes existed
+        classes = class_verdicts(
+            report.get("requirements", []),
+            collection_errors=len(report.get("collection_errors", [])),
+        )
+    statuses = {name: str(c["status"]) for name, c in classes.items()}
+    if DOES_NOT_CONFORM in statuses.values() or pytest_status == 1:
+        return EXIT_DOES_NOT_CONFORM
+    if report.get("interrupted") or INCOMPLETE in statuses.values():
+        return EXIT_NOT_ESTABLISHED
+    if wanted == ("claimed",):
+        met = any(s in (CONFORMS, CONFORMS_ON_CLAIMS) for s in statuses.values())
+    elif wanted == ("full",):
+        met = bool(statuses) and all(s == CONFORMS for s in statuses.values())
+    else:
+        met = all(statuses.get(name) == CONFORMS for name in wanted)
+    return EXIT_CONFORMS if met else EXIT_NOT_ESTABLISHED
 
 
 def _count(n: int, noun: str) -> str:
@@ -238,6 +472,7 @@ def build_report(
                 "title": r.title,
                 "level": r.level,
                 "chapter": r.chapter,
+                "conformance_class": conformance_class_of(r),
                 "anchor": f"spec/{r.anchor}",
                 "status": status,
                 **_shared_times(its_tests),
@@ -248,12 +483,23 @@ def build_report(
     summary = {s: 0 for s in (*STATUSES, NOT_IN_PROFILE) if s != NOT_IN_PROFILE or partial}
     for entry in entries:
         summary[entry["status"]] += 1
+    # A head.tied-* requirement of a profile that applies it to declared-tied heads only does not
+    # apply to a model that declares an untied head (reported not-claimed, counted in no class).
+    not_applicable = (
+        frozenset(getattr(profile, "tied_only", ()))
+        if partial and implementation.get("tied_head") is False
+        else frozenset()
+    )
     line, conforms = verdict(
         entries,
         implementation=str(implementation.get("name", "unknown")),
         spec_version=spec_version,
         collection_errors=len(collection_errors),
         profile=profile.name if partial else None,
+        not_applicable=not_applicable,
+    )
+    classes = class_verdicts(
+        entries, collection_errors=len(collection_errors), not_applicable=not_applicable
     )
     report: dict[str, Any] = {
         "suite": suite_version,
@@ -264,6 +510,7 @@ def build_report(
         "summary": summary,
         "verdict": line,
         "conforms": conforms,
+        "classes": classes,
         "interrupted": interrupted,
         "collection_errors": [dict(e) for e in collection_errors],
         "duration_s": round(duration_s, 3),

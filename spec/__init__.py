@@ -2,7 +2,8 @@
 folder) and by machines (requirements, executable NumPy definitions, the configuration type).
 
 - :func:`load_requirements` lists the requirements with their stable ids; :func:`load_profiles`
-  the named subsets a conformance run may judge.
+  the named subsets a conformance run may judge; :func:`load_classes` the conformance classes
+  (``function``, ``validated-input``), each claimed on its own.
 - :func:`spec_definitions` executes the chapters' NumPy code and returns its functions.
 - :class:`GPT2Config` is the one configuration type of the project.
 """
@@ -11,10 +12,12 @@ from .config import ConfigError, GPT2Config
 from .definitions import code_blocks, spec_definitions
 from .errors import InvalidInputError
 from .registry import (
+    ConformanceClass,
     Profile,
     Requirement,
     SpecFormatError,
     chapter_paths,
+    load_classes,
     load_profiles,
     load_requirements,
 )
@@ -24,6 +27,7 @@ SPEC_VERSION = "1.0.0-draft"
 __all__ = [
     "SPEC_VERSION",
     "ConfigError",
+    "ConformanceClass",
     "GPT2Config",
     "InvalidInputError",
     "Profile",
@@ -31,6 +35,7 @@ __all__ = [
     "SpecFormatError",
     "chapter_paths",
     "code_blocks",
+    "load_classes",
     "load_profiles",
     "load_requirements",
     "spec_definitions",

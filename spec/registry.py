@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import dataclasses
 import re
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 SPEC_DIR = Path(__file__).resolve().parent
@@ -50,6 +50,9 @@ class Requirement:
         chapter: file name of the chapter, e.g. ``02-objective.md``.
         line: 1-based line of the heading in that file.
         text: the Markdown body, from the level line to the next heading.
+        conformance_class: the conformance class the requirement belongs to, that of its chapter
+            (spec README, "Conformance classes"): ``function`` or ``validated-input``; "" when
+            the spec folder has no README (a folder of chapters alone, as in tests).
     """
 
     id: str
@@ -58,6 +61,7 @@ class Requirement:
     chapter: str
     line: int
     text: str
+    conformance_class: str = ""
 
     @property
     def family(self) -> str:
@@ -130,11 +134,27 @@ def parse_chapter(path: Path) -> list[Requirement]:
 
 
 def load_requirements(spec_dir: Path = SPEC_DIR) -> list[Requirement]:
-    """Every requirement of the spec, in reading order; ids are checked to be unique."""
+    """Every requirement of the spec, in reading order; ids are checked to be unique.
+
+    Each requirement carries the conformance class of its chapter (:func:`load_classes`) when the
+    folder has a README.
+    """
     requirements: list[Requirement] = []
     seen: dict[str, Requirement] = {}
-    for path in chapter_paths(spec_dir):
+    paths = chapter_paths(spec_dir)
+    class_of: dict[str, str] = {}
+    if (spec_dir / "README.md").is_file():
+        class_of = {
+            chapter: spec_class.name
+            for spec_class in load_classes(spec_dir, chapters=[p.name for p in paths])
+            for chapter in spec_class.chapters
+        }
+    for path in paths:
         for requirement in parse_chapter(path):
+            if class_of:
+                requirement = dataclasses.replace(
+                    requirement, conformance_class=class_of[path.name]
+                )
             if requirement.id in seen:
                 first = seen[requirement.id]
                 raise SpecFormatError(
@@ -242,3 +262,100 @@ def load_profiles(spec_dir: Path = SPEC_DIR) -> dict[str, Profile]:
             name, tuple(sorted(ids, key=order.__getitem__)), frozenset(tied[name])
         )
     return profiles
+
+
+# --------------------------------------------------------------------------------------------
+# Conformance classes (spec/README.md, section "Conformance classes")
+
+_CLASSES_HEADING = re.compile(r"^## Conformance classes\s*$")
+_CLASS_HEADING = re.compile(r"^### Class `(?P<name>[a-z][a-z0-9-]*)`\s*$")
+_CLASS_ITEM = re.compile(r"^- \[[^\]]+\]\((?P<chapter>[0-9][0-9]-[a-z0-9-]+\.md)\)")
+#: The conformance classes of this version of the spec, in the order a verdict names them.
+FUNCTION_CLASS = "function"
+VALIDATED_INPUT_CLASS = "validated-input"
+
+
+@dataclasses.dataclass(frozen=True)
+class ConformanceClass:
+    """A conformance class: a set of chapters whose requirements are claimed together.
+
+    An implementation conforms (or not) to each class on its own; a verdict names each class.
+
+    Attributes:
+        name: ``function`` (what GPT-2 computes) or ``validated-input`` (refusing bad input).
+        chapters: the chapter files of the class, in reading order.
+    """
+
+    name: str
+    chapters: tuple[str, ...]
+
+    @property
+    def title(self) -> str:
+        """The name as words, for a verdict line: ``validated input``."""
+        return self.name.replace("-", " ")
+
+
+def load_classes(
+    spec_dir: Path = SPEC_DIR, *, chapters: Sequence[str] | None = None
+) -> tuple[ConformanceClass, ...]:
+    """The spec's conformance classes, in the README's order.
+
+    Within ``## Conformance classes``, each ``### Class `name``` heading starts a class and each
+    list item that starts with a Markdown link to a chapter file (``- [6. The rest of the
+    forward](06-forward.md)``) puts that chapter in it. Raises :class:`SpecFormatError` when a
+    chapter is in no class or in two, a listed chapter does not exist, or there is no class.
+    """
+    readme = spec_dir / "README.md"
+    known = list(chapters) if chapters is not None else [p.name for p in chapter_paths(spec_dir)]
+    listed: dict[str, list[str]] = {}
+    owner: dict[str, str] = {}
+    inside = False
+    current: str | None = None
+    in_code = False
+    for number, line in enumerate(readme.read_text(encoding="utf-8").splitlines(), start=1):
+        if _FENCE_LINE.match(line):
+            in_code = not in_code
+            continue
+        if in_code:
+            continue
+        if line.startswith("## "):
+            inside = bool(_CLASSES_HEADING.match(line))
+            current = None
+            continue
+        if not inside:
+            continue
+        heading = _CLASS_HEADING.match(line)
+        if heading:
+            current = heading["name"]
+            if current in listed:
+                raise SpecFormatError(f"README.md:{number}: class {current} defined twice")
+            listed[current] = []
+            continue
+        item = _CLASS_ITEM.match(line)
+        if current is None or not item:
+            continue
+        chapter = item["chapter"]
+        if chapter not in known:
+            raise SpecFormatError(
+                f"README.md:{number}: class {current} names the chapter {chapter}, which does "
+                "not exist"
+            )
+        if chapter in owner:
+            raise SpecFormatError(
+                f"README.md:{number}: the chapter {chapter} is in class {owner[chapter]} already; "
+                "a chapter belongs to exactly one class"
+            )
+        owner[chapter] = current
+        listed[current].append(chapter)
+    if not listed:
+        raise SpecFormatError("README.md: no '### Class `name`' under '## Conformance classes'")
+    missing = [c for c in known if c not in owner]
+    if missing:
+        raise SpecFormatError(
+            f"README.md: the chapters {', '.join(missing)} are in no conformance class; list "
+            "each under one '### Class `name`' heading"
+        )
+    empty = [name for name, listed_chapters in listed.items() if not listed_chapters]
+    if empty:
+        raise SpecFormatError(f"README.md: the classes {', '.join(empty)} list no chapter")
+    return tuple(ConformanceClass(name, tuple(chs)) for name, chs in listed.items())

@@ -157,7 +157,9 @@ def test_a_peer_conforms_to_the_causal_lm_profile_and_gpt2s_own_requirements_are
     assert statuses["causality.jacobian-lower-triangular"] == "pass"  # the generic path ran
     assert statuses["objective.logits-gradient"] == "pass"
     assert report["conforms"] is True, report["verdict"]
-    assert ", causal-lm profile (" in report["verdict"]
+    assert (
+        ", causal-lm profile: function CONFORMS; validated input not claimed (" in report["verdict"]
+    )
     assert "requirements: the causal-lm profile (38 of 53" in done.stdout
     assert "deselected" in done.stdout
 

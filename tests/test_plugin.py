@@ -562,8 +562,10 @@ def test_json_report_has_a_status_for_every_requirement(fake: pytest.Pytester) -
         == by_id["causality.prefix-consistency"]["tests"]
     )
     assert data["verdict"].startswith(
-        "gpt2-conformance: fake DOES NOT CONFORM to spec "
-        f"{SPEC_VERSION}: 1 MUST requirement fail (objective.ignore-index)"
+        f"gpt2-conformance: fake, spec {SPEC_VERSION}: function DOES NOT CONFORM "
+        "(1 MUST requirement fail: objective.ignore-index; 1 MUST requirement fail as listed in "
+        "the xfails file: objective.mean-over-counted-targets); validated input INCOMPLETE "
+        "(7 requirements not checked; no MUST failure among the rest)"
     )
     assert "SHOULD/MAY deviations: objective.loss-in-float32" in data["verdict"]
     assert data["conforms"] is False
@@ -577,7 +579,7 @@ def test_json_report_has_a_status_for_every_requirement(fake: pytest.Pytester) -
             "*objective.ignore-index: an ignored target still counted*",
             "3 pass, 2 fail, 1 xfail, 1 not-claimed, 0 skipped, * not-run",
             "conformance report written to out?report.json",
-            "gpt2-conformance: fake DOES NOT CONFORM to spec*",
+            "gpt2-conformance: fake, spec *: function DOES NOT CONFORM*",
         ]
     )
 
@@ -587,7 +589,8 @@ def test_markdown_report(fake: pytest.Pytester) -> None:
     run(fake, "--impl=fake_gpt2:Fake", "--conformance-markdown=summary.md")
     text = (fake.path / "summary.md").read_text(encoding="utf-8")
     assert text.startswith("## GPT-2 conformance: fake 9.9\n")
-    assert "**gpt2-conformance: fake DOES NOT CONFORM" in text
+    assert "**gpt2-conformance: fake, spec " in text
+    assert ": function DOES NOT CONFORM (" in text
     assert (
         "| [`objective.ignore-index`](spec/02-objective.md#objective.ignore-index) "
         "Ignored targets count nowhere | MUST | ❌ fail | objective.ignore-index: an ignored "
@@ -739,8 +742,9 @@ def test_xfails_file_matches_ids_node_ids_and_names_and_warns_on_the_rest(
             "conformance test*",
             "warning: known.txt: entry 'objective.kv-cache-typo' matches no collected conformance "
             "test",
-            "gpt2-conformance: fake DOES NOT CONFORM to spec * fail as listed in the xfails file "
-            "(objective.mean-over-counted-targets, objective.ignore-index)*",
+            "gpt2-conformance: fake, spec *: function DOES NOT CONFORM (2 MUST requirements fail "
+            "as listed in the xfails file: objective.mean-over-counted-targets, "
+            "objective.ignore-index)*",
         ]
     )
 
@@ -858,7 +862,7 @@ def test_xdist_gives_the_same_verdicts_and_one_merged_report(fake: pytest.Pytest
     parallel.stdout.fnmatch_lines(
         ["*objective.ignore-index: an ignored target*", "warning: xfails.txt: entry 'not.an-id'*"]
     )
-    assert parallel.stdout.str().count("gpt2-conformance: fake DOES NOT CONFORM") == 1
+    assert parallel.stdout.str().count("function DOES NOT CONFORM") == 1
 
 
 def _outcomes(data: dict) -> dict[str, tuple[str, set[tuple[str, str]]]]:
@@ -1128,10 +1132,21 @@ def test_verdicts() -> None:
     should = next(r.id for r in load_requirements() if r.level == "SHOULD")
     must = [r.id for r in load_requirements() if r.level == "MUST"]
 
-    clean = _report({ids[0]: "not-claimed"})
-    assert clean["conforms"] is True
-    assert clean["verdict"] == (
-        f"gpt2-conformance: x CONFORMS to spec {SPEC_VERSION} ({len(ids) - 1} pass, 1 not-claimed)"
+    full = _report({})
+    assert full["conforms"] is True
+    assert full["verdict"] == (
+        f"gpt2-conformance: x, spec {SPEC_VERSION}: function CONFORMS; validated input CONFORMS "
+        f"({len(ids)} pass)"
+    )
+
+    # A MUST requirement not claimed: the class conforms on what it claims only, not as a whole.
+    claimed = _report({ids[0]: "not-claimed"})
+    assert claimed["conforms"] is None
+    function_must = sum(1 for r in load_requirements() if r.level == "MUST" and r.chapter < "08")
+    assert claimed["verdict"] == (
+        f"gpt2-conformance: x, spec {SPEC_VERSION}: function CONFORMS ON WHAT IT CLAIMS "
+        f"({function_must - 1} of {function_must} MUST requirements checked; not claimed: "
+        f"{ids[0]}); validated input CONFORMS ({len(ids) - 1} pass, 1 not-claimed)"
     )
 
     deviation = _report({should: "failed"})
@@ -1141,14 +1156,13 @@ def test_verdicts() -> None:
     broken = _report({must[0]: "failed", must[1]: "error", should: "failed"})
     assert broken["conforms"] is False
     assert broken["verdict"].startswith(
-        f"gpt2-conformance: x DOES NOT CONFORM to spec {SPEC_VERSION}: 2 MUST requirements fail "
-        f"({must[0]}, {must[1]})"
+        f"gpt2-conformance: x, spec {SPEC_VERSION}: function DOES NOT CONFORM (2 MUST "
+        f"requirements fail: {must[0]}, {must[1]})"
     )
 
     partial = _report({ids[0]: "none", ids[1]: "skipped"})
     assert partial["conforms"] is None
-    assert "INCOMPLETE" in partial["verdict"]
-    assert "2 requirements not checked" in partial["verdict"]
+    assert "function INCOMPLETE (2 requirements not checked;" in partial["verdict"]
 
 
 def test_markdown_escapes_table_cells() -> None:
