@@ -820,6 +820,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     signal.signal(signal.SIGTERM, _terminate)
     out = Path(args.out)
+    if out == DEFAULT_OUT:
+        provenance.require_checkout()
     try:
         if args.workers < 1:
             raise CampaignError(f"-n {args.workers}: give 1 or more workers")

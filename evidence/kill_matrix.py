@@ -466,6 +466,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.seeds < 1 or args.workers < 1:
         parser.error("--seeds and --workers take a positive count")
+    if args.out == DEFAULT_OUT:
+        provenance.require_checkout()
     seeds = list(range(args.first_seed, args.first_seed + args.seeds))
     data = run(
         seeds,

@@ -147,6 +147,8 @@ def main(argv: list[str] | None = None) -> int:
         help="what else to say about the machine (e.g. that other jobs shared it)",
     )
     args = parser.parse_args(argv)
+    if args.out == DEFAULT_OUT:
+        provenance.require_checkout()
     chosen = architectures()
     if args.only:
         unknown = sorted(set(args.only) - set(chosen))

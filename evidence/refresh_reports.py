@@ -99,7 +99,7 @@ def render_markdown(data: Mapping[str, Any]) -> str:
     reports: Mapping[str, Any] = data.get("reports", {})
     if not reports:
         raise ValueError(
-            "no conformance report to show: run `python scripts/refresh_reports.py` to create "
+            "no conformance report to show: run `python -m gpt2_evidence.refresh_reports` to create "
             "docs/data/reports/<impl>.json"
         )
     impls = list(reports)
