@@ -99,8 +99,8 @@ def render_markdown(data: Mapping[str, Any]) -> str:
     reports: Mapping[str, Any] = data.get("reports", {})
     if not reports:
         raise ValueError(
-            "no conformance report to show: run `python -m gpt2_evidence.refresh_reports` to create "
-            "docs/data/reports/<impl>.json"
+            "no conformance report to show: run `python -m gpt2_evidence.refresh_reports` to "
+            "create docs/data/reports/<impl>.json"
         )
     impls = list(reports)
     lines = [
