@@ -1,1 +1,2 @@
-"""Benchmarks of the reference GPT-2 (see docs/benchmarks.md); run ``python benchmarks/run.py``."""
+"""Benchmarks of the reference GPT-2 beside transformers and the NumPy oracle (docs/benchmarks.md):
+``python -m gpt2_benchmarks --mode quick``."""

@@ -2,8 +2,8 @@
 
 One command (see docs/benchmarks.md)::
 
-    python benchmarks/run.py --mode quick|full [--device cpu|cuda] [--dtype float32|bfloat16]
-                             [--threads N] [--out docs/data/benchmarks.json]
+    python -m gpt2_benchmarks --mode quick|full [--device cpu|cuda] [--dtype float32|bfloat16]
+                              [--threads N] [--out docs/data/benchmarks.json]
 
 What happens, per row (a model shape and a batch):
 
@@ -18,8 +18,9 @@ What happens, per row (a model shape and a batch):
 * memory: each implementation runs again in a fresh subprocess that reports its peak resident
   set (CPU, via /proc's VmHWM, reset before the measured call) or torch's CUDA allocator peak.
 
-Only the standard library is imported at module level, so :func:`render_markdown` (used by the
-docs build) stays cheap; torch, transformers and NumPy are imported inside the functions that
+Only the standard library and :mod:`gpt2_evidence.provenance` (the machine and versions every
+record carries) are imported at module level, so :func:`render_markdown` (used by the docs build)
+stays cheap; torch, transformers and NumPy are imported inside the functions that
 measure.
 """
 
@@ -28,13 +29,11 @@ from __future__ import annotations
 import argparse
 import concurrent.futures
 import dataclasses
-import datetime
 import functools
 import gc
 import json
 import math
 import os
-import platform
 import statistics
 import subprocess
 import sys
@@ -42,6 +41,8 @@ import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
+
+from gpt2_evidence import provenance
 
 SCHEMA = 1
 IMPLEMENTATIONS = ("reference", "transformers", "oracle")
@@ -227,48 +228,6 @@ def model_gemms(shape: Shape, workload: str) -> list[Gemm]:
 
 def model_flops(shape: Shape, workload: str) -> int:
     return sum(g.flops for g in model_gemms(shape, workload))
-
-
-# --------------------------------------------------------------------------------------------
-# The machine
-
-
-def machine_info(device: str, threads: int) -> dict[str, Any]:
-    """CPU model, cores, library versions, threads and the date, for the JSON."""
-    import numpy as np
-    import torch
-
-    cpu_model = platform.processor() or "unknown"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu_model = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    try:
-        import transformers
-
-        transformers_version: str | None = transformers.__version__
-    except ImportError:
-        transformers_version = None
-    info: dict[str, Any] = {
-        "cpu_model": cpu_model,
-        "cpu_cores": os.cpu_count(),
-        "torch_threads": threads,
-        "python": platform.python_version(),
-        "platform": platform.platform(),
-        "torch": torch.__version__,
-        "transformers": transformers_version,
-        "numpy": np.__version__,
-        "date_utc": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
-        "gpu": None,
-        "float32_matmul_precision": torch.get_float32_matmul_precision(),
-    }
-    if device == "cuda":
-        info["gpu"] = torch.cuda.get_device_name(0)
-        info["cuda"] = torch.version.cuda
-    return info
 
 
 # --------------------------------------------------------------------------------------------
@@ -644,7 +603,7 @@ def measure_memory(
     }
     env = dict(os.environ, MALLOC_MMAP_THRESHOLD_="65536", MALLOC_TRIM_THRESHOLD_="0")
     proc = subprocess.run(
-        [sys.executable, str(Path(__file__).resolve()), "--memory-worker", json.dumps(spec)],
+        [sys.executable, "-m", "gpt2_benchmarks.run", "--memory-worker", json.dumps(spec)],
         capture_output=True,
         text=True,
         env=env,
@@ -821,7 +780,9 @@ def run(
         "mode": mode,
         "device": device,
         "dtype": dtype,
-        "machine": machine_info(device, threads),
+        "provenance": provenance.collect(device=device),
+        "threads": threads,
+        "float32_matmul_precision": torch.get_float32_matmul_precision(),
         "memory_method": MEMORY_METHOD[device] if memory else None,
         "optimizer": optimizer_kind(device),
         "wall_s": time.perf_counter() - started,
@@ -853,13 +814,16 @@ def _shape_label(row: dict[str, Any]) -> str:
 def render_markdown(data: dict[str, Any]) -> str:
     """The docs tables of a benchmark JSON: per implementation, then the ratios."""
     if not data or not data.get("rows"):
-        return "_No benchmark results recorded yet: run `python benchmarks/run.py --mode full`._\n"
-    m = data["machine"]
-    where = m["gpu"] or f"{m['cpu_model']}, {m['cpu_cores']} cores"
+        return "_No benchmark results recorded yet: run `python -m gpt2_benchmarks --mode full`._\n"
+    origin = provenance.read(data)
+    m, software = origin["machine"], origin["software"]
+    # records written before the shared provenance layout kept the threads in "machine"
+    threads = data.get("threads", data.get("machine", {}).get("torch_threads"))
+    where = m["gpu"] or f"{m['cpu']}, {m['cores']} cores"
     lines = [
-        f"Measured {m['date_utc']} on {where}; device {data['device']}, {data['dtype']}, "
-        f"threads: {m['torch_threads']}; torch {m['torch']}, transformers "
-        f"{m['transformers']}, Python {m['python']}; `--mode {data['mode']}`; "
+        f"Measured {provenance.when(origin)} on {where}; device {data['device']}, "
+        f"{data['dtype']}, threads: {threads}; torch {software['torch']}, transformers "
+        f"{software['transformers']}, Python {software['python']}; `--mode {data['mode']}`; "
         f"{data.get('optimizer', 'AdamW')}. Shapes:",
         "",
     ]
@@ -955,30 +919,6 @@ def print_summary(data: dict[str, Any], out: Callable[[str], None] = print) -> N
         )
 
 
-def _import_project_from_source() -> None:
-    """Make ``gpt2_spec`` and ``gpt2_reference`` importable from this checkout's spec/ and
-    reference/ when the project is not installed (a bare clone on a machine without network)."""
-    import importlib.util
-
-    try:
-        import gpt2_reference  # noqa: F401
-
-        return
-    except ImportError:
-        pass
-    root = Path(__file__).resolve().parent.parent
-    for name, folder in (("gpt2_spec", "spec"), ("gpt2_reference", "reference")):
-        init = root / folder / "__init__.py"
-        spec = importlib.util.spec_from_file_location(
-            name, init, submodule_search_locations=[str(init.parent)]
-        )
-        if spec is None or spec.loader is None or not init.exists():
-            raise SystemExit(f"cannot import {name}: install the project (pip install -e .)")
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[name] = module
-        spec.loader.exec_module(module)
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         description="Benchmark the reference GPT-2 against transformers and the NumPy oracle."
@@ -1006,7 +946,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     parser.add_argument("--memory-worker", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
-    _import_project_from_source()
 
     if args.memory_worker is not None:
         print(json.dumps(memory_worker(json.loads(args.memory_worker))))

@@ -4,10 +4,10 @@
 #   scripts/gpu_check.sh [OUTPUT_DIR]
 #
 # 1. the reference on the device against the CPU and the float64 oracle (fp32 and bf16), at a tiny
-#    shape and at GPT-2 small's (scripts/cpu_gpu_agreement.py);
+#    shape and at GPT-2 small's (python -m gpt2_evidence.cpu_gpu_agreement);
 # 2. the conformance suite on the device against the reference and transformers, float32 and
 #    bfloat16, each with its JSON report;
-# 3. the benchmarks at GPT-2 small and medium shapes (benchmarks/run.py --device cuda).
+# 3. the benchmarks at GPT-2 small and medium shapes (python -m gpt2_benchmarks --device cuda).
 #
 # It needs torch with CUDA, transformers, pytest, pytest-xdist and hypothesis already installed
 # (the project is installed without dependencies, so nothing is downloaded). Every step has its own
@@ -37,7 +37,7 @@ nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader ||
 torch.__version__, "transformers", transformers.__version__, "cuda", torch.cuda.is_available())'
 "$py" -m pip install --quiet --no-deps --no-build-isolation -e . || exit 2
 
-step agreement 90 "$py" scripts/cpu_gpu_agreement.py --device cuda --out "$out/agreement.json"
+step agreement 90 "$py" -m gpt2_evidence.cpu_gpu_agreement --device cuda --out "$out/agreement.json"
 
 for impl in reference transformers; do
     for dtype in float32 bfloat16; do
@@ -47,7 +47,7 @@ for impl in reference transformers; do
     done
 done
 
-step benchmarks 200 "$py" benchmarks/run.py --mode full --device cuda \
+step benchmarks 200 "$py" -m gpt2_benchmarks --mode full --device cuda \
     --out "$out/benchmarks-gpu.json"
 
 exit "$status"

@@ -94,9 +94,11 @@ ADAPTERS: dict[str, tuple[Callable[[], Adapter], frozenset[str]]] = {
 
 @pytest.fixture(scope="session", autouse=True)
 def _examples_importable() -> Iterator[None]:
-    sys.path.insert(0, str(EXAMPLES))
-    yield
-    sys.path.remove(str(EXAMPLES))
+    # The docs' example adapters are files a user keeps beside their own code, not a package of
+    # the project: they are imported by module name from their folder, as a user's are.
+    with pytest.MonkeyPatch.context() as patch:
+        patch.syspath_prepend(str(EXAMPLES))
+        yield
 
 
 _BUILT: dict[str, Adapter] = {}

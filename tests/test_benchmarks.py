@@ -1,4 +1,5 @@
-"""The benchmark script (benchmarks/run.py): its statistics, FLOP count, JSON and docs table.
+"""The benchmarks (``python -m gpt2_benchmarks``, benchmarks/run.py): their statistics, FLOP
+count, JSON and docs table.
 
 No test here asserts anything about speed: timings on a shared machine are not test material.
 The benchmark itself prints the figures; these tests check that the figures are computed right.
@@ -6,31 +7,15 @@ The benchmark itself prints the figures; these tests check that the figures are 
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import statistics
 import subprocess
 import sys
-from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import pytest
 
-RUN_PY = Path(__file__).resolve().parent.parent / "benchmarks" / "run.py"
-
-
-def _load() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("benchmarks_run_under_test", RUN_PY)
-    assert spec is not None
-    assert spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up by name
-    spec.loader.exec_module(module)
-    return module
-
-
-bench = _load()
+from gpt2_benchmarks import run as bench
 
 
 def test_summarize_gives_median_quartiles_and_range() -> None:
@@ -86,11 +71,9 @@ def test_flop_count_matches_the_closed_form() -> None:
 
 def test_render_markdown_is_importable_without_torch() -> None:
     code = (
-        "import importlib.util, sys\n"
-        f"spec = importlib.util.spec_from_file_location('b', {str(RUN_PY)!r})\n"
-        "m = importlib.util.module_from_spec(spec); sys.modules['b'] = m\n"
-        "spec.loader.exec_module(m)\n"
-        "print(m.render_markdown({}))\n"
+        "import sys\n"
+        "from gpt2_benchmarks import run\n"
+        "print(run.render_markdown({}))\n"
         "assert 'torch' not in sys.modules and 'numpy' not in sys.modules, 'heavy import'\n"
     )
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
@@ -115,10 +98,14 @@ def test_micro_run_json_structure(micro_run: dict[str, Any]) -> None:
     data = json.loads(json.dumps(micro_run))  # what is written is plain JSON
     assert data["schema"] == bench.SCHEMA
     assert (data["mode"], data["device"], data["dtype"]) == ("test", "cpu", "float32")
-    machine = data["machine"]
-    for key in ("cpu_model", "cpu_cores", "torch_threads", "torch", "transformers", "date_utc"):
-        assert machine[key], key
-    assert machine["torch_threads"] == 1
+    origin = data["provenance"]
+    for key in ("cpu", "cores", "platform"):
+        assert origin["machine"][key], key
+    for key in ("python", "torch", "transformers", "numpy"):
+        assert origin["software"][key], key
+    assert origin["date"]
+    assert data["threads"] == 1
+    assert data["float32_matmul_precision"]
     rows = data["rows"]
     assert [(r["shape"], r["workload"]) for r in rows] == [("micro", "forward"), ("micro", "train")]
     forward, train = rows
@@ -178,9 +165,31 @@ def test_micro_run_renders_and_prints_ratios_last(micro_run: dict[str, Any]) -> 
     assert len(lines[ratio_header + 1 :]) == 2
 
 
+def test_the_machine_line_reads_either_provenance_layout(micro_run: dict[str, Any]) -> None:
+    """A record written before the shared provenance layout (the threads, the versions and the
+    date inside ``machine``, as docs/data/benchmarks.json has them) renders the same line."""
+    origin = micro_run["provenance"]
+    old = {key: value for key, value in micro_run.items() if key != "provenance"}
+    del old["threads"], old["float32_matmul_precision"]
+    old["machine"] = {
+        "cpu_model": origin["machine"]["cpu"],
+        "cpu_cores": origin["machine"]["cores"],
+        "torch_threads": micro_run["threads"],
+        "python": origin["software"]["python"],
+        "torch": origin["software"]["torch"],
+        "transformers": origin["software"]["transformers"],
+        "date_utc": origin["date"][:10] + " " + origin["date"][11:16] + " UTC",
+        "gpu": None,
+    }
+    new_line = bench.render_markdown(micro_run).splitlines()[0]
+    assert new_line.startswith(f"Measured {old['machine']['date_utc']} on ")
+    assert "threads: 1; torch " in new_line
+    assert bench.render_markdown(old).splitlines()[0] == new_line
+
+
 def test_command_line_refuses_bad_arguments() -> None:
     proc = subprocess.run(
-        [sys.executable, str(RUN_PY), "--mode", "fast"], capture_output=True, text=True
+        [sys.executable, "-m", "gpt2_benchmarks", "--mode", "fast"], capture_output=True, text=True
     )
     assert proc.returncode == 2
     assert "invalid choice: 'fast'" in proc.stderr

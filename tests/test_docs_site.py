@@ -17,6 +17,7 @@ import importlib.util
 import json
 import os
 import re
+import runpy
 import shutil
 import subprocess
 import sys
@@ -42,6 +43,9 @@ INSTALL = "scripts/system-deps.sh (apt-get install -y chromium chromium-driver o
 
 
 def _hook(name: str) -> ModuleType:
+    """A docs hook, loaded the way mkdocs loads it: mkdocs.yml's ``hooks:`` names files, not
+    modules, so the tests import the very files the build runs, by path (the one file-path import
+    the project keeps; everything the hooks themselves import is an installed package)."""
     path = DOCS / "hooks" / f"{name}.py"
     spec = importlib.util.spec_from_file_location(f"_test_docs_hook_{name}", path)
     assert spec is not None
@@ -140,7 +144,7 @@ def test_every_requirement_id_is_an_anchor_that_reports_link_to(site: Path) -> N
 
 def test_the_committed_reports_link_to_existing_anchors(site: Path) -> None:
     reports = sorted((DOCS / "data" / "reports").glob("*.json"))
-    assert reports, "no report in docs/data/reports: run python scripts/refresh_reports.py"
+    assert reports, "no report in docs/data/reports: run python -m gpt2_evidence.refresh_reports"
     for path in reports:
         for entry in json.loads(path.read_text(encoding="utf-8"))["requirements"]:
             page, fragment = requirement_url(entry["anchor"]).split("#")
@@ -246,7 +250,7 @@ def test_every_generator_has_its_committed_data_and_renderer(name: str) -> None:
 
 
 def test_a_missing_producer_json_becomes_a_visible_box() -> None:
-    generator = GENERATED.Generator("x", "scripts/x.py", "docs/data/no-such.json", "python x.py")
+    generator = GENERATED.Generator("x", "x_producer", "docs/data/no-such.json", "python x.py")
     assert generator.data_missing()
     box = GENERATED.missing_data_box(generator)
     assert box.startswith("!!! warning")
@@ -258,19 +262,28 @@ def test_a_producer_renders_its_committed_json(
 ) -> None:
     from mkdocs.exceptions import PluginError
 
-    script, data = tmp_path / "producer.py", tmp_path / "data.json"
-    script.write_text(
+    # Producers are modules imported by name: three made-up ones, importable from tmp_path.
+    (tmp_path / "demo_producer_ok.py").write_text(
         "def render_markdown(data):\n    return f\"| n |\\n| --- |\\n| {data['n']} |\\n\"\n"
     )
+    (tmp_path / "demo_producer_raises.py").write_text(
+        "def render_markdown(data):\n    raise KeyError('rows')\n"
+    )
+    monkeypatch.syspath_prepend(tmp_path)
+    data = tmp_path / "data.json"
     data.write_text('{"n": 7}')
-    generator = GENERATED.Generator("demo", str(script), str(data), "python producer.py")
-    monkeypatch.setitem(GENERATED.REGISTRY, "demo", generator)
+
+    def register(module: str) -> None:
+        generator = GENERATED.Generator("demo", module, str(data), "python -m demo")
+        monkeypatch.setitem(GENERATED.REGISTRY, "demo", generator)
+
+    register("demo_producer_ok")
     assert GENERATED.render("demo") == "| n |\n| --- |\n| 7 |\n"
-    script.write_text("def render_markdown(data):\n    raise KeyError('rows')\n")
+    register("demo_producer_raises")
     with pytest.raises(PluginError, match="render_markdown failed"):
         GENERATED.render("demo")
-    script.unlink()
-    with pytest.raises(PluginError, match="exists but its renderer"):
+    register("demo_producer_missing")
+    with pytest.raises(PluginError, match="exists but its renderer demo_producer_missing"):
         GENERATED.render("demo")
 
 
@@ -490,16 +503,14 @@ def test_the_site_works_in_a_real_browser(site: Path, browser: Any) -> None:
 
 
 def test_the_ci_gate_example_follows_the_verdict() -> None:
-    spec = importlib.util.spec_from_file_location("_docs_ci_gate", EXAMPLES / "ci_gate.py")
-    assert spec is not None
-    assert spec.loader is not None
-    ci_gate = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(ci_gate)
+    # The page's example is a script a user copies, not a module: run its file as they would
+    # (without its __main__ block) and take its gate function.
+    gate = runpy.run_path(str(EXAMPLES / "ci_gate.py"), run_name="ci_gate")["gate"]
     path = DOCS / "data" / "reports" / "reference.json"
     report = json.loads(path.read_text(encoding="utf-8"))
     assert report["conforms"] is True
-    assert ci_gate.gate(report) == 0
+    assert gate(report) == 0
     failed = dict(report, conforms=False)
-    assert ci_gate.gate(failed) == 1
-    assert ci_gate.gate(dict(report, conforms=None)) == 1
-    assert ci_gate.gate(dict(report, interrupted=True)) == 1
+    assert gate(failed) == 1
+    assert gate(dict(report, conforms=None)) == 1
+    assert gate(dict(report, interrupted=True)) == 1

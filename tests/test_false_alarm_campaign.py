@@ -1,15 +1,14 @@
-"""The false-alarm campaign script (scripts/false_alarm_campaign.py) and the plugin's
+"""The false-alarm campaign (``python -m gpt2_evidence.false_alarm_campaign``) and the plugin's
 ``--conformance-seeds`` option it relies on.
 
 The end-to-end tests run the script on tiny slices (the ``dev`` profile, one seed): once against the
-reference, which must be recorded as a clean seed, and once against a broken GPT-2 from
-``tests/broken``, which must be recorded as a failure with its requirement, seed and
+reference, which must be recorded as a clean seed, and once against a broken GPT-2 from the zoo
+(:mod:`gpt2_zoo`), which must be recorded as a failure with its requirement, seed and
 counterexample, so the campaign provably can report a false alarm when there is one.
 """
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import re
@@ -20,27 +19,16 @@ from typing import Any
 
 import pytest
 
+from gpt2_evidence import false_alarm_campaign as campaign
+from gpt2_zoo.sequence_bugs import FullAttention
+
 REPO = Path(__file__).resolve().parent.parent
-SCRIPT = REPO / "scripts" / "false_alarm_campaign.py"
-TESTS = Path(__file__).resolve().parent
-
-_spec = importlib.util.spec_from_file_location("false_alarm_campaign", SCRIPT)
-assert _spec is not None
-assert _spec.loader is not None
-campaign = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(campaign)
 
 
-def _run_script(*args: str, pythonpath: Path | None = None) -> subprocess.CompletedProcess[str]:
-    env = dict(os.environ)
-    if pythonpath is not None:
-        env["PYTHONPATH"] = os.pathsep.join(
-            p for p in (str(pythonpath), env.get("PYTHONPATH", "")) if p
-        )
+def _run_script(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, str(SCRIPT), *args],
+        [sys.executable, "-m", "gpt2_evidence.false_alarm_campaign", *args],
         cwd=REPO,
-        env=env,
         capture_output=True,
         text=True,
         timeout=900,
@@ -99,8 +87,9 @@ def test_a_reference_slice_is_recorded_as_a_clean_seed(tmp_path: Path) -> None:
     not_claimed = session["outcomes"].get("not-claimed", 0)
     assert session["properties_run"]["0"] + not_claimed == properties
     assert session["wall_s"] > 0
-    assert session["machine"]["cpus"] == os.cpu_count()
-    assert session["software"]["hypothesis"]
+    assert session["provenance"]["machine"]["cores"] == os.cpu_count()
+    assert session["provenance"]["software"]["hypothesis"]
+    assert session["provenance"]["date"] == session["started"]
     [row] = campaign.summarize(data)
     assert row["seeds"] == [0]
     assert row["examples"] == 5 * session["properties_run"]["0"]
@@ -118,17 +107,12 @@ def test_a_reference_slice_is_recorded_as_a_clean_seed(tmp_path: Path) -> None:
 
 
 def test_a_broken_implementation_is_recorded_as_a_failure(tmp_path: Path) -> None:
-    if str(TESTS) not in sys.path:
-        sys.path.insert(0, str(TESTS))
-    from broken.sequence_bugs import FullAttention
-
     out = tmp_path / "campaign.json"
     prop = "test_changing_future_tokens_changes_no_earlier_row"
     done = _run_script(
-        *("--impls", "broken.sequence_bugs:FullAttention", "--dtypes", "float32"),
+        *("--impls", "gpt2_zoo.sequence_bugs:FullAttention", "--dtypes", "float32"),
         *("--seeds", "3:4", "--profile", "dev", "--out", str(out)),
         *("--log-dir", str(tmp_path / "logs"), "--", "-k", prop),
-        pythonpath=TESTS,
     )
     assert done.returncode == 1, done.stdout + done.stderr
     [session] = json.loads(out.read_text(encoding="utf-8"))["sessions"]
@@ -149,17 +133,16 @@ def test_a_broken_implementation_is_recorded_as_a_failure(tmp_path: Path) -> Non
 
     # --rerun-findings runs only the seed with the open finding; the bug is still there.
     again = _run_script(
-        *("--impls", "broken.sequence_bugs:FullAttention", "--dtypes", "float32"),
+        *("--impls", "gpt2_zoo.sequence_bugs:FullAttention", "--dtypes", "float32"),
         *("--seeds", "0:10", "--profile", "dev", "--out", str(out), "--rerun-findings"),
         *("--log-dir", str(tmp_path / "logs"), "--", "-k", prop),
-        pythonpath=TESTS,
     )
     assert again.returncode == 1, again.stdout + again.stderr
     _found, rerun = json.loads(out.read_text(encoding="utf-8"))["sessions"]
     assert rerun["seeds_requested"] == [3, 4]
     assert [f["seed"] for f in rerun["failures"]] == [3]
     data = json.loads(out.read_text(encoding="utf-8"))
-    impl = "broken.sequence_bugs:FullAttention"
+    impl = "gpt2_zoo.sequence_bugs:FullAttention"
     assert campaign.open_finding_seeds(data, impl, "float32", "dev", ["-k", prop]) == {3}
 
 
@@ -360,6 +343,24 @@ def test_merging_adds_other_machines_sessions_once_and_counts_each_seed_once() -
     assert row["examples"] == 4 * 50 * 200  # seed 1 ran on both machines, counted once
     assert row["machines"] == ["A", "B"]
     assert "| 4 (0-3) | 40,000 | 0 |" in campaign.render_markdown(data)
+
+
+def test_sessions_of_both_provenance_layouts_are_summarised_together() -> None:
+    """Sessions recorded before the shared provenance layout (``machine``, ``software``) and after
+    it (``provenance``) merge into one row; a fact the record leaves empty is not shown."""
+    new = _session([2], "B")
+    del new["machine"], new["software"]
+    new["provenance"] = {
+        "date": new["started"],
+        "machine": {"label": "B", "cores": 4},
+        "software": {"torch": "2.14", "cuda": None, "commit": "ccc"},
+    }
+    data = {"schema": campaign.SCHEMA, "sessions": [_session([0, 1], "A"), new]}
+    [row] = campaign.summarize(data)
+    assert row["seeds"] == [0, 1, 2]
+    assert row["machines"] == ["A", "B"]
+    assert row["software"] == [{"torch": "2.13"}, {"torch": "2.14", "commit": "ccc"}]
+    assert "Software: commit ccc, torch 2.14 / torch 2.13." in campaign.render_markdown(data)
 
 
 def test_a_finding_is_cleared_by_a_later_session_that_passes_its_seed() -> None:

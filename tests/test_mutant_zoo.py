@@ -1,4 +1,4 @@
-"""The conformance suite catches every mutant of the zoo (``tests/broken/``).
+"""The conformance suite catches every mutant of the zoo (``zoo/``, :mod:`gpt2_zoo`).
 
 Each mutant is a GPT-2 with one realistic bug, built on the reference or on transformers'
 ``GPT2LMHeadModel``, that names the requirements it must fail (``must_fail``), for some of them
@@ -13,15 +13,14 @@ that failed the reference would "catch" every bug.
 
 The runs are pytest sessions started in this process (``pytester.runpytest_inprocess``): a
 subprocess per run would spend most of its time importing torch again. Each mutant is its own
-test, so ``-n 2`` spreads them over two workers. ``scripts/kill_matrix.py`` runs the whole suite
-on every mutant under several hypothesis seeds; this test is the fast gate.
+test, so ``-n 2`` spreads them over two workers. ``python -m gpt2_evidence.kill_matrix`` runs
+the whole suite on every mutant under several hypothesis seeds; this test is the fast gate.
 """
 
 from __future__ import annotations
 
 import contextlib
 import json
-import sys
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -37,10 +36,7 @@ from gpt2_conformance import diagnose
 from gpt2_conformance.plugin import PROFILES
 from gpt2_reference import oracle
 from gpt2_spec import GPT2Config, load_requirements, spec_definitions
-
-if str(Path(__file__).parent) not in sys.path:  # ``broken`` is importable beside this file
-    sys.path.insert(0, str(Path(__file__).parent))
-from broken import Mutant, controls, properties_by_requirement, zoo
+from gpt2_zoo import Mutant, controls, properties_by_requirement, zoo
 
 pytest_plugins = ["pytester"]
 

@@ -8,7 +8,6 @@ and a peer that lies about its head fails.
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import subprocess
@@ -247,12 +246,9 @@ def test_the_profile_fails_a_peer_that_declares_a_tied_head_it_does_not_have(tmp
 
 
 def _matrix_script():
-    spec = importlib.util.spec_from_file_location("peers_matrix", ROOT / "scripts/peers_matrix.py")
-    assert spec is not None
-    assert spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    from gpt2_evidence import peers_matrix
+
+    return peers_matrix
 
 
 def test_the_published_matrix_renders_and_explains_every_failure():

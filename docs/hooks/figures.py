@@ -1,12 +1,12 @@
 """mkdocs hook: draw the site's figures with matplotlib while the site is built.
 
 Nothing is committed: each figure is computed from the project's code (the reference model, a
-broken implementation of the test zoo, the spec's configuration) and added to the build as
+broken implementation of the zoo, the spec's configuration) and added to the build as
 ``figures/NAME.png``, which pages link like any image (``![...](figures/NAME.png)`` from the docs
 root). Pages show them in ``docs/illustrations.md``.
 
 - ``causal-jacobian.png``: |d logits_i / d embedding_j| of the reference beside the leaky mutant
-  ``CausalLeak`` of ``tests/broken/sequence_bugs.py``.
+  ``CausalLeak`` of the zoo (``gpt2_zoo.sequence_bugs``, ``zoo/sequence_bugs.py``).
 - ``loss-terms.png``: the per-position loss terms of one sequence, with the shift drawn.
 - ``shapes.png``: the shapes of wte, wpe and the tied head.
 
@@ -15,7 +15,6 @@ Run ``python docs/hooks/figures.py OUT_DIR`` to write them to a folder without b
 
 from __future__ import annotations
 
-import importlib.util
 import io
 import re
 import sys
@@ -25,7 +24,6 @@ from typing import Any
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parents[2]
 DPI = 110
 
 
@@ -40,15 +38,9 @@ def _png(fig: Any) -> bytes:
 
 
 def _load_causal_leak() -> type:
-    path = ROOT / "tests" / "broken" / "sequence_bugs.py"
-    spec = importlib.util.spec_from_file_location("_docs_sequence_bugs", path)
-    if spec is None or spec.loader is None:
-        raise RuntimeError(f"cannot import {path}")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    leak: type = module.CausalLeak
-    return leak
+    from gpt2_zoo.sequence_bugs import CausalLeak
+
+    return CausalLeak
 
 
 # The figures' model: small enough to draw, large enough to be a real GPT-2 forward.

@@ -9,15 +9,16 @@ and the hook replaces that line with Markdown produced while the site is built. 
 
 - ``traceability`` is built here from the code itself: every conformance property
   (``conformance/test_*.py``) and the requirement ids it is tagged with.
-- Every other name has a producer: a script with a function ``render_markdown(data: dict) -> str``
-  and the JSON data it committed (``docs/data/NAME.json``; for ``adapters``, the reports in
-  ``docs/data/reports/``). The script is imported by file path, so it need not be a package; it
-  must not run anything when imported.
+- Every other name has a producer: a module of the installed project (``gpt2_evidence.NAME``,
+  ``gpt2_benchmarks.run``) with a function ``render_markdown(data: dict) -> str``, and the JSON
+  data it committed (``docs/data/NAME.json``; for ``adapters``, the reports in
+  ``docs/data/reports/``). The module is imported by name; it must not run anything when
+  imported.
 
 When a producer's data has not been committed yet, the line becomes a visible warning box that says
 which command creates it (the project's test ``tests/test_docs_site.py`` fails in that case, so a
-release cannot ship one). An unknown name, a missing script, or a renderer that raises stops the
-build with a message that says which.
+release cannot ship one). An unknown name, a producer that cannot be imported, or a renderer that
+raises stops the build with a message that says which.
 
 Links in the Markdown a renderer returns may be written relative to the docs folder
 (``spec/02-objective.md#objective.ignore-index``) or relative to the page; the hook rewrites the
@@ -26,11 +27,10 @@ former to fit the page they land on.
 
 from __future__ import annotations
 
-import importlib.util
+import importlib
 import json
 import posixpath
 import re
-import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -55,8 +55,8 @@ class Generator:
     """Where the Markdown for one ``<!-- generated: NAME -->`` comes from."""
 
     name: str
-    #: the producer script (relative to the repository root), or None when built here
-    script: str | None
+    #: the producer's import name (e.g. ``gpt2_evidence.kill_matrix``), or None when built here
+    module: str | None
     #: the committed data (relative to the repository root); a folder for ``adapters``
     data: str | None
     #: the command that (re)creates the data
@@ -82,39 +82,39 @@ REGISTRY: dict[str, Generator] = {
         Generator("traceability", None, None, "(built from conformance/test_*.py)"),
         Generator(
             "adapters",
-            "scripts/refresh_reports.py",
+            "gpt2_evidence.refresh_reports",
             "docs/data/reports",
-            "python scripts/refresh_reports.py",
+            "python -m gpt2_evidence.refresh_reports",
         ),
         Generator(
             "kill-matrix",
-            "scripts/kill_matrix.py",
+            "gpt2_evidence.kill_matrix",
             "docs/data/kill-matrix.json",
-            "python scripts/kill_matrix.py",
+            "python -m gpt2_evidence.kill_matrix",
         ),
         Generator(
             "false-alarms",
-            "scripts/false_alarm_campaign.py",
+            "gpt2_evidence.false_alarm_campaign",
             "docs/data/false-alarms.json",
-            "python scripts/false_alarm_campaign.py",
+            "python -m gpt2_evidence.false_alarm_campaign",
         ),
         Generator(
             "peers",
-            "scripts/peers_matrix.py",
+            "gpt2_evidence.peers_matrix",
             "docs/data/peers.json",
-            "python scripts/peers_matrix.py",
+            "python -m gpt2_evidence.peers_matrix",
         ),
         Generator(
             "benchmarks",
-            "benchmarks/run.py",
+            "gpt2_benchmarks.run",
             "docs/data/benchmarks.json",
-            "python benchmarks/run.py --mode full --out docs/data/benchmarks.json",
+            "python -m gpt2_benchmarks --mode full --out docs/data/benchmarks.json",
         ),
         Generator(
             "benchmarks-gpu",
-            "benchmarks/run.py",
+            "gpt2_benchmarks.run",
             "docs/data/benchmarks-gpu.json",
-            "scripts/gpu_check.sh (or python benchmarks/run.py --mode full --device cuda "
+            "scripts/gpu_check.sh (or python -m gpt2_benchmarks --mode full --device cuda "
             "--out docs/data/benchmarks-gpu.json)",
             optional="it needs a CUDA machine, and no GPU run has been recorded yet",
         ),
@@ -195,18 +195,6 @@ def render_traceability() -> str:
 # ---- producers ---------------------------------------------------------------------------------
 
 
-def load_script(path: Path) -> ModuleType:
-    """Import a producer script by file path (it need not be importable as a package)."""
-    name = "_docs_generator_" + re.sub(r"\W", "_", str(path))
-    spec = importlib.util.spec_from_file_location(name, path)
-    if spec is None or spec.loader is None:
-        raise PluginError(f"cannot import {path}")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
 def load_data(generator: Generator) -> dict[str, Any]:
     path = generator.data_path()
     assert path is not None
@@ -253,20 +241,20 @@ def render(name: str) -> str:
             f"unknown generated block {name!r}; known names: {', '.join(sorted(REGISTRY))} "
             "(docs/hooks/generated.py)"
         )
-    if generator.script is None:
+    if generator.module is None:
         return render_traceability()
     if generator.data_missing():
         return missing_data_box(generator)
-    script = ROOT / generator.script
-    if not script.exists():
+    try:
+        module = importlib.import_module(generator.module)
+    except ImportError as error:
         raise PluginError(
-            f"{generator.data} exists but its renderer {generator.script} does not: the "
-            f"<!-- generated: {name} --> block cannot be rendered"
-        )
-    module = load_script(script)
+            f"{generator.data} exists but its renderer {generator.module} cannot be imported "
+            f"({error}): the <!-- generated: {name} --> block cannot be rendered"
+        ) from error
     renderer = getattr(module, "render_markdown", None)
     if not callable(renderer):
-        raise PluginError(f"{generator.script} has no function render_markdown(data) -> str")
+        raise PluginError(f"{generator.module} has no function render_markdown(data) -> str")
     data = load_data(generator)
     if generator.name == "adapters":
         data = _ordered_reports(module, data)
@@ -274,10 +262,10 @@ def render(name: str) -> str:
         markdown = renderer(data)
     except Exception as error:
         raise PluginError(
-            f"{generator.script}: render_markdown failed on {generator.data}: {error!r}"
+            f"{generator.module}: render_markdown failed on {generator.data}: {error!r}"
         ) from error
     if not isinstance(markdown, str):
-        raise PluginError(f"{generator.script}: render_markdown returned {type(markdown)}")
+        raise PluginError(f"{generator.module}: render_markdown returned {type(markdown)}")
     return markdown
 
 

@@ -1,15 +1,17 @@
 """The kill matrix: the whole conformance suite against every mutant of the zoo, under several
 hypothesis seeds.
 
-    python scripts/kill_matrix.py [--seeds N] [-n WORKERS] [--out docs/data/kill-matrix.json]
+    python -m gpt2_evidence.kill_matrix [--seeds N] [-n WORKERS] [--out docs/data/kill-matrix.json]
 
-Each mutant of ``tests/broken/`` (a GPT-2 with one realistic bug, built on the reference or on
-transformers' ``GPT2LMHeadModel``) and each unmodified implementation the zoo is built on runs
-the full suite (every property, not only the ones its declared requirements tag) once per seed:
+Each mutant of the zoo (``zoo/``, :mod:`gpt2_zoo`: a GPT-2 with one realistic bug, built on the
+reference or on transformers' ``GPT2LMHeadModel``) and each unmodified implementation the zoo is
+built on runs the full suite (every property, not only the ones its declared requirements tag) once
+per seed:
 the ``ci`` profile's example count, drawn from the seed instead of derandomized, without
 hypothesis' shrink phase (the first failing example decides the outcome). The outcome of every
 requirement is read from the suite's JSON report (``--conformance-report``), never from terminal
-text. The result, with the machine, the date, the settings and the wall time, is written as JSON;
+text. The result, with its provenance (:mod:`gpt2_evidence.provenance`), the settings and the wall
+time, is written as JSON;
 :func:`render_markdown` turns it into the docs page's tables (``<!-- generated: kill-matrix -->``
 in ``docs/evidence/mutant-zoo.md``).
 
@@ -24,10 +26,8 @@ Runs are spread over ``-n`` worker processes, each importing torch once and runn
 from __future__ import annotations
 
 import argparse
-import datetime
 import json
 import os
-import platform
 import subprocess
 import sys
 import tempfile
@@ -35,9 +35,10 @@ import time
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parent.parent
-TESTS = ROOT / "tests"
-DEFAULT_OUT = ROOT / "docs" / "data" / "kill-matrix.json"
+from gpt2_evidence import provenance
+from gpt2_evidence.provenance import DATA
+
+DEFAULT_OUT = DATA / "kill-matrix.json"
 PROFILE = "gpt2-conformance-kill-matrix"
 FAILED = "fail"
 #: Spec chapters in the order the matrix shows them.
@@ -104,32 +105,6 @@ for job in json.loads(open(jobs_file, encoding="utf-8").read()):
 """
 
 
-def _machine() -> dict[str, Any]:
-    model = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text(encoding="utf-8").splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    versions: dict[str, str] = {}
-    for package in ("torch", "transformers", "hypothesis"):
-        try:
-            from importlib.metadata import version
-
-            versions[package] = version(package)
-        except Exception:
-            versions[package] = "unknown"
-    return {
-        "cpu": model,
-        "cores": os.cpu_count(),
-        "platform": platform.platform(),
-        "python": platform.python_version(),
-        **versions,
-    }
-
-
 def _jobs(
     mutants: list[Any],
     baselines: list[tuple[str, str]],
@@ -139,9 +114,8 @@ def _jobs(
 ) -> list[dict[str, Any]]:
     properties: dict[str, list[str]] = {}
     if declared_only:
-        from broken import properties_by_requirement
-
         import gpt2_conformance
+        from gpt2_zoo import properties_by_requirement
 
         modules = sorted(p.stem for p in Path(gpt2_conformance.__file__).parent.glob("test_*.py"))
         properties = properties_by_requirement(tuple(modules))
@@ -191,16 +165,14 @@ def run(
 
     ``declared_only`` runs only the properties of the declared requirements (a quick robustness
     check while writing a mutant; the published matrix runs everything)."""
-    sys.path.insert(0, str(TESTS))
-    from broken import zoo
-
     from gpt2_conformance.plugin import PROFILES
     from gpt2_spec import load_requirements
+    from gpt2_zoo import zoo
 
     mutants = [m for m in zoo() if not only or m.name in only]
     if only and len(mutants) != len(set(only)):
         unknown = sorted(set(only) - {m.name for m in mutants})
-        raise SystemExit(f"unknown mutants {unknown}; see tests/broken/ for their class names")
+        raise SystemExit(f"unknown mutants {unknown}; see zoo/ (gpt2_zoo) for their class names")
     baselines = sorted({(m.baseline, m.dtype) for m in mutants}) if baselines_too else []
     started = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="kill-matrix-") as tmp:
@@ -211,10 +183,7 @@ def run(
         driver = folder / "driver.py"
         driver.write_text(DRIVER, encoding="utf-8")
         timings = folder / "timings.jsonl"
-        env = {
-            **os.environ,
-            "PYTHONPATH": os.pathsep.join([str(TESTS), os.environ.get("PYTHONPATH", "")]),
-        }
+        env = dict(os.environ)
         env.pop("GPT2_CONFORMANCE_IMPL", None)
         import gpt2_conformance
 
@@ -325,10 +294,9 @@ def run(
         )
     caught_all = sum(row["caught_every_seed"] for row in rows)
     return {
-        "generated_by": "scripts/kill_matrix.py",
-        "command": " ".join(["python", "scripts/kill_matrix.py", *sys.argv[1:]]),
-        "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
-        "machine": _machine(),
+        "generated_by": "gpt2_evidence.kill_matrix",
+        "command": " ".join(["python", "-m", "gpt2_evidence.kill_matrix", *sys.argv[1:]]),
+        "provenance": provenance.collect(),
         "profile": {
             "name": "ci",
             "max_examples": max_examples or PROFILES["ci"]["max_examples"],
@@ -377,7 +345,8 @@ def render_markdown(data: dict[str, Any]) -> str:
     rows, seeds = data["mutants"], data["seeds"]
     n_seeds = len(seeds)
     summary = data["summary"]
-    machine = data["machine"]
+    origin = provenance.read(data)
+    machine, software = origin["machine"], origin["software"]
     rate = 100.0 * summary["kill_rate"]
     lines = [
         f"**{summary['mutants']} mutants** ({summary['by_origin'].get('reference', 0)} built on "
@@ -385,7 +354,7 @@ def render_markdown(data: dict[str, Any]) -> str:
         f"`GPT2LMHeadModel`): **{summary['caught_every_seed']} of {summary['mutants']} caught "
         f"on every declared requirement under all {n_seeds} seeds ({rate:.0f}%)**.",
         "",
-        f"Generated by `{data['command']}` on {data['date']}: "
+        f"Generated by `{data['command']}` on {provenance.when(origin)}: "
         + (
             "the full suite"
             if data["profile"].get("properties", "all") == "all"
@@ -396,8 +365,8 @@ def render_markdown(data: dict[str, Any]) -> str:
         f"property (the profile's own count is {data['profile'].get('ci_max_examples', 25)}), "
         f"drawn from hypothesis seeds {', '.join(map(str, seeds))}, no shrinking; "
         f"{data['workers']} workers, {data['wall_s'] / 60:.1f} min wall on {machine['cpu']} "
-        f"({machine['cores']} cores; torch {machine['torch']}, transformers "
-        f"{machine['transformers']}).",
+        f"({machine['cores']} cores; torch {software['torch']}, transformers "
+        f"{software['transformers']}).",
         "",
     ]
     for base in data["baselines"]:
@@ -497,6 +466,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.seeds < 1 or args.workers < 1:
         parser.error("--seeds and --workers take a positive count")
+    if args.out == DEFAULT_OUT:
+        provenance.require_checkout()
     seeds = list(range(args.first_seed, args.first_seed + args.seeds))
     data = run(
         seeds,

@@ -11,7 +11,7 @@ bfloat16, and compares the logits, the mean loss and the token-embedding gradien
 Each comparison prints its worst row as a fraction of the spec's bound (1.0 = exactly at the
 bound), so the margin is visible, and the whole result is written as JSON::
 
-    python scripts/cpu_gpu_agreement.py --device cuda --out agreement.json
+    python -m gpt2_evidence.cpu_gpu_agreement --device cuda --out agreement.json
 
 The spec promises its bounds only inside ``DOMAIN`` (tiny configurations); the GPT-2 small rows
 show how far the same bounds hold at full width, and are reported, not asserted. The exit status
@@ -22,13 +22,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import sys
 import time
-from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from gpt2_evidence import provenance
 
 
 def _run(model: Any, tokens: Any, device: str, dtype: Any) -> dict[str, np.ndarray]:
@@ -53,12 +53,10 @@ def _run(model: Any, tokens: Any, device: str, dtype: Any) -> dict[str, np.ndarr
 def check_shape(name: str, config: Any, *, batch: int, seq: int, device: str) -> dict[str, Any]:
     import torch
 
+    from gpt2_evidence import measure_tolerances as measure
     from gpt2_reference import GPT2, oracle
     from gpt2_reference.checkpoint import to_numpy_params
     from gpt2_spec import spec_definitions
-
-    sys.path.insert(0, str(Path(__file__).parent))  # the sibling script, for fraction_of_bound
-    import measure_tolerances as measure
 
     tolerances = spec_definitions().TOLERANCES
     model = GPT2(config, seed=0)
@@ -171,8 +169,7 @@ def main(argv: list[str] | None = None) -> int:
             )
     data = {
         "device": device_name,
-        "torch": torch.__version__,
-        "python": platform.python_version(),
+        "provenance": provenance.collect(device=args.device),
         "tf32": False,
         "results": results,
     }

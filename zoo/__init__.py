@@ -1,4 +1,10 @@
-"""Broken GPT-2s: adapters with one realistic bug each, naming the requirements they must fail."""
+"""The zoo: broken GPT-2s, adapters with one realistic bug each, naming the requirements they must
+fail.
+
+Each mutant is selected like any implementation, from any directory:
+``pytest --pyargs gpt2_conformance --impl=gpt2_zoo.sequence_bugs:CausalLeak``. The modules import
+torch and the project's packages; ``hf_bugs`` needs transformers (the ``transformers`` extra).
+"""
 
 from __future__ import annotations
 
@@ -49,8 +55,8 @@ class Mutant:
 
     @property
     def impl(self) -> str:
-        """The ``--impl`` value that selects it (with ``tests/`` on the import path)."""
-        return f"broken.{self.module}:{self.name}"
+        """The ``--impl`` value that selects it."""
+        return f"{__name__}.{self.module}:{self.name}"
 
     @property
     def baseline(self) -> str:

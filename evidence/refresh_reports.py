@@ -2,12 +2,13 @@
 
 Usage (from the repository root)::
 
-    python scripts/refresh_reports.py                    # all built-ins, the default ci profile
-    python scripts/refresh_reports.py --impl numpy       # one of them
+    python -m gpt2_evidence.refresh_reports               # all built-ins, the default ci profile
+    python -m gpt2_evidence.refresh_reports --impl numpy  # one of them
 
 Each report is saved as ``docs/data/reports/<impl>.json``, the suite's own JSON report with one
-added field, ``environment`` (Python, torch and transformers versions, CPU count, platform), so
-that the docs can say where the numbers come from. The docs site renders the reports as the
+added field, ``provenance`` (machine, versions, commit: :mod:`gpt2_evidence.provenance`; reports
+written before it have ``environment`` instead), so that the docs can say where the numbers come
+from. The docs site renders the reports as the
 conformance matrix of the built-in adapters: ``render_markdown`` below is called by the docs
 hook (``docs/hooks/generated.py``) for the line ``<!-- generated: adapters -->``.
 
@@ -17,18 +18,17 @@ Importing this module runs nothing and does not import torch.
 from __future__ import annotations
 
 import argparse
-import importlib.metadata
 import json
-import os
-import platform
 import subprocess
 import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parents[1]
-REPORTS = ROOT / "docs" / "data" / "reports"
+from gpt2_evidence import provenance
+from gpt2_evidence.provenance import DATA, REPOSITORY
+
+REPORTS = DATA / "reports"
 
 #: The built-in adapters whose reports the docs show, in the order of the matrix's columns.
 IMPLS = ("reference", "numpy", "transformers-eager", "transformers-sdpa")
@@ -44,26 +44,6 @@ _STATUS_CELL = {
 }
 
 
-def _version(package: str) -> str | None:
-    try:
-        return importlib.metadata.version(package)
-    except importlib.metadata.PackageNotFoundError:
-        return None
-
-
-def environment() -> dict[str, Any]:
-    """Where a report was produced: versions and machine, as far as Python can tell."""
-    return {
-        "python": platform.python_version(),
-        "torch": _version("torch"),
-        "transformers": _version("transformers"),
-        "hypothesis": _version("hypothesis"),
-        "platform": platform.platform(),
-        "machine": platform.machine(),
-        "cpu_count": os.cpu_count(),
-    }
-
-
 def run_one(impl: str, out_dir: Path, extra: Sequence[str] = ()) -> Path:
     """Run the suite against ``impl`` and save its report as ``out_dir/<impl>.json``.
 
@@ -75,7 +55,7 @@ def run_one(impl: str, out_dir: Path, extra: Sequence[str] = ()) -> Path:
         sys.executable,
         "-m",
         "pytest",
-        str(ROOT / "conformance"),
+        str(REPOSITORY / "conformance"),
         f"--impl={impl}",
         "-q",
         "-p",
@@ -84,7 +64,7 @@ def run_one(impl: str, out_dir: Path, extra: Sequence[str] = ()) -> Path:
         *extra,
     ]
     print("$", " ".join(command), flush=True)
-    done = subprocess.run(command, cwd=ROOT, check=False)
+    done = subprocess.run(command, cwd=REPOSITORY, check=False)
     if done.returncode not in (0, 1) or not target.exists():
         raise SystemExit(
             f"the suite run for {impl!r} ended with exit status {done.returncode} and "
@@ -92,7 +72,7 @@ def run_one(impl: str, out_dir: Path, extra: Sequence[str] = ()) -> Path:
             "hand to see why"
         )
     report = json.loads(target.read_text(encoding="utf-8"))
-    report["environment"] = environment()
+    report["provenance"] = provenance.collect()
     target.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
     return target
 
@@ -119,8 +99,8 @@ def render_markdown(data: Mapping[str, Any]) -> str:
     reports: Mapping[str, Any] = data.get("reports", {})
     if not reports:
         raise ValueError(
-            "no conformance report to show: run `python scripts/refresh_reports.py` to create "
-            "docs/data/reports/<impl>.json"
+            "no conformance report to show: run `python -m gpt2_evidence.refresh_reports` to "
+            "create docs/data/reports/<impl>.json"
         )
     impls = list(reports)
     lines = [
@@ -130,16 +110,18 @@ def render_markdown(data: Mapping[str, Any]) -> str:
     ]
     for impl in impls:
         r = reports[impl]
-        i, h, env = r["implementation"], r["hypothesis"], r.get("environment", {})
+        i, h = r["implementation"], r["hypothesis"]
+        origin = provenance.read(r)
+        machine, software = origin["machine"], origin["software"]
         verdict = {True: "**CONFORMS**", False: "**DOES NOT CONFORM**", None: "INCOMPLETE"}[
             r["conforms"]
         ]
         where = (
-            f"{r['created'][:10]}, {env.get('cpu_count', '?')}-CPU {env.get('machine', '')}, "
-            f"torch {env.get('torch')}"
+            f"{r['created'][:10]}, {machine['cores'] or '?'}-CPU {machine['arch'] or ''}, "
+            f"torch {software.get('torch')}"
         )
         if impl.startswith("transformers"):
-            where += f", transformers {env.get('transformers')}"
+            where += f", transformers {software.get('transformers')}"
         lines.append(
             f"| `{impl}` | {i['name']} {i.get('version', '')} | {verdict} | "
             f"{_summary_cell(r['summary'])} | {i['device']}, {i['dtype']} | "
@@ -183,9 +165,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         "pytest_args", nargs="*", help="further pytest options, after --, e.g. -- -n 2"
     )
     args = parser.parse_args(argv)
+    provenance.require_checkout()
     args.out.mkdir(parents=True, exist_ok=True)
     for impl in args.impl or IMPLS:
-        print("wrote", run_one(impl, args.out, args.pytest_args).relative_to(ROOT))
+        print("wrote", run_one(impl, args.out, args.pytest_args).relative_to(REPOSITORY))
     return 0
 
 

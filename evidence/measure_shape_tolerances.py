@@ -8,32 +8,24 @@ scale)``; at most 1 passes, at most 0.2 keeps the table's safety factor of 5), p
 of the float32 domain, for log-probabilities, raw logits, the mean loss and every parameter's
 gradient, on the short rows the suite draws at that shape:
 
-    python scripts/measure_shape_tolerances.py --shape gpt2-small --draws 1
+    python -m gpt2_evidence.measure_shape_tolerances --shape gpt2-small --draws 1
 """
 
 from __future__ import annotations
 
 import argparse
-import importlib.util
-import platform
 import time
-from pathlib import Path
 
 import numpy as np
 import torch
 
 from gpt2_conformance.suite import SHAPES, WIDE_MODEL_LENGTH
+from gpt2_evidence import measure_tolerances as measure
+from gpt2_evidence.provenance import cpu_model
 from gpt2_reference import oracle
 from gpt2_spec import spec_definitions
 
 S = spec_definitions()
-_spec = importlib.util.spec_from_file_location(
-    "measure_tolerances", Path(__file__).with_name("measure_tolerances.py")
-)
-assert _spec is not None
-assert _spec.loader is not None
-measure = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(measure)
 
 
 def main() -> None:
@@ -94,7 +86,7 @@ def main() -> None:
     seconds = time.monotonic() - started
     print(
         f"\n{args.shape} ({config}), rows of {args.length} tokens, batch {args.batch}, float32, "
-        f"{args.draws} draw(s) per scale in {seconds:.0f} s on {platform.machine()} "
+        f"{args.draws} draw(s) per scale in {seconds:.0f} s on {cpu_model()} "
         f"(torch {torch.__version__}); largest error as a fraction of the spec's bound:"
     )
     for (name, label, kind), value in sorted(worst.items()):

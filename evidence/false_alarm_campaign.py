@@ -19,9 +19,9 @@ machines can be combined with ``--merge``.
 
 Usage::
 
-    python scripts/false_alarm_campaign.py --seeds 0:200 -n 16
-    python scripts/false_alarm_campaign.py --impls reference --seeds 0:2 --profile dev
-    python scripts/false_alarm_campaign.py --merge machine-b.json    # into docs/data/...
+    python -m gpt2_evidence.false_alarm_campaign --seeds 0:200 -n 16
+    python -m gpt2_evidence.false_alarm_campaign --impls reference --seeds 0:2 --profile dev
+    python -m gpt2_evidence.false_alarm_campaign --merge machine-b.json    # into docs/data/...
 
 See docs/evidence/false-alarms.md. ``render_markdown(data)`` renders the committed JSON into that
 page at docs build time; importing this module has no side effects and does not import torch.
@@ -34,7 +34,6 @@ import contextlib
 import datetime as dt
 import json
 import os
-import platform
 import re
 import signal
 import subprocess
@@ -43,12 +42,13 @@ import tempfile
 import time
 import uuid
 from collections.abc import Iterable, Sequence
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-REPO = Path(__file__).resolve().parent.parent
-DEFAULT_OUT = REPO / "docs" / "data" / "false-alarms.json"
+from gpt2_evidence import provenance
+from gpt2_evidence.provenance import DATA, REPOSITORY
+
+DEFAULT_OUT = DATA / "false-alarms.json"
 DEFAULT_IMPLS = ("reference", "numpy", "transformers-eager", "transformers-sdpa")
 DEFAULT_DTYPES = ("float32", "bfloat16")
 DEFAULT_SEEDS = "0:200"
@@ -57,15 +57,6 @@ PROFILES = ("ci", "dev", "thorough")
 SCHEMA = 1
 FAILED = frozenset({"failed", "error"})
 RAN = frozenset({"passed", "failed", "error", "xfailed", "xpassed"})
-SOFTWARE = (
-    "gpt2-conformance",
-    "torch",
-    "transformers",
-    "numpy",
-    "hypothesis",
-    "pytest",
-    "pytest-xdist",
-)
 # "[seed=12]" or "[other-seed=12]" at the end of a node id (the plugin's --conformance-seeds ids)
 _SEED_ID = re.compile(r"^(?P<base>.*)\[(?P<pre>.*?)-?seed=(?P<seed>\d+)(?P<post>-.*)?\]$")
 
@@ -183,47 +174,6 @@ def read_session(
 # ------------------------------------------------------------------------------------------
 
 
-def machine_info(label: str | None) -> dict[str, Any]:
-    cpus = os.cpu_count() or 0
-    model = ""
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text(encoding="utf-8").splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    default = f"{cpus}-core {platform.machine()} {platform.system()}"
-    return {
-        "label": label or default,
-        "cpus": cpus,
-        "cpu_model": model,
-        "platform": platform.platform(),
-    }
-
-
-def software_info(revision: str | None = None) -> dict[str, str]:
-    versions = {"python": platform.python_version()}
-    for name in SOFTWARE:
-        try:
-            versions[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            versions[name] = "not installed"
-    with contextlib.suppress(OSError, subprocess.SubprocessError):
-        head = subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True
-        )
-        dirty = subprocess.run(
-            ["git", "status", "--porcelain", "--untracked-files=no"],
-            cwd=REPO,
-            capture_output=True,
-            text=True,
-        )
-        if head.returncode == 0:
-            versions["commit"] = head.stdout.strip() + ("-dirty" if dirty.stdout.strip() else "")
-    if revision:
-        versions["commit"] = revision
-    return versions
-
-
 def spec_dtypes() -> tuple[str, ...]:
     """The dtypes for which spec chapter 7 defines a tolerance against the oracle."""
     from gpt2_spec import spec_definitions
@@ -268,7 +218,7 @@ def collect_properties(
     command = _pytest_command(impl, dtype, profile, range(0, 1), 1, extra)
     done = subprocess.run(
         [sys.executable, "-m", "pytest", *command, "--collect-only", "-q"],
-        cwd=REPO,
+        cwd=REPOSITORY,
         env=env,
         capture_output=True,
         text=True,
@@ -328,7 +278,7 @@ def run_session(
         out.flush()
         process = subprocess.Popen(
             command,
-            cwd=REPO,
+            cwd=REPOSITORY,
             env=env,
             stdout=out,
             stderr=subprocess.STDOUT,
@@ -385,7 +335,7 @@ def load_data(path: Path) -> dict[str, Any]:
     if not isinstance(data, dict) or data.get("schema") != SCHEMA:
         raise CampaignError(
             f"{path}: not a false-alarm campaign file of schema {SCHEMA} (written by "
-            "scripts/false_alarm_campaign.py); pass another --out or --merge file"
+            "gpt2_evidence.false_alarm_campaign); pass another --out or --merge file"
         )
     return data
 
@@ -442,7 +392,7 @@ def cleared_by(
             return {
                 "session": later["id"],
                 "started": later["started"],
-                "commit": later["software"].get("commit", "?"),
+                "commit": provenance.read(later)["software"].get("commit") or "?",
             }
     return None
 
@@ -496,10 +446,11 @@ def summarize(data: dict[str, Any]) -> list[dict[str, Any]]:
         )
         row["wall_s"] += session["wall_s"]
         row["declared_deviations"].update(session.get("declared_deviations", []))
-        machine = session["machine"]["label"]
+        origin = provenance.read(session)
+        machine = origin["machine"]["label"]
         if machine not in row["machines"]:
             row["machines"].append(machine)
-        software = session["software"]
+        software = {k: v for k, v in origin["software"].items() if v is not None}
         if software not in row["software"]:
             row["software"].append(software)
     ordered = sorted(
@@ -536,7 +487,7 @@ def campaign(args: argparse.Namespace, data: dict[str, Any], out: Path) -> int:
     extra = list(args.pytest_args)
     env = dict(os.environ)
     deadline = time.monotonic() + (args.budget_seconds or float("inf"))
-    machine, software = machine_info(args.machine_label), software_info(args.suite_revision)
+    origin = provenance.collect(label=args.machine_label, revision=args.suite_revision)
     log_dir = Path(args.log_dir)
     properties: dict[tuple[str, str], list[str]] = {}
     per_seed: dict[tuple[str, str], float] = {}
@@ -622,8 +573,7 @@ def campaign(args: argparse.Namespace, data: dict[str, Any], out: Path) -> int:
                 "stopped_by_budget": stopped,
                 "exit_status": status,
                 "started": started,
-                "machine": machine,
-                "software": software,
+                "provenance": {**origin, "date": started},
             }
             data["sessions"].append(session)
             save_data(data, out)
@@ -769,7 +719,7 @@ def render_markdown(data: dict[str, Any]) -> str:
             continue
         extra = (" -- " + " ".join(row["extra_args"])) if row["extra_args"] else ""
         lines.append(
-            "$ python scripts/false_alarm_campaign.py "
+            "$ python -m gpt2_evidence.false_alarm_campaign "
             f"--impls {row['impl']} --dtypes {row['dtype']} --profile {row['profile']} "
             f"--seeds {min(row['seeds'])}:{max(row['seeds']) + 1} "
             f"-n $(nproc) --out rerun.json{extra}"
@@ -870,6 +820,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     signal.signal(signal.SIGTERM, _terminate)
     out = Path(args.out)
+    if out == DEFAULT_OUT:
+        provenance.require_checkout()
     try:
         if args.workers < 1:
             raise CampaignError(f"-n {args.workers}: give 1 or more workers")

@@ -6,7 +6,7 @@ spec's bound (``err / (atol + rtol * scale)``) over many random draws of the spe
 A fraction of at most 0.2 leaves the promised safety factor of 5. Rerun it after changing the
 domain, the table, or adding an implementation:
 
-    python scripts/measure_tolerances.py --draws 300
+    python -m gpt2_evidence.measure_tolerances --draws 300
 
 Comparisons: ``logp`` (log-probabilities vs the oracle), ``logits`` (raw logits vs the oracle,
 float32 only), ``loss`` (mean loss vs the oracle), ``grads`` (every parameter's gradient vs the
@@ -20,13 +20,13 @@ from __future__ import annotations
 
 import argparse
 import collections
-import platform
 import time
 from collections.abc import Callable, Iterator
 
 import numpy as np
 import torch
 
+from gpt2_evidence.provenance import cpu_model
 from gpt2_reference import oracle
 from gpt2_reference.model import GPT2
 from gpt2_spec import GPT2Config, spec_definitions
@@ -186,7 +186,7 @@ def main() -> None:
                     key = (dtype_name, comparison, label, name)
                     worst[key] = max(worst[key], value)
     seconds = time.perf_counter() - start
-    print(f"{args.draws} draws in {seconds:.0f} s on {args.device} ({platform.processor()}),")
+    print(f"{args.draws} draws in {seconds:.0f} s on {args.device} ({cpu_model()}),")
     print(f"torch {torch.__version__}; largest error as a fraction of the spec's bound:")
     print(f"{'dtype':9} {'comparison':10} {'scale':6} {'implementation':20} {'fraction':>9}")
     for (dtype_name, comparison, label, name), value in sorted(worst.items()):
