@@ -45,7 +45,7 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
-from gpt2_evidence import provenance
+from gpt2_evidence import interrupt_marker, provenance
 from gpt2_evidence.provenance import DATA, REPOSITORY
 
 DEFAULT_OUT = DATA / "false-alarms.json"
@@ -262,6 +262,8 @@ def run_session(
     log = log_dir / f"{stem}.log"
     report_path = log_dir / f"{stem}.json"
     report_path.unlink(missing_ok=True)
+    marker = log_dir / f"{stem}.interrupted"
+    marker.unlink(missing_ok=True)
     command = [
         sys.executable,
         "-m",
@@ -270,6 +272,8 @@ def run_session(
         f"--conformance-report={report_path}",
         "-q",
         "-rfE",
+        "-p",
+        "gpt2_evidence.interrupt_marker",
     ]
     started = time.monotonic()
     stopped = False
@@ -279,7 +283,7 @@ def run_session(
         process = subprocess.Popen(
             command,
             cwd=REPOSITORY,
-            env=env,
+            env={**env, interrupt_marker.ENV: str(marker)},
             stdout=out,
             stderr=subprocess.STDOUT,
             start_new_session=True,
@@ -289,7 +293,7 @@ def run_session(
             process.wait(timeout=max(deadline - time.monotonic(), 0.1))
         except (subprocess.TimeoutExpired, KeyboardInterrupt):
             stopped = True
-            _stop(process)
+            _stop(process, marker)
     wall = time.monotonic() - started
     report = None
     if report_path.is_file():
@@ -304,13 +308,48 @@ def _default_sigint() -> None:
     signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
-def _stop(process: subprocess.Popen[Any]) -> None:
-    """Interrupt the session's process group as Ctrl-C would; force it if it lingers."""
-    for sig, grace in ((signal.SIGINT, 120.0), (signal.SIGTERM, 10.0), (signal.SIGKILL, 10.0)):
+#: How long a session may take to finish its report after pytest took the interrupt, and how
+#: often SIGINT is repeated until it does.
+INTERRUPT_GRACE_S = 120.0
+INTERRUPT_REPEAT_S = 5.0
+
+
+def _stop(
+    process: subprocess.Popen[Any],
+    marker: Path,
+    *,
+    grace: float = INTERRUPT_GRACE_S,
+    repeat: float = INTERRUPT_REPEAT_S,
+) -> None:
+    """Interrupt the session's process group as Ctrl-C would; force it if it lingers.
+
+    One SIGINT is not always enough. CPython raises the KeyboardInterrupt wherever the main thread
+    is, and when that is a finaliser (a ``__del__`` or weakref callback that the garbage
+    collector runs, frequent while models are built and dropped), the exception is reported as
+    "Exception ignored" and swallowed: the session runs on as if nothing happened. So SIGINT is
+    repeated every ``repeat`` seconds until pytest has taken it (the ``interrupt_marker`` plugin
+    creates ``marker``), then the session gets ``grace`` seconds to write its report before
+    SIGTERM and SIGKILL.
+    """
+    give_up = time.monotonic() + grace
+    while not marker.exists() and time.monotonic() < give_up:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGINT)
+        try:
+            process.wait(timeout=repeat)
+            return
+        except subprocess.TimeoutExpired:
+            continue
+    try:
+        process.wait(timeout=max(give_up - time.monotonic(), 0.1))
+        return
+    except subprocess.TimeoutExpired:
+        pass
+    for sig in (signal.SIGTERM, signal.SIGKILL):
         with contextlib.suppress(ProcessLookupError):
             os.killpg(process.pid, sig)
         try:
-            process.wait(timeout=grace)
+            process.wait(timeout=10.0)
             return
         except subprocess.TimeoutExpired:
             continue

@@ -412,3 +412,57 @@ def test_results_files_of_another_kind_are_refused(tmp_path: Path) -> None:
 
 def test_render_markdown_without_results_says_so() -> None:
     assert "No campaign results" in campaign.render_markdown(campaign.empty_data())
+
+
+# --- stopping a session: one SIGINT can be lost ---------------------------------------------------
+
+# A child that loses its first KeyboardInterrupt, as CPython does when the signal lands in a
+# finaliser ("Exception ignored in ... __del__"), and takes the second as pytest would: it creates
+# the marker (what gpt2_evidence.interrupt_marker does) and exits with pytest's status 2.
+_LOSES_FIRST_SIGINT = """
+import pathlib, signal, sys, time
+signal.signal(signal.SIGINT, signal.default_int_handler)
+marker = pathlib.Path(sys.argv[1])
+print("ready", flush=True)
+lost = False
+while True:
+    try:
+        time.sleep(0.02)
+    except KeyboardInterrupt:
+        if not lost:
+            lost = True
+            continue
+        marker.touch()
+        sys.exit(2)
+"""
+
+
+def test_a_lost_sigint_is_repeated_until_the_session_takes_it(tmp_path: Path) -> None:
+    marker = tmp_path / "session.interrupted"
+    process = subprocess.Popen(
+        [sys.executable, "-c", _LOSES_FIRST_SIGINT, str(marker)],
+        stdout=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+    try:
+        assert process.stdout is not None
+        assert process.stdout.readline().strip() == "ready"
+        campaign._stop(process, marker, grace=30.0, repeat=0.5)
+    finally:
+        if process.poll() is None:
+            process.kill()
+    # Interrupted as pytest would be (status 2, marker made), not ended by SIGTERM after the grace.
+    assert process.returncode == 2
+    assert marker.exists()
+
+
+def test_the_marker_plugin_records_that_pytest_took_the_interrupt(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from gpt2_evidence import interrupt_marker
+
+    marker = tmp_path / "m"
+    monkeypatch.setenv(interrupt_marker.ENV, str(marker))
+    interrupt_marker.pytest_keyboard_interrupt(excinfo=None)
+    assert marker.exists()
