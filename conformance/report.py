@@ -268,6 +268,20 @@ def overall_conforms(classes: Mapping[str, Mapping[str, Any]]) -> bool | None:
     return None
 
 
+def class_headline(report: Mapping[str, Any]) -> str:
+    """The verdict's words per class, without the details: ``function CONFORMS; validated input
+    not claimed``. A report written before classes existed is judged from its requirements."""
+    classes = report.get("classes")
+    if not classes:
+        classes = class_verdicts(
+            report["requirements"], collection_errors=report.get("collection_errors", 0)
+        )
+    return "; ".join(
+        f"{name.replace('-', ' ')} {_CLASS_WORDS[standing['status']]}"
+        for name, standing in classes.items()
+    )
+
+
 def _class_phrase(name: str, standing: Mapping[str, Any], collection_errors: int) -> str:
     """``function CONFORMS``, ``validated input not claimed``, ... with what decided it."""
     status = standing["status"]

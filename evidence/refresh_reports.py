@@ -25,6 +25,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from gpt2_conformance import report as reports_module
 from gpt2_evidence import provenance
 from gpt2_evidence.provenance import DATA, REPOSITORY
 
@@ -113,9 +114,7 @@ def render_markdown(data: Mapping[str, Any]) -> str:
         i, h = r["implementation"], r["hypothesis"]
         origin = provenance.read(r)
         machine, software = origin["machine"], origin["software"]
-        verdict = {True: "**CONFORMS**", False: "**DOES NOT CONFORM**", None: "INCOMPLETE"}[
-            r["conforms"]
-        ]
+        verdict = reports_module.class_headline(r)
         where = (
             f"{r['created'][:10]}, {machine['cores'] or '?'}-CPU {machine['arch'] or ''}, "
             f"torch {software.get('torch')}"
