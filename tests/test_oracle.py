@@ -447,7 +447,9 @@ def _params_digest(params: dict[str, np.ndarray]) -> str:
 
 
 @pytest.mark.parametrize(("key", "expected"), PINNED_PARAMS.items(), ids=str)
-def test_random_params_are_bit_identical_to_the_pinned_ones(key, expected):
+def test_random_params_are_bit_identical_to_the_pinned_ones(
+    key: tuple[tuple[int, ...], int, float | None], expected: str
+) -> None:
     (vocab, positions, embd, layers, heads), seed, scale = key
     config = GPT2Config(
         vocab_size=vocab, n_positions=positions, n_embd=embd, n_layer=layers, n_head=heads
@@ -455,7 +457,7 @@ def test_random_params_are_bit_identical_to_the_pinned_ones(key, expected):
     assert _params_digest(oracle.random_params(config, seed=seed, scale=scale)) == expected
 
 
-def test_random_params_take_the_init_scheme_from_the_spec():
+def test_random_params_take_the_init_scheme_from_the_spec() -> None:
     """Every parameter's sample mean and std is the spec's init_mean/init_std (a std of 0: the
     constant mean exactly), so the oracle cannot drift from chapter 6's definitions."""
     config = GPT2Config(vocab_size=211, n_positions=128, n_embd=32, n_layer=3, n_head=4)
