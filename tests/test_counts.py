@@ -212,7 +212,7 @@ CLAIMS = [
 #: "<number> <counted noun>": every such phrase in the prose must be one a claim checks.
 #: ("one" is left out: "one property", "one requirement" speak of a single thing, not a count.)
 SWEEP = re.compile(
-    r"\b(?P<n>\d+|" + "|".join(w for w in _WORDS if w != "one") + r")\s+"
+    r"(?<![\w.-])(?P<n>\d+|" + "|".join(w for w in _WORDS if w != "one") + r")\s+"
     r"(?:(?:hypothesis|broken|conformance|built-in|MUST|SHOULD|MAY|transformers)\s+)?"
     r"(?:requirements|properties|mutants|GPT-2s|architectures|chapters|adapters|capabilities"
     r"|built-ins|profiles|peers)\b",
@@ -296,13 +296,16 @@ def test_no_count_escapes_the_claims() -> None:
 def test_a_stale_count_is_reported_with_its_place(tmp_path: Path) -> None:
     """The checker itself: a wrong number is found, with file and line, and a word counts."""
     page = tmp_path / "page.md"
-    page.write_text("intro\n\nThe spec has eight\nchapters and 700 hypothesis properties.\n")
+    page.write_text(
+        "intro\n\nThe spec has eight\nchapters and 700 hypothesis properties.\n"
+        "The GPT-2 built-ins are not '2 built-ins'; version 1.2 adapters neither.\n"
+    )
     (chapters,) = _occurrences(Claim("chapters", r"\b{N} chapters\b").regex(), page)
     assert (chapters.line, chapters.value) == (3, 8)
     (props,) = _occurrences(Claim("properties", r"\b{N} hypothesis properties").regex(), page)
     assert (props.line, props.value) == (4, 700)
     assert props.value != truth()["properties"]
-    assert [f.value for f in _occurrences(SWEEP, page)] == [8, 700]
+    assert [f.value for f in _occurrences(SWEEP, page)] == [8, 700, 2]  # the quoted one only
 
 
 # ---- the committed evidence covers today's spec, zoo and peers -----------------------------
