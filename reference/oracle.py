@@ -52,9 +52,6 @@ IGNORE_INDEX: int = int(spec_definitions().IGNORE_INDEX)
 
 _WTE = "transformer.wte.weight"
 _WPE = "transformer.wpe.weight"
-# GPT-2's initialisation (spec forward.initialisation): std of weights, of wpe (OpenAI).
-_INIT_STD = 0.02
-_INIT_STD_WPE = 0.01
 
 
 @dataclasses.dataclass(frozen=True)
@@ -103,12 +100,12 @@ def random_params(config: GPT2Config, *, seed: int, scale: float | None = None) 
     Args:
         config: the model's shape.
         seed: seed of ``np.random.default_rng``; the same seed and config give the same arrays.
-        scale: ``None`` gives GPT-2's initialisation (spec ``forward.initialisation``): weights
-            N(0, 0.02²), wpe N(0, 0.01²), both ``c_proj`` weights N(0, (0.02/sqrt(2L))²), biases 0,
-            LayerNorm gains 1 and biases 0. A float gives every weight *and* bias N(0, scale²),
-            LayerNorm gains 1 + N(0, scale²) and LayerNorm biases N(0, scale²), so that biases
-            and LayerNorm parameters matter and large scales exercise GELU, softmax and LayerNorm
-            across their range.
+        scale: ``None`` gives GPT-2's initialisation as the spec defines it
+            (``forward.initialisation``: ``init_mean`` and ``init_std`` of each parameter; a
+            parameter whose std is 0 is the constant ``init_mean`` and takes no draw). A float
+            gives every weight *and* bias N(0, scale²), LayerNorm gains 1 + N(0, scale²) and
+            LayerNorm biases N(0, scale²), so that biases and LayerNorm parameters matter and
+            large scales exercise GELU, softmax and LayerNorm across their range.
 
     Returns:
         ``Params`` with exactly the names and shapes of the spec's ``canonical_shapes``.
@@ -117,26 +114,18 @@ def random_params(config: GPT2Config, *, seed: int, scale: float | None = None) 
         isinstance(scale, int | float) and math.isfinite(scale) and scale >= 0
     ):
         raise ValueError(f"scale must be None or a finite number >= 0, got {scale!r}")
+    spec = spec_definitions()
     rng = np.random.default_rng(seed)
     shapes = _canonical_shapes(config)
-    residual_std = _INIT_STD / math.sqrt(2 * config.n_layer)
     params: Params = {}
     for name, shape in shapes.items():  # canonical order, so the draws are reproducible
-        is_layer_norm = ".ln_" in name
         if scale is not None:
             values = rng.normal(0.0, scale, size=shape)
-            if is_layer_norm and name.endswith(".weight"):
+            if ".ln_" in name and name.endswith(".weight"):
                 values += 1.0
-        elif is_layer_norm and name.endswith(".weight"):
-            values = np.ones(shape)
-        elif name.endswith(".bias"):
-            values = np.zeros(shape)
-        elif name == _WPE:
-            values = rng.normal(0.0, _INIT_STD_WPE, size=shape)
-        elif name.endswith(".c_proj.weight"):  # residual projections: GPT-2 paper, section 2.3
-            values = rng.normal(0.0, residual_std, size=shape)
         else:
-            values = rng.normal(0.0, _INIT_STD, size=shape)
+            mean, std = float(spec.init_mean(name)), float(spec.init_std(name, config.n_layer))
+            values = np.full(shape, mean) if std == 0.0 else rng.normal(mean, std, size=shape)
         params[name] = values.astype(np.float64, copy=False)
     return params
 

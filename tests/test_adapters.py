@@ -25,7 +25,7 @@ import pytest
 import torch
 
 from gpt2_conformance.adapter import CAPABILITIES, Adapter, AdapterError, Implementation, to_numpy
-from gpt2_conformance.adapters import BUILTINS
+from gpt2_conformance.adapters import BUILTINS, TABLE, baselines, builtin, zoo_baselines
 from gpt2_conformance.adapters.hf import hf_causal_lm
 from gpt2_conformance.adapters.torch_module import TorchModuleAdapter
 from gpt2_conformance.plugin import load_adapter
@@ -44,9 +44,6 @@ ORACLE = S.TOLERANCES[("oracle", "float32")]
 SELF = S.TOLERANCES[("self", "float32")]
 WTE = "transformer.wte.weight"
 ALL = frozenset(CAPABILITIES)
-#: The model's own embedding matrix and its gradients (the causal-lm profile's generic paths):
-#: claimed by the torch adapters (the reference and transformers); the oracle claims params instead.
-OWN_MATRICES = frozenset({"embedding-matrix", "embedding-gradients"})
 
 
 def _llama() -> Adapter:
@@ -72,12 +69,17 @@ def _example(module: str) -> Callable[[], Adapter]:
     return load
 
 
+def _builtin(name: str) -> Callable[[], Adapter]:
+    return lambda: load_adapter(name)
+
+
+#: The built-ins under test: the GPT-2s of the table, each once (an alias is the adapter it
+#: names; tests/test_peers.py covers the peers).
+GPT2_BUILTINS = [b for b in TABLE if not b.peer and b.reports_as == b.name]
+
 #: Adapter under test -> (how to get it, the capabilities it must claim).
 ADAPTERS: dict[str, tuple[Callable[[], Adapter], frozenset[str]]] = {
-    "reference": (lambda: load_adapter("reference"), ALL),
-    "numpy": (lambda: load_adapter("numpy"), ALL - {"kv-cache"} - OWN_MATRICES),
-    "transformers-eager": (lambda: load_adapter("transformers-eager"), ALL - {"input-validation"}),
-    "transformers-sdpa": (lambda: load_adapter("transformers-sdpa"), ALL - {"input-validation"}),
+    **{b.name: (_builtin(b.name), ALL - b.not_claimed) for b in GPT2_BUILTINS},
     "hf-generic-llama": (
         _llama,
         ALL - {"params", "checkpoint", "gradients", "input-validation"},
@@ -91,6 +93,13 @@ ADAPTERS: dict[str, tuple[Callable[[], Adapter], frozenset[str]]] = {
     "example-engine": (_example("example_engine"), frozenset({"params"})),
 }
 
+#: Adapter under test -> the modules it needs beyond the core dependencies.
+_REQUIRES: dict[str, tuple[str, ...]] = {
+    **{b.name: b.requires for b in GPT2_BUILTINS},
+    "hf-generic-llama": ("transformers",),
+    "example-hf": ("transformers",),
+}
+
 
 @pytest.fixture(scope="session", autouse=True)
 def _examples_importable() -> Iterator[None]:
@@ -102,12 +111,11 @@ def _examples_importable() -> Iterator[None]:
 
 
 _BUILT: dict[str, Adapter] = {}
-_NEED_TRANSFORMERS = {"transformers-eager", "transformers-sdpa", "hf-generic-llama", "example-hf"}
 
 
 def _get(name: str) -> Adapter:
-    if name in _NEED_TRANSFORMERS:
-        pytest.importorskip("transformers")
+    for module in _REQUIRES.get(name, ()):
+        pytest.importorskip(module)
     if name not in _BUILT:
         _BUILT[name] = ADAPTERS[name][0]()
     return _BUILT[name]
@@ -195,15 +203,48 @@ def test_capabilities_are_the_expected_ones(name: str) -> None:
 
 
 def test_builtins_resolve_by_name() -> None:
-    from gpt2_conformance.adapters import PEER_NAMES
+    """Each GPT-2 built-in (aliases too) loads by its name and reports the name the table says."""
+    for record in TABLE:
+        if record.peer:  # tests/test_peers.py covers these
+            continue
+        for module in record.requires:
+            pytest.importorskip(module)
+        assert load_adapter(record.name).name == record.reports_as, record.name
 
-    peers = {f"hf:{name}" for name in PEER_NAMES}  # tests/test_peers.py covers these
-    assert set(BUILTINS) - peers == {
-        "reference", "numpy", "transformers", "transformers-eager", "transformers-sdpa",
-    }  # fmt: skip
-    names = {name: load_adapter(name).name for name in set(BUILTINS) - peers}
-    assert names["transformers"] == names["transformers-sdpa"] == "transformers-sdpa"
-    assert names["transformers-eager"] == "transformers-eager"
+
+def test_the_builtins_table_is_consistent() -> None:
+    names = [b.name for b in TABLE]
+    assert len(set(names)) == len(names), "a name is in the table twice"
+    assert {b.name: b.target for b in TABLE} == BUILTINS  # the view --impl resolution reads
+    assert all(re.fullmatch(r"[\w.]+:\w+", b.target) for b in TABLE)
+    for b in TABLE:
+        assert b.not_claimed <= ALL, (b.name, b.not_claimed - ALL)
+        assert builtin(b.name) is b
+        if b.reports_as != b.name:  # an alias: the adapter it names, under another name
+            (same,) = [x for x in TABLE if x.name == b.reports_as]
+            assert (same.target, same.not_claimed) == (b.target, b.not_claimed), b.name
+    # a baseline is a GPT-2 under its own name (no alias, no peer)
+    assert set(baselines()) <= {b.name for b in GPT2_BUILTINS}
+    assert set(zoo_baselines().values()) <= set(names)
+    with pytest.raises(KeyError, match="reference"):
+        builtin("no-such-adapter")
+
+
+def test_builtins_extras_are_the_packages_extras() -> None:
+    """A record's extra is one of pyproject's optional-dependencies and installs what the
+    adapter imports."""
+    import tomllib
+
+    extras = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"][
+        "optional-dependencies"
+    ]
+    for b in TABLE:
+        if b.extra is None:
+            assert not b.requires, b.name
+            continue
+        assert b.extra in extras, (b.name, b.extra)
+        listed = {re.split(r"[<>=\[ ;]", spec, maxsplit=1)[0] for spec in extras[b.extra]}
+        assert set(b.requires) <= listed, (b.name, b.requires, listed)
 
 
 def test_reference_never_imports_transformers() -> None:

@@ -9,6 +9,7 @@ untied copy of the model, and transformers' GPT2LMHeadModel autograd in float64.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import math
 
 import numpy as np
@@ -392,6 +393,81 @@ def test_random_params_scale_sets_every_spread():
         _assert_normal(np.concatenate([a.ravel() for a in others]), 0.0, scale, "the rest")
         for name, a in params.items():  # biases too: none is left at its init value
             assert a.std() > scale / 4, name
+
+
+#: (config, seed, scale) -> sha256 of the arrays random_params returns. Derived once, on
+#: 2026-12-03, from the oracle as it was before random_params read the spec's init_mean/init_std
+#: (commit 3fe1a43, which wrote 0.02, 0.01 and 0.02/sqrt(2L) out itself), with _params_digest
+#: below: the move to the spec's definitions changed no bit of any array, and any later change
+#: of the draws (order, distribution, constants) shows here.
+PINNED_PARAMS = {
+    (
+        (61, 24, 32, 2, 4),
+        0,
+        None,
+    ): "38e43bec07ba3bdaf26a84072a77e69959014618d81070d31589311134d81fe6",
+    (
+        (61, 24, 32, 2, 4),
+        3,
+        0.3,
+    ): "ee83467c892e2a47f2e4105b54aa9b4bae8cdda6b6830e259568e4e85648229e",
+    (
+        (50, 16, 24, 3, 2),
+        7,
+        None,
+    ): "6a44009c16f040b61d69dc7253446bce2ef9b28e9dd68c552ef9aba312aba084",
+    (
+        (50, 16, 24, 3, 2),
+        1,
+        0.0,
+    ): "92140f7036e9aa08e3dc026fb09c91fa3c176d7b977c0a41b47dd023168827e9",
+    (
+        (97, 32, 48, 5, 6),
+        12345,
+        None,
+    ): "53ce3231e56a3cb6d9d2aa9a8212458634e26171f01a2eae62fd9a42df354f5b",
+    (
+        (97, 32, 48, 5, 6),
+        2,
+        2.0,
+    ): "29e496b66317b55c72f0697f26bae2ec80bc148e44b74ac4974fdc1315c8b20d",
+    ((7, 4, 8, 1, 2), 0, None): "dbf1e656b61549b41168bf08fd40efc8501da7707c1bc710c218bb45a5af1634",
+}
+
+
+def _params_digest(params: dict[str, np.ndarray]) -> str:
+    """sha256 over each array's name, dtype, shape and bytes, in the order returned."""
+    digest = hashlib.sha256()
+    for name, a in params.items():
+        digest.update(name.encode())
+        digest.update(str(a.dtype).encode())
+        digest.update(repr(a.shape).encode())
+        digest.update(np.ascontiguousarray(a).tobytes())
+    return digest.hexdigest()
+
+
+@pytest.mark.parametrize(("key", "expected"), PINNED_PARAMS.items(), ids=str)
+def test_random_params_are_bit_identical_to_the_pinned_ones(
+    key: tuple[tuple[int, ...], int, float | None], expected: str
+) -> None:
+    (vocab, positions, embd, layers, heads), seed, scale = key
+    config = GPT2Config(
+        vocab_size=vocab, n_positions=positions, n_embd=embd, n_layer=layers, n_head=heads
+    )
+    assert _params_digest(oracle.random_params(config, seed=seed, scale=scale)) == expected
+
+
+def test_random_params_take_the_init_scheme_from_the_spec() -> None:
+    """Every parameter's sample mean and std is the spec's init_mean/init_std (a std of 0: the
+    constant mean exactly), so the oracle cannot drift from chapter 6's definitions."""
+    config = GPT2Config(vocab_size=211, n_positions=128, n_embd=32, n_layer=3, n_head=4)
+    params = oracle.random_params(config, seed=2)
+    for name, a in params.items():
+        mean, std = S.init_mean(name), S.init_std(name, config.n_layer)
+        if std == 0:
+            assert (a == mean).all(), name
+        elif a.size >= 1000:  # enough draws for _assert_normal's 6 standard errors to be tight
+            _assert_normal(a, mean, std, name)
 
 
 def test_random_params_refuses_a_bad_scale():
