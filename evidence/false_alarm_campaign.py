@@ -45,11 +45,12 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
+from gpt2_conformance.adapters import baselines
 from gpt2_evidence import interrupt_marker, provenance
 from gpt2_evidence.provenance import DATA, REPOSITORY
 
 DEFAULT_OUT = DATA / "false-alarms.json"
-DEFAULT_IMPLS = ("reference", "numpy", "transformers-eager", "transformers-sdpa")
+DEFAULT_IMPLS = baselines()
 DEFAULT_DTYPES = ("float32", "bfloat16")
 DEFAULT_SEEDS = "0:200"
 DTYPE_ORDER = ("float32", "bfloat16", "float16")

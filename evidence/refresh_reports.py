@@ -26,13 +26,14 @@ from pathlib import Path
 from typing import Any
 
 from gpt2_conformance import report as reports_module
+from gpt2_conformance.adapters import baselines
 from gpt2_evidence import provenance
 from gpt2_evidence.provenance import DATA, REPOSITORY
 
 REPORTS = DATA / "reports"
 
 #: The built-in adapters whose reports the docs show, in the order of the matrix's columns.
-IMPLS = ("reference", "numpy", "transformers-eager", "transformers-sdpa")
+IMPLS = baselines()
 
 # Plain words (no emoji: a browser without an emoji font would show empty boxes).
 _STATUS_CELL = {

@@ -20,7 +20,6 @@ import importlib
 import json
 import pkgutil
 import re
-import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -75,9 +74,7 @@ def _properties() -> dict[str, list[tuple[str, set[str]]]]:
 
 
 def _zoo() -> list[Any]:
-    if str(ROOT / "tests") not in sys.path:  # the zoo package ``broken`` lives beside this file
-        sys.path.insert(0, str(ROOT / "tests"))
-    from broken import zoo
+    from gpt2_zoo import zoo
 
     return zoo()
 
@@ -123,6 +120,9 @@ def truth() -> dict[str, int]:
         "tied-only requirements": len(causal.tied_only),
         "input-validation requirements": sum(
             r.chapter == "08-input-validation.md" for r in requirements
+        ),
+        "function-class MUST requirements": sum(
+            r.conformance_class == "function" and r.level == "MUST" for r in requirements
         ),
         # a requirement is checked with params alone when one of its properties needs no more
         "requirements checked with params alone": sum(
@@ -173,7 +173,8 @@ CLAIMS = [
     Claim("requirements", r"the spec's {N} requirements"),
     Claim("requirements", r"\b\d+ of the {N} requirements"),
     Claim("requirements", r"causal-lm profile \(\d+ of {N};"),
-    Claim("requirements", r"reference CONFORMS to spec [\w.-]+ \({N} pass\)"),
+    Claim("requirements", r"reference, spec [\w.-]+: function CONFORMS; validated input CONFORMS"
+                          r" \({N} pass\)"),
     Claim("requirements but one", r"\(1 fail, {N} not-run\)"),
     Claim("requirements but one", r"\({N} requirements are `not-run`"),
     Claim("causal-lm requirements", r"selects the {N} requirements"),
@@ -184,6 +185,10 @@ CLAIMS = [
     Claim("requirements outside causal-lm", r"\b{N} not-in-profile\b"),
     Claim("tied-only requirements", r"\b{N} `head\.tied-\*`"),
     Claim("input-validation requirements", r"the {N} of input validation"),
+    Claim("input-validation requirements", r"validated input INCOMPLETE \({N} requirements not"
+                                           r" checked"),
+    Claim("function-class MUST requirements", r"function CONFORMS ON WHAT IT CLAIMS \(\d+ of {N}"
+                                              r" MUST requirements"),
     Claim("requirements checked with params alone", r"checks {N} of the \d+ requirements"),
     Claim("properties", r"\b{N} hypothesis properties"),
     Claim("mutants", r"\b{N} broken GPT-2s"),
@@ -194,16 +199,20 @@ CLAIMS = [
     Claim("peer architectures", r"\b{N} architectures are built in"),
     Claim("peer architectures", r"\bon the {N} peers\b"),
     Claim("conforming peers", r"transformers architectures, {N} conform"),
-    Claim("llama pass", r"transformers-llama CONFORMS to spec \S+ causal-lm profile \({N} pass"),
+    Claim("llama pass", r"transformers-llama, spec \S+ causal-lm profile: function CONFORMS;"
+                        r" validated input not claimed \({N} pass"),
     Claim("llama not-claimed", r"\(\d+ pass, {N} not-claimed, \d+ not-in-profile\)"),
     Claim("llama not-claimed", r"\(the {N}: Llama's head"),
     Claim("baselines", r"\ball {N}; --impl NAME for one"),
     Claim("baselines", r"\| the {N} above \|"),
-    Claim("reference pass", r"\| `reference` \| CONFORMS \({N} pass\)"),
-    Claim("numpy pass", r"\| `numpy` \| CONFORMS \({N} pass"),
-    Claim("numpy not-claimed", r"\| `numpy` \| CONFORMS \(\d+ pass, {N} not-claimed"),
-    Claim("transformers pass", r"`transformers-eager` \| CONFORMS \({N} pass"),
-    Claim("transformers not-claimed", r"`transformers-eager` \| CONFORMS \(\d+ pass, {N} not-"),
+    Claim("reference pass", r"\| `reference` \| function CONFORMS; validated input CONFORMS \({N}"
+                            r" pass\)"),
+    Claim("numpy pass", r"\| `numpy` \| function CONFORMS ON WHAT IT CLAIMS; validated input"
+                        r" CONFORMS \({N} pass"),
+    Claim("numpy not-claimed", r"\| `numpy` \| [A-Za-z ;]+ \(\d+ pass, {N} not-claimed"),
+    Claim("transformers pass", r"`transformers-eager` \| function CONFORMS; validated input not"
+                               r" claimed \({N} pass"),
+    Claim("transformers not-claimed", r"`transformers-eager` \| [A-Za-z ;]+ \(\d+ pass, {N} not-"),
     Claim("transformers xfail", r"not validate input ids, {N} declared deviation"),
     Claim("example adapters", r"shows {N} complete adapters"),
     Claim("generic-path capabilities", r"through {N} capabilities any torch model"),
@@ -314,20 +323,23 @@ def test_a_stale_count_is_reported_with_its_place(tmp_path: Path) -> None:
 @pytest.mark.parametrize("name", baselines())
 def test_each_report_covers_the_spec(name: str) -> None:
     """A built-in's committed report judges exactly the spec's requirements, in spec order:
-    after a requirement is added, removed or renamed, rerun scripts/refresh_reports.py."""
+    after a requirement is added, removed or renamed, rerun
+    `python -m gpt2_evidence.refresh_reports`."""
     ids = [r.id for r in load_requirements()]
     assert [e["id"] for e in _report(name)["requirements"]] == ids, (
-        f"docs/data/reports/{name}.json is stale: python scripts/refresh_reports.py --impl {name}"
+        f"docs/data/reports/{name}.json is stale: "
+        f"python -m gpt2_evidence.refresh_reports --impl {name}"
     )
 
 
 def test_the_kill_matrix_covers_the_spec_and_the_zoo() -> None:
     matrix = json.loads((DATA / "kill-matrix.json").read_text())
     assert matrix["requirements"] == [r.id for r in load_requirements()], (
-        "docs/data/kill-matrix.json is stale (requirements): rerun scripts/kill_matrix.py"
+        "docs/data/kill-matrix.json is stale (requirements): "
+        "rerun `python -m gpt2_evidence.kill_matrix`"
     )
     assert sorted(m["name"] for m in matrix["mutants"]) == sorted(m.name for m in _zoo()), (
-        "docs/data/kill-matrix.json is stale (mutants): rerun scripts/kill_matrix.py"
+        "docs/data/kill-matrix.json is stale (mutants): rerun `python -m gpt2_evidence.kill_matrix`"
     )
 
 
@@ -335,9 +347,10 @@ def test_the_peers_matrix_covers_the_profile_and_the_peers() -> None:
     matrix = _peers_matrix()
     causal = load_profiles()["causal-lm"]
     assert set(matrix["requirements"]) == set(causal.requirements), (
-        "docs/data/peers.json is stale (causal-lm profile): rerun scripts/peers_matrix.py"
+        "docs/data/peers.json is stale (causal-lm profile): "
+        "rerun `python -m gpt2_evidence.peers_matrix`"
     )
     peers = [a["impl"] for a in matrix["architectures"] if a["impl"].startswith("hf:")]
     assert peers == [f"hf:{n}" for n in PEER_NAMES], (
-        "docs/data/peers.json is stale (peers): rerun scripts/peers_matrix.py"
+        "docs/data/peers.json is stale (peers): rerun `python -m gpt2_evidence.peers_matrix`"
     )

@@ -13,6 +13,7 @@ import importlib
 from pathlib import Path
 
 import gpt2_conformance
+from gpt2_conformance.adapters import zoo_baselines
 from gpt2_conformance.properties import by_requirement, discover
 
 CONFORMANCE = Path(gpt2_conformance.__file__).parent
@@ -24,11 +25,12 @@ def properties_by_requirement(modules: tuple[str, ...]) -> dict[str, list[str]]:
     return {rid: [p.target for p in props] for rid, props in found.items()}
 
 
-ORIGINS = ("reference", "transformers")
 #: The modules of the zoo, and the implementation each module's mutants are built on.
 MODULES = {"sequence_bugs": "reference", "weight_bugs": "reference", "hf_bugs": "transformers"}
 #: The unmodified implementation of each origin, as a ``--impl`` value.
-BASELINES = {"reference": "reference", "transformers": "transformers"}
+BASELINES = zoo_baselines()
+#: The implementations the zoo's mutants are built on.
+ORIGINS = tuple(BASELINES)
 
 
 @dataclasses.dataclass(frozen=True)
