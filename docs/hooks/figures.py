@@ -38,16 +38,22 @@ STYLE = {"font.size": FONT_PT, "axes.titlesize": FONT_PT + 1, "axes.labelsize": 
 
 
 def _check_fonts(fig: Any) -> None:
-    """Every visible label of the figure is at least FONT_MIN_PT: a figure that would be
-    unreadable on the page fails the build instead."""
+    """Every visible label of the figure is at least FONT_MIN_PT, and TeX-like markup is
+    typeset (inside ``$...$``): a figure that would be unreadable on the page, or show raw
+    ``x_{t+1}``, fails the build instead."""
     from matplotlib.text import Text
 
     for text in fig.findobj(Text):
-        if text.get_visible() and text.get_text().strip() and text.get_fontsize() < FONT_MIN_PT:
+        label = text.get_text()
+        if not (text.get_visible() and label.strip()):
+            continue
+        if text.get_fontsize() < FONT_MIN_PT:
             raise ValueError(
-                f"figure label {text.get_text()!r} is {text.get_fontsize():g} pt, "
+                f"figure label {label!r} is {text.get_fontsize():g} pt, "
                 f"below FONT_MIN_PT = {FONT_MIN_PT:g} pt"
             )
+        if re.search(r"[_^]\{", label) and "$" not in label:
+            raise ValueError(f"figure label {label!r} has TeX markup outside $...$ (mathtext)")
 
 
 def _png(fig: Any) -> bytes:
