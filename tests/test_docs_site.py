@@ -514,3 +514,153 @@ def test_the_ci_gate_example_follows_the_verdict() -> None:
     assert gate(failed) == 1
     assert gate(dict(report, conforms=None)) == 1
     assert gate(dict(report, interrupted=True)) == 1
+
+
+# ---- layout at a 1400 px window ----------------------------------------------------------------
+
+#: The pages with the widest content: long code lines, many-column tables, figures.
+WIDE_PAGES = [
+    "",
+    "spec/02-objective/",
+    "spec/06-forward/",
+    "evidence/traceability/",
+    "evidence/mutant-zoo/",
+    "evidence/false-alarms/",
+    "evidence/adapters/",
+    "benchmarks/",
+    "illustrations/",
+]
+LAYOUT_WIDTH = 1400
+MIN_FIGURE_TEXT_PX = 11.0
+
+# Blocks sticking out of the content column, and whether a scrolling box holds each one.
+_OUTSIDE_THE_COLUMN = """
+const article = document.querySelector('article');
+// The column: the article and its margins (Material's scrolling boxes reach into them).
+const right = document.querySelector('.md-content').getBoundingClientRect().right + 1;
+const out = [];
+for (const el of article.querySelectorAll('table, pre > code, img, math, .md-typeset__table')) {
+    if (el.getBoundingClientRect().right <= right) continue;
+    let held = false;
+    for (let a = el.parentElement; a && a !== article; a = a.parentElement) {
+        const overflow = getComputedStyle(a).overflowX;
+        const scrolls = overflow === 'auto' || overflow === 'scroll';
+        if (scrolls && a.getBoundingClientRect().right <= right) { held = true; break; }
+    }
+    const what = el.textContent || el.getAttribute('src') || '';
+    if (!held) out.push(el.tagName + ' ' + what.trim().slice(0, 60));
+}
+return [document.documentElement.scrollWidth, document.documentElement.clientWidth, out];
+"""
+_TABLE_CODES = """
+return Array.from(document.querySelectorAll('article td code, article th code'),
+    c => [c.textContent, c.getClientRects().length]);
+"""
+_FIGURES = """
+return Array.from(document.querySelectorAll('article img'))
+    .filter(i => i.getAttribute('src').includes('figures/'))
+    .map(i => [i.getAttribute('src'), i.naturalWidth, i.getBoundingClientRect().width]);
+"""
+
+
+@pytest.fixture(scope="module")
+def wide_browser(browser: Any) -> Iterator[Any]:
+    """The browser with a LAYOUT_WIDTH px wide window; its size is given back afterwards."""
+    size = browser.get_window_size()
+    browser.set_window_size(LAYOUT_WIDTH, 1000)
+    try:
+        yield browser
+    finally:
+        browser.set_window_size(size["width"], size["height"])
+
+
+def _load(browser: Any, url: str) -> None:
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    browser.get(url)
+    WebDriverWait(browser, 20).until(
+        lambda d: d.execute_script("return document.readyState") == "complete"
+    )
+
+
+def test_wide_pages_fit_the_window_and_wide_blocks_scroll_in_place(
+    site: Path, wide_browser: Any
+) -> None:
+    """At a 1400 px window no page is wider than the window, and a table, code block, figure or
+    formula wider than the content column scrolls inside its own box instead of being cut.
+    Screenshots go to $DOCS_SCREENSHOTS as wide-PAGE.png."""
+    shots = Path(os.environ.get("DOCS_SCREENSHOTS", "/tmp/docs-shots"))
+    shots.mkdir(parents=True, exist_ok=True)
+    assert wide_browser.execute_script("return window.innerWidth") >= LAYOUT_WIDTH - 20
+    problems = []
+    with serve(site) as base:
+        for page in WIDE_PAGES:
+            _load(wide_browser, base + page)
+            scroll_width, client_width, outside = wide_browser.execute_script(_OUTSIDE_THE_COLUMN)
+            if scroll_width > client_width:
+                problems.append(f"/{page}: the page is {scroll_width} px wide in {client_width}")
+            problems += [f"/{page}: cut at the column's edge: {block}" for block in outside]
+            name = page.strip("/").replace("/", "-") or "home"
+            wide_browser.save_screenshot(str(shots / f"wide-{name}.png"))
+    assert not problems, "\n".join(problems)
+
+
+def test_code_in_table_cells_is_never_broken_across_lines(site: Path, wide_browser: Any) -> None:
+    """A requirement id (or test name, or path) in a table renders on one line: never
+    ``model.canon`` / ``ical-names``."""
+    ids = {r.id for r in load_requirements()}
+    problems, seen_ids = [], set()
+    with serve(site) as base:
+        for page in WIDE_PAGES:
+            _load(wide_browser, base + page)
+            for text, lines in wide_browser.execute_script(_TABLE_CODES):
+                if text in ids:
+                    seen_ids.add(text)
+                if lines != 1:
+                    problems.append(f"/{page}: {text!r} is drawn on {lines} lines")
+    # The traceability page alone lists every requirement id in a table.
+    assert seen_ids == ids, f"ids never seen in a table: {sorted(ids - seen_ids)}"
+    assert not problems, "\n".join(problems[:40]) + f"\n({len(problems)} in all)"
+
+
+def test_figure_text_is_readable_at_the_size_shown(site: Path, wide_browser: Any) -> None:
+    """The smallest label of a figure (FONT_MIN_PT at DPI, docs/hooks/figures.py), scaled by how
+    the page shows the image (shown width / natural width), is at least 11 px on screen."""
+    hook = _hook("figures")
+    label_px = hook.FONT_MIN_PT * hook.DPI / 72
+    shown = []
+    with serve(site) as base:
+        for page in ("illustrations/", "spec/02-objective/", "spec/03-causality/"):
+            _load(wide_browser, base + page)
+            shown += [(page, *figure) for figure in wide_browser.execute_script(_FIGURES)]
+    assert len(shown) >= len(hook.FIGURES) + 2, shown
+    small = [
+        f"/{page}: {src} shown at {width:.0f} of {natural} px, so its smallest labels are "
+        f"{label_px * width / max(natural, 1):.1f} px"
+        for page, src, natural, width in shown
+        if natural <= 0 or label_px * width / natural < MIN_FIGURE_TEXT_PX
+    ]
+    assert not small, "\n".join(small)
+
+
+def test_a_figure_with_unreadable_or_raw_tex_labels_is_refused() -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    hook = _hook("figures")
+    fig, ax = plt.subplots()
+    ax.set_xlabel("x", fontsize=hook.FONT_MIN_PT)
+    ax.tick_params(labelsize=hook.FONT_MIN_PT)
+    assert hook._png(fig).startswith(b"\x89PNG")
+    for label, size, message in (
+        ("tiny", hook.FONT_MIN_PT - 1, "below FONT_MIN_PT"),
+        ("p(x_{t+1})", hook.FONT_MIN_PT, "outside"),
+    ):
+        fig, ax = plt.subplots()
+        ax.tick_params(labelsize=hook.FONT_MIN_PT)
+        ax.set_ylabel(label, fontsize=size)
+        with pytest.raises(ValueError, match=message):
+            hook._png(fig)
+        plt.close(fig)
