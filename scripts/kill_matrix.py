@@ -63,7 +63,7 @@ import time
 import pytest
 from hypothesis import HealthCheck, Phase, settings
 
-from gpt2_conformance.plugin import PROFILES
+from gpt2_conformance.options import PROFILES
 
 jobs_file, conformance, timings = sys.argv[1], sys.argv[2], sys.argv[3]
 examples = int(sys.argv[4]) if len(sys.argv) > 4 else PROFILES["ci"]["max_examples"]
@@ -194,7 +194,7 @@ def run(
     sys.path.insert(0, str(TESTS))
     from broken import zoo
 
-    from gpt2_conformance.plugin import PROFILES
+    from gpt2_conformance.options import PROFILES
     from gpt2_spec import load_requirements
 
     mutants = [m for m in zoo() if not only or m.name in only]

@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 
 from gpt2_conformance import SUITE_VERSION, report
-from gpt2_conformance.plugin import PROFILES
+from gpt2_conformance.options import PROFILES
 from gpt2_spec import SPEC_VERSION, GPT2Config, load_requirements
 
 pytest_plugins = ["pytester"]
@@ -784,7 +784,7 @@ def test_a_declared_deviation_is_expected_to_fail_and_is_not_shrunk(fake: pytest
 
 
 def test_xfails_file_entries_are_parsed(tmp_path: Path) -> None:
-    from gpt2_conformance.plugin import read_xfails
+    from gpt2_conformance.loading import read_xfails
 
     path = tmp_path / "x.txt"
     path.write_text("# comment\n\n  a.b  \nt.py::test_x[1] # why\n#c.d\n")
