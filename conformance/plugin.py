@@ -413,7 +413,6 @@ class _HeadedFailure:
 
     def toterminal(self, tw: Any) -> None:
         tw.line(self.message, red=True, bold=True)
-        tw.line("")
         self.longrepr.toterminal(tw)
 
     def __str__(self) -> str:
