@@ -107,10 +107,20 @@ def pytest_configure(config: pytest.Config) -> None:
         xfails_path=config.getoption("xfails_file"),
         shape=config.getoption("conformance_shape"),
     )
+    option = config.getoption("impl")
+    run.impl = option or os.environ.get(ENV_IMPL) or None
     config.stash[_RUN] = run
     config.pluginmanager.register(_PhaseTracker(run), _PHASES)
     if not _is_worker(config):
-        config.pluginmanager.register(_Recorder(config), _RECORDER)
+        recorder = _Recorder(config)
+        config.pluginmanager.register(recorder, _RECORDER)
+        if not config.option.collectonly:
+            # Before anything can fail: a run that ends early (a usage error, a crash, an
+            # implementation that exits the process) must not leave the previous run's verdict.
+            recorder.write_placeholder(
+                "the run started and did not finish (it stopped on an error, or was killed, "
+                "exited or crashed before writing its report)"
+            )
     with _usage_errors():
         run.shard = options.parse_shard(config.getoption("conformance_shard"))
         if run.max_examples is not None and run.max_examples < 1:
@@ -128,9 +138,6 @@ def pytest_configure(config: pytest.Config) -> None:
         )
         if run.xfails_path:
             run.xfails = read_xfails(run.xfails_path)
-
-    option = config.getoption("impl")
-    run.impl = option or os.environ.get(ENV_IMPL) or None
     if run.impl is None:
         return
     try:
@@ -460,7 +467,7 @@ class _Recorder:
             self.config.getoption("conformance_markdown"),
         )
 
-    def _write_placeholder(self, reason: str) -> None:
+    def write_placeholder(self, reason: str) -> None:
         from gpt2_spec import SPEC_VERSION
 
         json_path, markdown_path = self._paths()
@@ -473,15 +480,8 @@ class _Recorder:
         reports.write_incomplete(placeholder, json_path=json_path, markdown_path=markdown_path)
         self.placeholder = bool(json_path or markdown_path)
 
-    @pytest.hookimpl(tryfirst=True)
     def pytest_sessionstart(self, session: pytest.Session) -> None:
         self.run.recording.started = time.monotonic()
-        if not self.config.option.collectonly:
-            # A run that dies before its end must not leave the previous run's verdict behind.
-            self._write_placeholder(
-                "the run started and did not finish (it was killed, exited or crashed before "
-                "writing its report)"
-            )
 
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
         self.run.recording.add(report)
@@ -508,7 +508,7 @@ class _Recorder:
         run = self.run
         if self.config.option.collectonly or not (run.recording.tests or run.collected):
             if self.placeholder:
-                self._write_placeholder("the run collected no conformance property")
+                self.write_placeholder("the run collected no conformance property")
             return
         run.report = run_report(
             run.recording,

@@ -137,7 +137,7 @@ def test_a_run_that_exits_mid_run_leaves_an_incomplete_report(fake: pytest.Pytes
     assert data["complete"] is False
     assert data["verdict"] is None
     assert data["conforms"] is None
-    assert data["implementation"]["name"] == "fake"
+    assert data["implementation"]["adapter"] == "fake_gpt2:Exiting"
     assert "did not finish" in data["reason"]
     assert "No verdict" in (fake.path / "r.md").read_text(encoding="utf-8")
     checked = check(path)
@@ -236,7 +236,12 @@ def test_the_three_check_statuses_differ() -> None:
 
 def test_an_adapter_module_that_exits_on_import_is_a_usage_error(fake: pytest.Pytester) -> None:
     fake.makepyfile(test_props=HEADER + PROPERTY.format(rid="objective.sum-of-terms", n=0))
-    result = fake.runpytest_subprocess("-p", "no:cacheprovider", "--impl=exits_on_import")
+    stale = fake.path / "r.json"
+    stale.write_text(json.dumps(_report({"a": "pass"})), encoding="utf-8")
+    assert check(stale).returncode == report.CHECK_CONFORMS
+    result = fake.runpytest_subprocess(
+        "-p", "no:cacheprovider", "--impl=exits_on_import", "--conformance-report=r.json"
+    )
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     errors = [line for line in result.errlines if line.strip()]
     assert errors == [
@@ -245,6 +250,9 @@ def test_an_adapter_module_that_exits_on_import_is_a_usage_error(fake: pytest.Py
         "when imported"
     ]
     assert "INTERNALERROR" not in result.stdout.str() + result.stderr.str()
+    # A run stopped by a usage error leaves no stale verdict either.
+    assert load(stale)["complete"] is False
+    assert check(stale).returncode == report.CHECK_INCOMPLETE
 
 
 # --------------------------------------------------------------------------------------------
