@@ -33,20 +33,22 @@ import pytest
 
 from . import SUITE_VERSION, options, selection
 from . import report as reports
-from .checks import ConformanceFailure
-from .loading import LoadError, load_adapter, load_checkpoint, read_xfails, resolve_device
+from .loading import LoadError, read_xfails
 from .options import ENV_IMPL, OptionError
 from .recording import (
     MESSAGE_LIMIT,
     NOT_CLAIMED,
     REQUIREMENT_PROPERTY,
     STATUS_PROPERTY,
+    HeadedFailure,
+    find_failure,
+    hypothesis_notes,
     run_report,
 )
 from .selection import REQUIREMENT_IDS
 from .state import RunState
 from .suite import SHAPES, Suite
-from .timeouts import ConformanceTimeout, can_time, start_timer
+from .timeouts import can_time, start_timer
 
 _RUN = pytest.StashKey[RunState]()
 #: This phase's seconds inside the implementation and the oracle.
@@ -141,7 +143,11 @@ def pytest_configure(config: pytest.Config) -> None:
     if run.impl is None:
         return
     try:
-        _configure_implementation(config, run)
+        run.load_implementation(
+            device=config.getoption("device"),
+            dtype=config.getoption("dtype"),
+            checkpoint=config.getoption("checkpoint"),
+        )
     except (OptionError, LoadError) as error:
         if option:
             raise pytest.UsageError(str(error)) from error
@@ -156,36 +162,6 @@ def pytest_unconfigure(config: pytest.Config) -> None:
         plugin = config.pluginmanager.get_plugin(name)
         if plugin is not None:
             config.pluginmanager.unregister(plugin)
-
-
-def _configure_implementation(config: pytest.Config, run: RunState) -> None:
-    """Load the adapter and check the options that depend on it (raises OptionError or
-    LoadError)."""
-    assert run.impl is not None
-    adapter = load_adapter(run.impl)
-    run.device = resolve_device(config.getoption("device"), adapter)
-    run.dtype = config.getoption("dtype")
-    if run.dtype not in adapter.dtypes:
-        raise OptionError(
-            f"--dtype={run.dtype}: the adapter {adapter.name!r} supports "
-            f"{', '.join(adapter.dtypes)} (its `dtypes`); choose one of those"
-        )
-    checkpoint = config.getoption("checkpoint")
-    if checkpoint:
-        run.checkpoint, run.checkpoint_path = load_checkpoint(checkpoint)
-    shape = SHAPES[run.shape]
-    if shape is not None and run.checkpoint is not None:
-        raise OptionError(
-            f"--conformance-shape={run.shape} and --checkpoint both set the configuration; the "
-            "checkpoint's config is used with --checkpoint: drop --conformance-shape"
-        )
-    if shape is not None and adapter.supported_configs is not None:
-        raise OptionError(
-            f"--conformance-shape={run.shape}: the adapter {adapter.name!r} declares the "
-            "configurations it supports (its `supported_configs`), which the suite uses; drop "
-            "--conformance-shape"
-        )
-    run.adapter = adapter
 
 
 def pytest_report_header(config: pytest.Config) -> list[str] | None:
@@ -389,43 +365,6 @@ def pytest_timeout_cancel_timer(item: pytest.Item) -> bool | None:
 # ---- reports -------------------------------------------------------------------------------
 
 
-def _find_failure(error: BaseException) -> BaseException | None:
-    """The ConformanceFailure (or timeout) in ``error``, looking inside exception groups."""
-    if isinstance(error, (ConformanceFailure, ConformanceTimeout)):
-        return error
-    for inner in getattr(error, "exceptions", ()):
-        found = _find_failure(inner)
-        if found is not None:
-            return found
-    return None
-
-
-def _hypothesis_notes(error: BaseException) -> str:
-    notes = [str(n) for n in getattr(error, "__notes__", ())]
-    return "\n".join(n for n in notes if n.strip())
-
-
-class _HeadedFailure:
-    """A failure's representation with the conformance message above pytest's traceback.
-
-    It forwards to pytest's own representation (``toterminal``, ``reprcrash``), which it only
-    wraps; where it has to become text (sent by an xdist worker, written to JUnit XML) it is
-    the message followed by the traceback's text.
-    """
-
-    def __init__(self, message: str, longrepr: Any) -> None:
-        self.message = message.rstrip("\n")
-        self.longrepr = longrepr
-        self.reprcrash = getattr(longrepr, "reprcrash", None)
-
-    def toterminal(self, tw: Any) -> None:
-        tw.line(self.message, red=True, bold=True)
-        self.longrepr.toterminal(tw)
-
-    def __str__(self) -> str:
-        return f"{self.message}\n\n{self.longrepr}"
-
-
 @pytest.hookimpl(wrapper=True)
 def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Any:
     report = yield
@@ -440,15 +379,15 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
     if call.excinfo is None or call.excinfo.errisinstance(pytest.skip.Exception):
         return report
     error = call.excinfo.value
-    failure = _find_failure(error)
+    failure = find_failure(error)
     if failure is not None:
         message = str(failure)
         if hasattr(report.longrepr, "toterminal"):
-            report.longrepr = _HeadedFailure(message, report.longrepr)
+            report.longrepr = HeadedFailure(message, report.longrepr)
     else:
         message = f"{type(error).__name__}: {error}"
     report.conformance_message = message[:MESSAGE_LIMIT]
-    report.conformance_details = _hypothesis_notes(error)[:MESSAGE_LIMIT]
+    report.conformance_details = hypothesis_notes(error)[:MESSAGE_LIMIT]
     return report
 
 

@@ -4,7 +4,10 @@ The plugin hands every phase report of a conformance test to :meth:`Recording.ad
 controller when distributed) and notes each selected property with :meth:`Recording.select`; a
 selected property that never reported (the run was interrupted, or stopped by ``-x``) is recorded
 ``not-run``. Statuses travel as data, in the reports' ``user_properties``
-(:data:`STATUS_PROPERTY`), never as text to parse. No pytest here: reports are read by attribute.
+(:data:`STATUS_PROPERTY`), never as text to parse. A failure's conformance message and
+hypothesis notes are taken from its exception (:func:`find_failure`, :func:`hypothesis_notes`)
+and the message is put above pytest's traceback (:class:`HeadedFailure`). No pytest here:
+reports are read by attribute.
 """
 
 from __future__ import annotations
@@ -16,6 +19,8 @@ from typing import Any
 
 from . import SUITE_VERSION
 from . import report as reports
+from .checks import ConformanceFailure
+from .timeouts import ConformanceTimeout
 
 #: The ``user_properties`` key naming a requirement a test checks (also in JUnit XML).
 REQUIREMENT_PROPERTY = "requirement"
@@ -66,6 +71,43 @@ def failure_message(report: Any) -> str:
         return str(crash.message)
     text = report.longreprtext.strip()
     return text.splitlines()[-1] if text else f"{report.when} failed"
+
+
+def find_failure(error: BaseException) -> BaseException | None:
+    """The ConformanceFailure (or timeout) in ``error``, looking inside exception groups."""
+    if isinstance(error, (ConformanceFailure, ConformanceTimeout)):
+        return error
+    for inner in getattr(error, "exceptions", ()):
+        found = find_failure(inner)
+        if found is not None:
+            return found
+    return None
+
+
+def hypothesis_notes(error: BaseException) -> str:
+    notes = [str(n) for n in getattr(error, "__notes__", ())]
+    return "\n".join(n for n in notes if n.strip())
+
+
+class HeadedFailure:
+    """A failure's representation with the conformance message above pytest's traceback.
+
+    It forwards to pytest's own representation (``toterminal``, ``reprcrash``), which it only
+    wraps; where it has to become text (sent by an xdist worker, written to JUnit XML) it is
+    the message followed by the traceback's text.
+    """
+
+    def __init__(self, message: str, longrepr: Any) -> None:
+        self.message = message.rstrip("\n")
+        self.longrepr = longrepr
+        self.reprcrash = getattr(longrepr, "reprcrash", None)
+
+    def toterminal(self, tw: Any) -> None:
+        tw.line(self.message, red=True, bold=True)
+        self.longrepr.toterminal(tw)
+
+    def __str__(self) -> str:
+        return f"{self.message}\n\n{self.longrepr}"
 
 
 @dataclasses.dataclass

@@ -14,6 +14,7 @@ from typing import Any
 from . import SUITE_VERSION
 from .adapter import Adapter, Params
 from .adapters import BUILTINS
+from .loading import load_adapter, load_checkpoint, resolve_device
 from .options import DEFAULT_PROFILE, DEFAULT_TIMEOUT_S, ENV_IMPL, OptionError, hypothesis_settings
 from .recording import Recording
 from .suite import SHAPES
@@ -48,6 +49,39 @@ class RunState:
     clock: PhaseClock = dataclasses.field(default_factory=PhaseClock)
     report: dict[str, Any] | None = None
     written: list[Path] = dataclasses.field(default_factory=list)
+
+    def load_implementation(self, *, device: str, dtype: str, checkpoint: str | None) -> None:
+        """Load the adapter named by ``impl`` and check the options that depend on it
+        (``--device``, ``--dtype``, ``--checkpoint``, ``--conformance-shape``).
+
+        Raises:
+            LoadError: the adapter or checkpoint cannot be loaded, or the device is unusable.
+            OptionError: an option does not fit the adapter.
+        """
+        assert self.impl is not None
+        adapter = load_adapter(self.impl)
+        self.device = resolve_device(device, adapter)
+        self.dtype = dtype
+        if dtype not in adapter.dtypes:
+            raise OptionError(
+                f"--dtype={dtype}: the adapter {adapter.name!r} supports "
+                f"{', '.join(adapter.dtypes)} (its `dtypes`); choose one of those"
+            )
+        if checkpoint:
+            self.checkpoint, self.checkpoint_path = load_checkpoint(checkpoint)
+        shape = SHAPES[self.shape]
+        if shape is not None and self.checkpoint is not None:
+            raise OptionError(
+                f"--conformance-shape={self.shape} and --checkpoint both set the configuration; "
+                "the checkpoint's config is used with --checkpoint: drop --conformance-shape"
+            )
+        if shape is not None and adapter.supported_configs is not None:
+            raise OptionError(
+                f"--conformance-shape={self.shape}: the adapter {adapter.name!r} declares the "
+                "configurations it supports (its `supported_configs`), which the suite uses; drop "
+                "--conformance-shape"
+            )
+        self.adapter = adapter
 
     def settings(self) -> Any:
         """The hypothesis settings given to every conformance property of this run."""
