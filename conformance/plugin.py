@@ -33,6 +33,7 @@ import pytest
 
 from . import SUITE_VERSION, options, selection
 from . import report as reports
+from .adapter import Adapter
 from .loading import LoadError, read_xfails
 from .options import ENV_IMPL, OptionError
 from .recording import (
@@ -62,19 +63,19 @@ SEED_FIXTURE = "gpt2_conformance_seed"
 
 
 @contextmanager
-def _usage_errors(prefix: str = "") -> Iterator[None]:
+def _usage_errors() -> Iterator[None]:
     """Report the suite's own errors about its options and inputs as pytest usage errors."""
     try:
         yield
     except (OptionError, LoadError) as error:
-        raise pytest.UsageError(f"{prefix}{error}") from error
+        raise pytest.UsageError(str(error)) from error
 
 
 def _run(config: pytest.Config) -> RunState:
     return config.stash[_RUN]
 
 
-def _require_adapter(run: RunState) -> Any:
+def _require_adapter(run: RunState) -> Adapter:
     with _usage_errors():
         return run.require_adapter()
 
@@ -416,7 +417,13 @@ class _Recorder:
             suite_version=SUITE_VERSION,
             spec_version=SPEC_VERSION,
         )
-        reports.write_incomplete(placeholder, json_path=json_path, markdown_path=markdown_path)
+        try:
+            reports.write_incomplete(placeholder, json_path=json_path, markdown_path=markdown_path)
+        except OSError as error:
+            raise pytest.UsageError(
+                f"cannot write the conformance report ({error}): give a writable "
+                "--conformance-report / --conformance-markdown path"
+            ) from error
         self.placeholder = bool(json_path or markdown_path)
 
     def pytest_sessionstart(self, session: pytest.Session) -> None:
