@@ -15,9 +15,16 @@ Statuses of a requirement, from its tests:
 - ``pass``: every test that ran passed;
 - ``not-claimed``: every test was skipped because the adapter does not claim a capability;
 - ``skipped``: its tests were skipped for other reasons;
-- ``not-run``: no test of it ran (none exists, or none was selected);
+- ``not-run``: no test of it ran (none exists, or none was selected), or one of its selected
+  tests never ran (the run was interrupted or stopped early) and none failed;
 - ``not-in-profile``: outside the run's requirements profile (``--conformance-requirements``),
   not judged (only in runs of a profile other than gpt2).
+
+A report is written twice: when the run starts, an *incomplete* report
+(:func:`incomplete_report`: ``"complete": false``, no verdict) replaces whatever the path held,
+so a run that dies leaves no stale verdict behind; when it ends, the final report
+(``"complete": true``), atomically. ``python -m gpt2_conformance.report check REPORT.json``
+(:func:`check_report`) turns a report into an exit status for CI.
 """
 
 from __future__ import annotations
@@ -26,6 +33,8 @@ import dataclasses
 import datetime as _dt
 import functools
 import json
+import os
+import tempfile
 from collections.abc import Collection, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -37,7 +46,7 @@ STATUSES = ("pass", "fail", "xfail", "not-claimed", "skipped", "not-run")
 #: present only in such runs.
 NOT_IN_PROFILE = "not-in-profile"
 #: Outcomes of one test.
-OUTCOMES = ("passed", "failed", "error", "xfailed", "xpassed", "skipped", "not-claimed")
+OUTCOMES = ("passed", "failed", "error", "xfailed", "xpassed", "skipped", "not-claimed", "not-run")
 _FAILED = frozenset({"failed", "error"})
 _RAN_OK = frozenset({"passed", "xpassed"})
 
@@ -107,6 +116,8 @@ def requirement_status(outcomes: Iterable[str]) -> str:
         return "fail"
     if "xfailed" in seen:
         return "xfail"
+    if "not-run" in seen:  # a selected test never ran: not checked, whatever the others did
+        return "not-run"
     if seen & _RAN_OK:
         return "pass"
     if seen == {"not-claimed"}:
@@ -120,6 +131,7 @@ def _first_message(status: str, tests: Sequence[TestRecord]) -> str:
         "xfail": {"xfailed"},
         "not-claimed": {"not-claimed"},
         "skipped": {"skipped", "not-claimed"},
+        "not-run": {"not-run"},
     }.get(status)
     if not wanted:
         return ""
@@ -522,6 +534,7 @@ def build_report(
         "hypothesis": dict(hypothesis),
         "requirements": entries,
         "summary": summary,
+        "complete": True,
         "verdict": line,
         "conforms": conforms,
         "classes": classes,
@@ -592,19 +605,139 @@ def timing_line(report: Mapping[str, Any]) -> str:
     )
 
 
-def write_json(report: Mapping[str, Any], path: str | Path) -> Path:
-    """Write the report as indented JSON (creating parent folders); returns the path."""
+def _write_atomically(text: str, path: str | Path) -> Path:
+    """Write ``text`` to ``path`` (creating parent folders) so that a reader sees the old file or
+    the new one, never a part: a temporary file in the same folder, then :func:`os.replace`.
+    A path that is not a regular file (a pipe, /dev/stdout) is written directly."""
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
-    target.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+    if target.exists() and not target.is_file():
+        target.write_text(text, encoding="utf-8")
+        return target
+    handle, temporary = tempfile.mkstemp(prefix=f".{target.name}.", dir=target.parent)
+    try:
+        with os.fdopen(handle, "w", encoding="utf-8") as f:
+            f.write(text)
+        os.replace(temporary, target)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
     return target
+
+
+def write_json(report: Mapping[str, Any], path: str | Path) -> Path:
+    """Write the report as indented JSON, atomically (creating parent folders); returns the path."""
+    return _write_atomically(json.dumps(report, indent=2) + "\n", path)
 
 
 def write_markdown(report: Mapping[str, Any], path: str | Path) -> Path:
-    target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    target.write_text(to_markdown(report), encoding="utf-8")
-    return target
+    """Write the report as Markdown (:func:`to_markdown`), atomically; returns the path."""
+    return _write_atomically(to_markdown(report), path)
+
+
+def incomplete_report(
+    reason: str,
+    *,
+    implementation: Mapping[str, Any] | None = None,
+    suite_version: str = "",
+    spec_version: str = "",
+) -> dict[str, Any]:
+    """The report that stands in for a run's until the run ends: ``"complete": false``, no
+    verdict, and why (a run that dies leaves this, never the previous run's verdict)."""
+    return {
+        "suite": suite_version,
+        "spec_version": spec_version,
+        "implementation": dict(implementation or {}),
+        "complete": False,
+        "verdict": None,
+        "conforms": None,
+        "reason": reason,
+        "requirements": [],
+        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+    }
+
+
+def incomplete_markdown(report: Mapping[str, Any]) -> str:
+    """The Markdown of an :func:`incomplete_report`."""
+    name = report.get("implementation", {}).get("name", "unknown")
+    return f"# gpt2-conformance: {name}\n\n**No verdict: {report.get('reason', 'incomplete')}**\n"
+
+
+def write_incomplete(
+    report: Mapping[str, Any], *, json_path: str | Path | None, markdown_path: str | Path | None
+) -> list[Path]:
+    """Replace the report files of a run that is starting with an :func:`incomplete_report`."""
+    written = []
+    if json_path:
+        written.append(_write_atomically(json.dumps(report, indent=2) + "\n", json_path))
+    if markdown_path:
+        written.append(_write_atomically(incomplete_markdown(report), markdown_path))
+    return written
+
+
+#: Exit statuses of :func:`check_report` (``python -m gpt2_conformance.report check``).
+CHECK_CONFORMS = 0
+CHECK_DOES_NOT_CONFORM = 1
+CHECK_INCOMPLETE = 2
+
+
+def check_report(
+    report: Any, *, require: Sequence[str] = (), classes: str | None = None
+) -> tuple[int, list[str]]:
+    """Whether a report is the complete report of a run that conforms: ``(status, lines)``.
+
+    ``status`` is :data:`CHECK_CONFORMS` (0) for a complete report that conforms, whose run was
+    not interrupted, had no collection error, and in which every id of ``require`` passed;
+    :data:`CHECK_DOES_NOT_CONFORM` (1) for a complete report with the verdict DOES NOT CONFORM
+    or a required requirement that did not pass; :data:`CHECK_INCOMPLETE` (2) for anything else
+    (an incomplete report, an interrupted run, no verdict, not a report at all). ``lines`` say
+    why, the verdict first.
+    """
+    if not isinstance(report, Mapping) or not isinstance(report.get("requirements"), list):
+        return CHECK_INCOMPLETE, ["not a conformance report (no 'requirements' list)"]
+    if report.get("complete") is False:
+        reason = report.get("reason") or "the run did not finish"
+        return CHECK_INCOMPLETE, [f"incomplete report, no verdict: {reason}"]
+    lines = [str(report.get("verdict"))]
+    statuses = {str(r.get("id")): r for r in report["requirements"] if isinstance(r, Mapping)}
+    for entry in statuses.values():
+        if entry.get("status") == "fail":
+            lines.append(f"  {entry.get('id')} ({entry.get('level')}): {entry.get('message')}")
+    unknown = [rid for rid in require if rid not in statuses]
+    if unknown:
+        lines.append(f"required requirements not in the report: {', '.join(unknown)}")
+        return CHECK_INCOMPLETE, lines
+    conforms = report.get("conforms")
+    failed = [
+        rid for rid in require if statuses[rid].get("status") in ("fail", "xfail", "not-claimed")
+    ]
+    if conforms is False or failed:
+        if failed:
+            lines.append(f"required requirements that fail or are not claimed: {', '.join(failed)}")
+        return CHECK_DOES_NOT_CONFORM, lines
+    unchecked = [rid for rid in require if statuses[rid].get("status") != "pass"]
+    if unchecked:
+        lines.append(f"required requirements not passed: {', '.join(unchecked)}")
+        return CHECK_INCOMPLETE, lines
+    if report.get("interrupted") or report.get("collection_errors"):
+        lines.append("the run was cut short or a module did not import: no verdict")
+        return CHECK_INCOMPLETE, lines
+    if classes is not None:
+        # The gate's own coverage rule (see exit_status): 6, not established, reads as 2 here.
+        decided = exit_status(report, require=classes)
+        if decided == EXIT_CONFORMS:
+            return CHECK_CONFORMS, lines
+        if decided == EXIT_DOES_NOT_CONFORM:
+            return CHECK_DOES_NOT_CONFORM, lines
+        lines.append(f"--classes={classes}: the run does not establish it")
+        return CHECK_INCOMPLETE, lines
+    if conforms is not True:
+        lines.append(
+            "no overall verdict: a class conforms only on what it claims, or nothing was "
+            "claimed (--classes says what this gate requires)"
+        )
+        return CHECK_INCOMPLETE, lines
+    return CHECK_CONFORMS, lines
 
 
 # --------------------------------------------------------------------------------------------
@@ -783,6 +916,11 @@ def merge_reports(
     for name, part in zip(names, parts, strict=True):
         if not isinstance(part, Mapping) or not isinstance(part.get("requirements"), list):
             raise MergeError(f"{name} is not a conformance report (no 'requirements' list)")
+        if part.get("complete") is False:
+            raise MergeError(
+                f"{name} is an incomplete report ({part.get('reason', 'the run did not finish')}): "
+                "run that slice again"
+            )
     first, first_name = parts[0], names[0]
     for name, part in zip(names[1:], parts[1:], strict=True):
         for key in _SAME_RUN:
@@ -874,7 +1012,39 @@ def _main(argv: Sequence[str] | None = None) -> int:
     merge.add_argument("reports", nargs="+", type=Path, metavar="REPORT.json")
     merge.add_argument("-o", "--output", type=Path, required=True, metavar="ALL.json")
     merge.add_argument("--markdown", type=Path, default=None, metavar="ALL.md")
+    check = commands.add_parser(
+        "check",
+        help="exit 0 only when a report is complete and conforms (a CI gate)",
+        description="Check a report for CI. Exit status: 0 when the report is complete, the run "
+        "was not interrupted and the implementation conforms (and every --require id passed); "
+        "1 when it does not conform (or a --require id fails or is not claimed); 2 when the "
+        "report is incomplete (the run died or was interrupted, a requirement was not checked, "
+        "no verdict) or cannot be read.",
+    )
+    check.add_argument("report", type=Path, metavar="REPORT.json")
+    check.add_argument(
+        "--require",
+        action="append",
+        default=[],
+        metavar="ID",
+        help="a requirement id that must pass, whatever its level (repeatable)",
+    )
+    check.add_argument(
+        "--classes",
+        default=None,
+        metavar="WHAT",
+        help="what coverage the gate requires, as --conformance-require takes it: 'full', "
+        "'claimed' or class names separated by commas (e.g. 'function'); a report that falls "
+        "short of it exits 2 (default: the report's own conforms flag decides)",
+    )
     args = parser.parse_args(argv)
+    if args.command == "check":
+        if args.classes is not None:
+            try:
+                parse_require(args.classes)
+            except ValueError as error:
+                parser.error(str(error))
+        return _check(args.report, args.require, args.classes)
     parts = []
     for path in args.reports:
         try:
@@ -904,6 +1074,20 @@ def _main(argv: Sequence[str] | None = None) -> int:
     if timing:
         print(timing)
     return 0 if merged["conforms"] else 1
+
+
+def _check(path: Path, require: Sequence[str], classes: str | None = None) -> int:
+    import sys
+
+    try:
+        report = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as error:
+        print(f"error: cannot read the report {path}: {error}", file=sys.stderr)
+        return CHECK_INCOMPLETE
+    status, lines = check_report(report, require=require, classes=classes)
+    for line in lines:
+        print(line)
+    return status
 
 
 if __name__ == "__main__":

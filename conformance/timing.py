@@ -11,8 +11,8 @@ are timed as ``"oracle"``.
 
 Only the outermost timed call counts: the NumPy adapter's implementation *is* the oracle, and its
 oracle calls are inside the implementation's time, not counted twice. The plugin resets the
-stopwatch before each test phase and reads it after (see ``plugin.py``); everything a test spends
-that is in neither bucket is the suite's own work.
+stopwatch before each test phase and reads it after (see ``timeouts.PhaseClock``); everything a
+test spends that is in neither bucket is the suite's own work.
 """
 
 from __future__ import annotations

@@ -184,13 +184,11 @@ def spec_dtypes() -> tuple[str, ...]:
 
 def adapter_dtypes(impl: str) -> tuple[str, ...]:
     """The dtypes the adapter named by ``impl`` declares (``Adapter.dtypes``)."""
-    import pytest
-
-    from gpt2_conformance.plugin import load_adapter
+    from gpt2_conformance.loading import AdapterLoadError, load_adapter
 
     try:
         return tuple(load_adapter(impl).dtypes)
-    except pytest.UsageError as error:
+    except AdapterLoadError as error:
         raise CampaignError(f"--impls {impl}: {error}") from error
 
 

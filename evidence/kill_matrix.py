@@ -64,7 +64,7 @@ import time
 import pytest
 from hypothesis import HealthCheck, Phase, settings
 
-from gpt2_conformance.plugin import PROFILES
+from gpt2_conformance.options import PROFILES
 
 jobs_file, conformance, timings = sys.argv[1], sys.argv[2], sys.argv[3]
 examples = int(sys.argv[4]) if len(sys.argv) > 4 else PROFILES["ci"]["max_examples"]
@@ -165,7 +165,7 @@ def run(
 
     ``declared_only`` runs only the properties of the declared requirements (a quick robustness
     check while writing a mutant; the published matrix runs everything)."""
-    from gpt2_conformance.plugin import PROFILES
+    from gpt2_conformance.options import PROFILES
     from gpt2_spec import load_requirements
     from gpt2_zoo import zoo
 

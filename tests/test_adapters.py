@@ -28,7 +28,7 @@ from gpt2_conformance.adapter import CAPABILITIES, Adapter, AdapterError, Implem
 from gpt2_conformance.adapters import BUILTINS, TABLE, baselines, builtin, zoo_baselines
 from gpt2_conformance.adapters.hf import hf_causal_lm
 from gpt2_conformance.adapters.torch_module import TorchModuleAdapter
-from gpt2_conformance.plugin import load_adapter
+from gpt2_conformance.loading import load_adapter
 from gpt2_reference import oracle
 from gpt2_reference.checkpoint import save_checkpoint
 from gpt2_spec import GPT2Config, spec_definitions
@@ -249,7 +249,7 @@ def test_builtins_extras_are_the_packages_extras() -> None:
 
 def test_reference_never_imports_transformers() -> None:
     code = (
-        "import sys, numpy as np; from gpt2_conformance.plugin import load_adapter; "
+        "import sys, numpy as np; from gpt2_conformance.loading import load_adapter; "
         "from gpt2_spec import GPT2Config; a = load_adapter('reference'); "
         "c = GPT2Config(vocab_size=7, n_positions=4, n_embd=8, n_layer=1, n_head=2); "
         "a.build(c, params=None, seed=0, device='cpu', dtype='float32').logits(np.zeros((1, 2), "

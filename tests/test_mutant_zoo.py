@@ -33,7 +33,7 @@ from hypothesis import HealthCheck, Phase, settings
 
 import gpt2_conformance
 from gpt2_conformance import diagnose
-from gpt2_conformance.plugin import PROFILES
+from gpt2_conformance.options import PROFILES
 from gpt2_reference import oracle
 from gpt2_spec import GPT2Config, load_requirements, spec_definitions
 from gpt2_zoo import Mutant, controls, properties_by_requirement, zoo
@@ -108,7 +108,7 @@ def transformers_imported() -> None:
     its submodules lazily and breaks ("Could not import module 'GPT2LMHeadModel'") when they are
     removed under it. Using it once, before any Pytester takes its snapshot of the modules, puts
     them in every snapshot."""
-    from gpt2_conformance.plugin import load_adapter
+    from gpt2_conformance.loading import load_adapter
 
     config = GPT2Config(vocab_size=11, n_positions=8, n_embd=8, n_layer=1, n_head=2)
     implementation = load_adapter("transformers").build(
@@ -170,7 +170,7 @@ def test_each_mutant_declares_what_it_breaks(mutant: Mutant) -> None:
 @pytest.mark.parametrize("mutant", ZOO, ids=lambda m: m.name)
 def test_each_mutant_builds_and_runs(mutant: Mutant) -> None:
     """A bug must show as a wrong answer (or a wrong refusal), not as a broken adapter."""
-    from gpt2_conformance.plugin import load_adapter
+    from gpt2_conformance.loading import load_adapter
 
     config = GPT2Config(vocab_size=11, n_positions=8, n_embd=8, n_layer=1, n_head=2)
     params = oracle.random_params(config, seed=0, scale=0.1)

@@ -268,7 +268,7 @@ def test_the_published_matrix_renders_and_explains_every_failure():
 def test_every_peer_is_a_builtin_and_declares_its_familys_tying():
     from gpt2_conformance.adapters import BUILTINS, PEER_NAMES
     from gpt2_conformance.adapters.peers import PEERS
-    from gpt2_conformance.plugin import load_adapter
+    from gpt2_conformance.loading import load_adapter
 
     assert list(PEER_NAMES) == list(PEERS)
     for name, peer in PEERS.items():

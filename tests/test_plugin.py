@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 
 from gpt2_conformance import SUITE_VERSION, report
-from gpt2_conformance.plugin import PROFILES
+from gpt2_conformance.options import PROFILES
 from gpt2_spec import SPEC_VERSION, GPT2Config, load_requirements
 
 pytest_plugins = ["pytester"]
@@ -788,7 +788,7 @@ def test_a_declared_deviation_is_expected_to_fail_and_is_not_shrunk(fake: pytest
 
 
 def test_xfails_file_entries_are_parsed(tmp_path: Path) -> None:
-    from gpt2_conformance.plugin import read_xfails
+    from gpt2_conformance.loading import read_xfails
 
     path = tmp_path / "x.txt"
     path.write_text("# comment\n\n  a.b  \nt.py::test_x[1] # why\n#c.d\n")
@@ -1059,6 +1059,100 @@ def test_a_real_run_under_xdist_matches_the_serial_run(fake: pytest.Pytester) ->
     assert _outcomes(one) == _outcomes(two)
     assert one["verdict"] == two["verdict"]
     assert set(one["timing"]) == set(two["timing"])
+
+
+# --------------------------------------------------------------------------------------------
+# Statuses as data, failure output, fixtures under hypothesis
+# --------------------------------------------------------------------------------------------
+
+
+def test_a_property_may_take_a_function_scoped_fixture(fake: pytest.Pytester) -> None:
+    # The requirement id as a function-scoped fixture (an immutable string, the same for every
+    # example): hypothesis' function_scoped_fixture health check must not stop the property.
+    fake.makeconftest(
+        """
+import pytest
+
+
+@pytest.fixture
+def requirement(request):
+    return request.node.get_closest_marker("requirement").args[0]
+"""
+    )
+    fake.makepyfile(
+        test_props="""
+import pytest
+from hypothesis import given, strategies as st
+
+
+@pytest.mark.requirement("objective.one-row-per-position")
+@given(length=st.integers(1, 8))
+def test_rows(suite, requirement, length):
+    assert requirement == "objective.one-row-per-position"
+"""
+    )
+    result = run(fake, "--impl=fake_gpt2:Fake", "--conformance-report=r.json")
+    assert "FailedHealthCheck" not in result.stdout.str()
+    result.assert_outcomes(passed=1)
+    assert statuses(load(fake.path / "r.json"))["objective.one-row-per-position"] == "pass"
+
+
+def test_not_claimed_is_decided_by_the_plugin_not_read_from_skip_text(
+    fake: pytest.Pytester,
+) -> None:
+    fake.makepyfile(
+        test_props="""
+import pytest
+
+
+@pytest.mark.requirement("objective.sum-of-terms")
+@pytest.mark.capability("gradients")
+def test_not_claimed(suite):
+    raise AssertionError("never runs: the fake does not claim gradients")
+
+
+@pytest.mark.requirement("objective.ignore-index")
+def test_skips_itself(suite):
+    pytest.skip("not-claimed: a property's own skip whose text merely looks like a status")
+"""
+    )
+    result = run(fake, "--impl=fake_gpt2:Fake", "--conformance-report=r.json", "-rs")
+    result.assert_outcomes(skipped=2)
+    found = statuses(load(fake.path / "r.json"))
+    assert found["objective.sum-of-terms"] == "not-claimed"
+    assert found["objective.ignore-index"] == "skipped"
+
+
+def test_the_conformance_message_heads_the_failure_output(fake: pytest.Pytester) -> None:
+    fake.makepyfile(test_props=PASSING)
+    expected = (
+        "objective.one-row-per-position: the implementation raised RuntimeError while computing "
+        "logits: kernel exploded"
+    )
+    for extra in ((), ("-n", "2")):
+        result = run(fake, "--impl=fake_gpt2:Raising", "-k", "rows", *extra, subprocess=True)
+        lines = result.stdout.lines
+        header = next(
+            i for i, line in enumerate(lines) if line.startswith("____") and "rows" in line
+        )
+        body = [line for line in lines[header + 1 :] if not line.startswith("[gw")]  # xdist's
+        assert body[0] == expected, lines[header : header + 4]
+        result.stdout.fnmatch_lines(["*kernel exploded", "*RuntimeError*"])
+
+
+def test_the_package_imports_nothing_private_of_pytest() -> None:
+    package = Path(report.__file__).parent
+    for path in package.rglob("*.py"):
+        text = path.read_text(encoding="utf-8")
+        assert not re.search(r"^\s*(from|import) _pytest", text, re.MULTILINE), path
+
+
+def test_only_the_modules_that_handle_pytest_objects_import_pytest() -> None:
+    package = Path(report.__file__).parent
+    pure = ("options", "loading", "state", "timeouts", "recording", "report")
+    for name in pure:
+        text = (package / f"{name}.py").read_text(encoding="utf-8")
+        assert not re.search(r"^(from|import) pytest", text, re.MULTILINE), name
 
 
 # --------------------------------------------------------------------------------------------

@@ -1,8 +1,10 @@
-"""Fail a CI job on the suite's verdict, read from its JSON report.
+"""Fail a CI job on the suite's verdict, read from its JSON report, from your own Python code.
 
-pytest's exit status already fails the job when any property fails. Use this instead when the
-*verdict* should decide: a failing SHOULD requirement is a deviation that the verdict lists
-without failing, and the run must have checked every requirement (an incomplete run fails here).
+``python -m gpt2_conformance.report check conformance.json`` does this from the shell; this is
+the same check for a script that wants the report's lines too. The verdict decides, not the
+exit status of pytest: a failing SHOULD requirement is a deviation that the verdict lists
+without failing, and the report must be complete and have checked every requirement (a run that
+died, was interrupted or left something unchecked fails here).
 
 Usage: ``python ci_gate.py conformance.json``
 """
@@ -10,17 +12,15 @@ Usage: ``python ci_gate.py conformance.json``
 import json
 import sys
 
+from gpt2_conformance.report import CHECK_CONFORMS, check_report
+
 
 def gate(report):
     """0 when the implementation conforms, 1 otherwise; prints the verdict and what failed."""
-    print(report["verdict"])
-    for entry in report["requirements"]:
-        if entry["status"] == "fail":
-            print(f"  {entry['id']} ({entry['level']}): {entry['message']}")
-    if report["interrupted"] or report["collection_errors"]:
-        print("the run was cut short or a module did not import: not a verdict")
-        return 1
-    return 0 if report["conforms"] is True else 1
+    status, lines = check_report(report)
+    for line in lines:
+        print(line)
+    return 0 if status == CHECK_CONFORMS else 1
 
 
 if __name__ == "__main__":

@@ -1,0 +1,214 @@
+"""Recording what each conformance test did, and building the run's report from the records.
+
+The plugin hands every phase report of a conformance test to :meth:`Recording.add` (on the xdist
+controller when distributed) and notes each selected property with :meth:`Recording.select`; a
+selected property that never reported (the run was interrupted, or stopped by ``-x``) is recorded
+``not-run``. Statuses travel as data, in the reports' ``user_properties``
+(:data:`STATUS_PROPERTY`), never as text to parse. A failure's conformance message and
+hypothesis notes are taken from its exception (:func:`find_failure`, :func:`hypothesis_notes`)
+and the message is put above pytest's traceback (:class:`HeadedFailure`). No pytest here:
+reports are read by attribute.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+from . import SUITE_VERSION
+from . import report as reports
+from .checks import ConformanceFailure
+from .timeouts import ConformanceTimeout
+
+#: The ``user_properties`` key naming a requirement a test checks (also in JUnit XML).
+REQUIREMENT_PROPERTY = "requirement"
+#: The ``user_properties`` key giving the outcome the plugin decided for a skipped test.
+STATUS_PROPERTY = "conformance-status"
+NOT_CLAIMED = "not-claimed"
+NOT_RUN = "not-run"
+#: Longest message or hypothesis note kept per test.
+MESSAGE_LIMIT = 4000
+
+
+@dataclasses.dataclass
+class TestState:
+    """One test's outcome so far, folded from its phase reports."""
+
+    __test__ = False  # not a pytest test class, despite the name
+
+    requirements: tuple[str, ...]
+    outcome: str | None = None
+    duration_s: float = 0.0
+    implementation_s: float = 0.0
+    oracle_s: float = 0.0
+    message: str = ""
+    details: str = ""
+
+
+def property_values(user_properties: Iterable[tuple[str, object]], key: str) -> tuple[str, ...]:
+    """The values of ``key`` among a report's ``user_properties``, in order, without repeats."""
+    return tuple(dict.fromkeys(str(v) for k, v in user_properties if k == key))
+
+
+def skip_reason(longrepr: Any) -> str:
+    """The reason of a skipped test's report (pytest keeps ``(path, line, reason)``)."""
+    if isinstance(longrepr, (tuple, list)) and len(longrepr) == 3:
+        reason = str(longrepr[2])
+    else:
+        reason = str(longrepr or "")
+    return reason.removeprefix("Skipped: ")
+
+
+def failure_message(report: Any) -> str:
+    """The first line that says why a failed phase failed."""
+    message = getattr(report, "conformance_message", None)
+    if message:
+        return str(message)
+    crash = getattr(report.longrepr, "reprcrash", None)
+    if crash is not None and getattr(crash, "message", None):
+        return str(crash.message)
+    text = report.longreprtext.strip()
+    return text.splitlines()[-1] if text else f"{report.when} failed"
+
+
+def find_failure(error: BaseException) -> BaseException | None:
+    """The ConformanceFailure (or timeout) in ``error``, looking inside exception groups."""
+    if isinstance(error, (ConformanceFailure, ConformanceTimeout)):
+        return error
+    for inner in getattr(error, "exceptions", ()):
+        found = find_failure(inner)
+        if found is not None:
+            return found
+    return None
+
+
+def hypothesis_notes(error: BaseException) -> str:
+    notes = [str(n) for n in getattr(error, "__notes__", ())]
+    return "\n".join(n for n in notes if n.strip())
+
+
+class HeadedFailure:
+    """A failure's representation with the conformance message above pytest's traceback.
+
+    It forwards to pytest's own representation (``toterminal``, ``reprcrash``), which it only
+    wraps; where it has to become text (sent by an xdist worker, written to JUnit XML) it is
+    the message followed by the traceback's text.
+    """
+
+    def __init__(self, message: str, longrepr: Any) -> None:
+        self.message = message.rstrip("\n")
+        self.longrepr = longrepr
+        self.reprcrash = getattr(longrepr, "reprcrash", None)
+
+    def toterminal(self, tw: Any) -> None:
+        tw.line(self.message, red=True, bold=True)
+        self.longrepr.toterminal(tw)
+
+    def __str__(self) -> str:
+        return f"{self.message}\n\n{self.longrepr}"
+
+
+@dataclasses.dataclass
+class Recording:
+    """The tests of one run: what each selected property did, and the collection errors."""
+
+    tests: dict[str, TestState] = dataclasses.field(default_factory=dict)
+    selected: dict[str, tuple[str, ...]] = dataclasses.field(default_factory=dict)
+    collection_errors: list[dict[str, str]] = dataclasses.field(default_factory=list)
+    started: float = dataclasses.field(default_factory=time.monotonic)
+
+    def select(self, nodeid: str, requirements: Sequence[str]) -> None:
+        """Note a property the run will run (it is ``not-run`` until it reports)."""
+        self.selected.setdefault(nodeid, tuple(requirements))
+
+    def add(self, report: Any) -> None:
+        """Fold one phase's report (a pytest TestReport) into its test's outcome."""
+        ids = property_values(report.user_properties, REQUIREMENT_PROPERTY)
+        if not ids:
+            return
+        test = self.tests.setdefault(report.nodeid, TestState(ids))
+        test.duration_s += report.duration
+        timing = getattr(report, "conformance_timing", None) or {}
+        test.implementation_s += float(timing.get("implementation", 0.0))
+        test.oracle_s += float(timing.get("oracle", 0.0))
+        xfailed = hasattr(report, "wasxfail")
+        if report.failed:
+            if report.when == "call":
+                test.outcome = "failed"
+            elif test.outcome not in ("failed", "error"):
+                test.outcome = "error"
+            else:
+                return  # a teardown error after a failure: keep the failure's message
+            test.message = failure_message(report)
+            test.details = str(getattr(report, "conformance_details", "") or "")
+        elif report.skipped:
+            if xfailed:
+                test.outcome = "xfailed"
+                failure = str(getattr(report, "conformance_message", "") or "")
+                test.message = f"{report.wasxfail}: {failure}" if failure else str(report.wasxfail)
+                test.details = str(getattr(report, "conformance_details", "") or "")
+            else:
+                status = property_values(report.user_properties, STATUS_PROPERTY)
+                test.outcome = status[0] if status else "skipped"
+                test.message = skip_reason(report.longrepr)
+        elif report.when == "call":
+            test.outcome = "xpassed" if xfailed else "passed"
+
+    def add_collection_error(self, nodeid: str, text: str) -> None:
+        lines = text.strip().splitlines()
+        self.collection_errors.append(
+            {"nodeid": nodeid, "message": lines[-1] if lines else "error"}
+        )
+
+    def records(self) -> list[reports.TestRecord]:
+        """Every test with an outcome, and every selected property that never ran (``not-run``)."""
+        records = [
+            reports.TestRecord(
+                nodeid=nodeid,
+                requirements=t.requirements,
+                outcome=t.outcome,
+                duration_s=t.duration_s,
+                implementation_s=t.implementation_s,
+                oracle_s=t.oracle_s,
+                message=t.message,
+                details=t.details,
+            )
+            for nodeid, t in self.tests.items()
+            if t.outcome is not None
+        ]
+        finished = {r.nodeid for r in records}
+        records.extend(
+            reports.TestRecord(nodeid=nodeid, requirements=ids, outcome=NOT_RUN)
+            for nodeid, ids in self.selected.items()
+            if nodeid not in finished
+        )
+        return records
+
+
+def run_report(
+    recording: Recording,
+    *,
+    implementation: dict[str, Any],
+    hypothesis: dict[str, Any],
+    shard: tuple[int, int] | None,
+    requirements_profile: Any,
+    interrupted: bool,
+) -> dict[str, Any]:
+    """The report of a run (see :mod:`gpt2_conformance.report`)."""
+    from gpt2_spec import SPEC_VERSION, load_requirements
+
+    return reports.build_report(
+        requirements=load_requirements(),
+        tests=recording.records(),
+        implementation=implementation,
+        hypothesis=hypothesis,
+        suite_version=SUITE_VERSION,
+        spec_version=SPEC_VERSION,
+        duration_s=time.monotonic() - recording.started,
+        collection_errors=recording.collection_errors,
+        interrupted=interrupted,
+        shard=f"{shard[0]}/{shard[1]}" if shard else None,
+        profile=requirements_profile,
+    )
