@@ -198,7 +198,9 @@ def _report(statuses: dict[str, str], **fields: Any) -> dict[str, Any]:
 @pytest.mark.parametrize(
     ("statuses", "fields", "require", "expected"),
     [
-        ({"a": "pass", "b": "not-claimed"}, {}, (), report.CHECK_CONFORMS),
+        # a MUST requirement not claimed: no overall verdict (conforms only on what it claims)
+        ({"a": "pass", "b": "not-claimed"}, {}, (), report.CHECK_INCOMPLETE),
+        ({"a": "pass"}, {}, (), report.CHECK_CONFORMS),
         ({"a": "pass", "b": "pass"}, {}, ("a", "b"), report.CHECK_CONFORMS),
         ({"a": "pass", "b": "fail"}, {}, (), report.CHECK_DOES_NOT_CONFORM),
         ({"a": "pass", "b": "not-claimed"}, {}, ("b",), report.CHECK_DOES_NOT_CONFORM),
@@ -212,6 +214,22 @@ def test_check_report_exit_statuses(
     statuses: dict[str, str], fields: dict[str, Any], require: tuple[str, ...], expected: int
 ) -> None:
     status, lines = report.check_report(_report(statuses, **fields), require=require)
+    assert status == expected, lines
+
+
+@pytest.mark.parametrize(
+    ("statuses", "classes", "expected"),
+    [
+        ({"a": "pass", "b": "not-claimed"}, "claimed", report.CHECK_CONFORMS),
+        ({"a": "pass", "b": "not-claimed"}, "full", report.CHECK_INCOMPLETE),
+        ({"a": "pass", "b": "pass"}, "full", report.CHECK_CONFORMS),
+        ({"a": "pass", "b": "fail"}, "claimed", report.CHECK_DOES_NOT_CONFORM),
+    ],
+)
+def test_check_report_classes_sets_the_coverage_a_gate_requires(
+    statuses: dict[str, str], classes: str, expected: int
+) -> None:
+    status, lines = report.check_report(_report(statuses), classes=classes)
     assert status == expected, lines
 
 

@@ -318,7 +318,7 @@ def _suite(tmp_path: Path, *args: str) -> dict[str, Any]:
         cwd=tmp_path,
         env={
             **os.environ,
-            "PYTHONPATH": os.pathsep.join([str(tmp_path), str(ROOT / "tests")]),
+            "PYTHONPATH": str(tmp_path),
             "OMP_NUM_THREADS": "1",  # tiny models: threads only spin on a busy machine
         },
         capture_output=True,
@@ -338,7 +338,7 @@ def test_a_logits_only_adapter_with_the_exact_gelu_is_not_said_to_conform(tmp_pa
     (tmp_path / "logits_only.py").write_text(
         textwrap.dedent(
             """\
-            from broken.weight_bugs import ExactGelu
+            from gpt2_zoo.weight_bugs import ExactGelu
 
             class LogitsOnlyExactGelu(ExactGelu):
                 name = "logits-only-exact-gelu"
