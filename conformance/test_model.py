@@ -11,7 +11,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from gpt2_conformance import checks, diagnose, strategies
+from gpt2_conformance import checks, diagnose, strategies, timing
 from gpt2_conformance.adapter import Params, to_numpy
 from gpt2_conformance.suite import Suite
 from gpt2_conformance.timing import oracle
@@ -180,3 +180,51 @@ def test_parameters_have_the_canonical_layout(suite: Suite, data: st.DataObject)
     tokens = data.draw(strategies.tokens(config, min_length=4), label="tokens")
     logits = checks.logits_of(rid, impl, tokens, vocab_size=config.vocab_size)
     diagnose.judge_log_probs(rid, params, config, tokens, logits, tol)
+
+
+@pytest.mark.requirement("model.inputs-unchanged")
+@given(data=st.data())
+def test_inputs_are_left_unchanged(suite: Suite, data: st.DataObject) -> None:
+    """Every claimed call leaves the arrays it was given as they were, during the call and after
+    it: the suite hands each call read-only copies and compares them with what it gave after
+    that call and at every later call of the implementation (gpt2_conformance.timing); here each
+    claimed path is called, the last call's copies are checked once more at the end, and the
+    property's own arrays are checked to be untouched."""
+    rid = "model.inputs-unchanged"
+    config, impl = strategies.draw_implementation(data, suite, rid)
+    tokens = data.draw(strategies.tokens(config, min_length=2), label="tokens")
+    given = {"tokens": tokens, "labels": tokens.copy()}
+    kept = {name: array.copy() for name, array in given.items()}
+    V = config.vocab_size
+    checks.logits_of(rid, impl, tokens, vocab_size=V)
+    labels = given["labels"]
+    if suite.claims("attention-mask"):
+        mask = np.ones_like(tokens)
+        given["attention_mask"], given["position_ids"] = mask, np.cumsum(mask, axis=1) - 1
+        kept["attention_mask"], kept["position_ids"] = mask.copy(), given["position_ids"].copy()
+        checks.logits_of(
+            rid,
+            impl,
+            tokens,
+            vocab_size=V,
+            attention_mask=mask,
+            position_ids=given["position_ids"],
+            what="computing logits with an attention mask and position ids",
+        )
+    if suite.claims("loss"):
+        checks.loss_of(rid, impl, tokens, labels, reduction="mean")
+    if suite.claims("hidden-states"):
+        checks.call(rid, "computing hidden states", impl.hidden_states, tokens)
+    if suite.claims("last-position"):
+        checks.call(rid, "computing the last position's logits", impl.last_logits, tokens)
+    if suite.claims("gradients"):
+        checks.call(rid, "computing gradients", impl.gradients, tokens, labels)
+    if suite.claims("kv-cache"):
+        split = tokens.shape[1] // 2
+        _, cache = checks.call(rid, "prefilling a cache", impl.prefill, tokens[:, :split])
+        checks.call(rid, "extending a cache", impl.extend, cache, tokens[:, split:])
+    checks.logits_of(rid, impl, tokens, vocab_size=V, what="computing logits once more")
+    timing.check_inputs(impl)
+    for name, array in given.items():
+        if not np.array_equal(array, kept[name]):
+            checks.fail(rid, f"the {name} the suite passed changed in the suite's own array")
