@@ -27,6 +27,7 @@ import dataclasses
 import functools
 import time
 import warnings
+import weakref
 from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
 from types import ModuleType
@@ -202,12 +203,11 @@ def _nbytes(params: dict[str, np.ndarray]) -> int:
 
 #: The requirement an implementation breaks when it changes an array the suite handed it.
 INPUTS_UNCHANGED = "model.inputs-unchanged"
-#: Handed arrays up to this size are remembered, and checked again at every later call of the same
-#: implementation (one that keeps an input and changes it later is caught then); larger ones (whole
-#: weight matrices) are checked when the call that received them returns.
+#: Handed arrays up to this size that the implementation still holds after the call (it kept
+#: them, or a tensor sharing their memory) are checked again at every later call of the same
+#: implementation: one that changes a kept input later is caught then. Larger ones (whole weight
+#: matrices) are checked when the call that received them returns.
 REMEMBER_BYTES = 1 << 20
-#: At most this many handed arrays are remembered per implementation (the most recent ones).
-REMEMBER_COUNT = 64
 
 
 @dataclasses.dataclass
@@ -217,6 +217,20 @@ class _Handed:
     what: str
     given: np.ndarray
     pristine: np.ndarray
+
+
+@dataclasses.dataclass
+class _Kept:
+    """A handed array the implementation kept: a weak reference to the copy's memory (alive
+    only while the implementation holds it) and the bytes it must still hold."""
+
+    what: str
+    owner: weakref.ref[np.ndarray]
+    pristine: np.ndarray
+    data: bytes
+    #: Held until the next call's check (a change made then, even to an array the
+    #: implementation drops in the same call, is still seen), weakly after that.
+    strong: np.ndarray | None = None
 
 
 def _own_copy(value: np.ndarray) -> np.ndarray:
@@ -239,9 +253,13 @@ def _isolate(value: Any, what: str, handed: list[_Handed]) -> Any:
     return value
 
 
-def _changed(handed: _Handed) -> str | None:
+def _bytes(array: np.ndarray) -> np.ndarray:
+    """The array's values as one row of bytes (NaNs compare by their bits)."""
+    return np.ascontiguousarray(array).reshape(-1).view(np.uint8)
+
+
+def _changed(given: np.ndarray, pristine: np.ndarray) -> str | None:
     """How the implementation's copy now differs from what the suite gave, or None."""
-    given, pristine = handed.given, handed.pristine
     if given.shape != pristine.shape or given.dtype != pristine.dtype:
         return (
             f"it now has shape {given.shape} and dtype {given.dtype} (given {pristine.shape}, "
@@ -252,16 +270,11 @@ def _changed(handed: _Handed) -> str | None:
         return None
     first = int(np.argmin(same)) // max(given.dtype.itemsize, 1)
     index = tuple(int(i) for i in np.unravel_index(first, given.shape)) if given.ndim else ()
+    changed = given.size - int(same.reshape(given.size, -1).all(axis=1).sum())
     return (
-        f"{given.size - int(same.reshape(given.size, -1).all(axis=1).sum())} of its "
-        f"{given.size} entries changed, the first at index {index} "
+        f"{changed} of its {given.size} entries changed, the first at index {index} "
         f"({pristine[index].tolist()!r} became {given[index].tolist()!r})"
     )
-
-
-def _bytes(array: np.ndarray) -> np.ndarray:
-    """The array's values as one row of bytes (NaNs compare by their bits)."""
-    return np.ascontiguousarray(array).reshape(-1).view(np.uint8)
 
 
 def _read_only_error(error: BaseException) -> bool:
@@ -272,11 +285,11 @@ class InputIsolation:
     """The arrays handed to one implementation, checked for changes after each call."""
 
     def __init__(self) -> None:
-        self.remembered: list[_Handed] = []
+        self.kept: list[_Kept] = []
 
     def run(self, what: str, function: Callable[..., T], *args: Any, **kwargs: Any) -> T:
-        """``function`` called with read-only copies of its array arguments; then every array
-        this implementation was handed is checked (:meth:`check`)."""
+        """``function`` called with read-only copies of its array arguments; then those arrays,
+        and every array this implementation kept from earlier calls, are checked."""
         handed: list[_Handed] = []
         args = tuple(_isolate(a, f"argument {i + 1}", handed) for i, a in enumerate(args))
         kwargs = {k: _isolate(v, f"argument {k}", handed) for k, v in kwargs.items()}
@@ -297,25 +310,51 @@ class InputIsolation:
                     f"{what} tried to write into an array it was given ({type(error).__name__}: "
                     f"{error})"
                 ) from error
-            self.check(handed)
+            self._check_handed(handed)
             raise
-        self.check(handed)
-        for item in handed:
-            if item.given.nbytes <= REMEMBER_BYTES:  # the suite's array may change: keep a copy
-                item.pristine = item.pristine.copy()
-                self.remembered.append(item)
-        del self.remembered[:-REMEMBER_COUNT]
+        self._check_handed(handed)
+        self.check()
+        for item in handed:  # remembered weakly: only what the implementation holds is checked
+            if item.given.nbytes <= REMEMBER_BYTES:
+                owner = item.given.base
+                assert isinstance(owner, np.ndarray)
+                pristine = item.pristine.copy()  # the suite's array may change later
+                data = pristine.tobytes()
+                self.kept.append(_Kept(item.what, weakref.ref(owner), pristine, data, owner))
         return result
 
-    def check(self, handed: Sequence[_Handed] = ()) -> None:
-        """Fail :data:`INPUTS_UNCHANGED` if the implementation changed an array it was handed:
-        one of ``handed`` (just given) or one remembered from an earlier call."""
-        for item in (*handed, *self.remembered):
-            change = _changed(item)
+    @staticmethod
+    def _check_handed(handed: Sequence[_Handed]) -> None:
+        for item in handed:
+            given, pristine = item.given, item.pristine
+            if (
+                given.nbytes <= REMEMBER_BYTES  # small: one memcmp of two byte strings
+                and given.shape == pristine.shape
+                and given.dtype == pristine.dtype
+                and given.tobytes() == pristine.tobytes()
+            ):
+                continue
+            change = _changed(given, pristine)
             if change is not None:
-                raise _failure(
-                    f"the implementation changed {item.what}, an array it was given: {change}"
-                )
+                raise _changed_failure(item.what, change)
+
+    def check(self) -> None:
+        """Fail :data:`INPUTS_UNCHANGED` if the implementation changed an array it was handed
+        earlier and still holds."""
+        alive = []
+        for item in self.kept:
+            owner, item.strong = item.owner() if item.strong is None else item.strong, None
+            if owner is None:  # the implementation let it go: it cannot change it any more
+                continue
+            if owner.tobytes() != item.data:
+                change = _changed(owner, item.pristine)
+                raise _changed_failure(item.what, change or "its bytes changed")
+            alive.append(item)
+        self.kept = alive
+
+
+def _changed_failure(what: str, change: str) -> ConformanceFailure:
+    return _failure(f"the implementation changed {what}, an array it was given: {change}")
 
 
 def _failure(message: str) -> ConformanceFailure:
