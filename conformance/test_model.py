@@ -186,10 +186,10 @@ def test_parameters_have_the_canonical_layout(suite: Suite, data: st.DataObject)
 @given(data=st.data())
 def test_inputs_are_left_unchanged(suite: Suite, data: st.DataObject) -> None:
     """Every claimed call leaves the arrays it was given as they were, during the call and after
-    it: the suite hands each call read-only copies and compares them with what it gave after
-    that call and at every later call of the implementation (gpt2_conformance.timing); here each
-    claimed path is called, the last call's copies are checked once more at the end, and the
-    property's own arrays are checked to be untouched."""
+    it: the suite hands each call read-only copies and compares them with what it gave when the
+    call returns and, while the implementation still holds them, at every later call
+    (gpt2_conformance.timing). Here each claimed path is called, the kept copies are checked
+    once more at the end, and the property's own arrays are checked to be untouched."""
     rid = "model.inputs-unchanged"
     config, impl = strategies.draw_implementation(data, suite, rid)
     tokens = data.draw(strategies.tokens(config, min_length=2), label="tokens")

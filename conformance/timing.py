@@ -208,6 +208,8 @@ INPUTS_UNCHANGED = "model.inputs-unchanged"
 #: implementation: one that changes a kept input later is caught then. Larger ones (whole weight
 #: matrices) are checked when the call that received them returns.
 REMEMBER_BYTES = 1 << 20
+#: At most this many kept arrays are checked per implementation (the most recent ones).
+REMEMBER_COUNT = 256
 
 
 @dataclasses.dataclass
@@ -321,6 +323,7 @@ class InputIsolation:
                 pristine = item.pristine.copy()  # the suite's array may change later
                 data = pristine.tobytes()
                 self.kept.append(_Kept(item.what, weakref.ref(owner), pristine, data, owner))
+        del self.kept[:-REMEMBER_COUNT]
         return result
 
     @staticmethod
