@@ -208,3 +208,18 @@ def test_copies_are_cheap_for_a_suite_sized_batch() -> None:
     for _ in range(200):
         isolation.run("logits()", np.sum, tokens)
     assert (time.perf_counter() - started) / 200 < 1e-3
+
+
+def test_a_write_into_a_large_input_is_caught_when_the_call_returns() -> None:
+    """Arrays above REMEMBER_BYTES (weight matrices) are compared in chunks after the call."""
+    weights = np.linspace(0.0, 1.0, (timing.REMEMBER_BYTES // 8) * 3).reshape(3, -1)
+
+    def writes(params: dict[str, np.ndarray]) -> None:
+        owner = params["w"].base
+        owner.flags.writeable = True
+        owner[2, -1] = -1.0
+
+    with pytest.raises(checks.ConformanceFailure, match=r"1 of its \d+ entries changed") as caught:
+        timing.InputIsolation().run("build()", writes, params={"w": weights})
+    assert "params['w'] of build()" in str(caught.value)
+    assert weights[2, -1] == 1.0  # the suite's array is untouched
