@@ -64,7 +64,8 @@ def call(requirement: str, what: str, function: Callable[..., T], *args: Any, **
 def array(
     requirement: str, value: Any, *, what: str, shape: tuple[int, ...] | None = None
 ) -> np.ndarray:
-    """Convert an output to float64 NumPy, checking its shape and that it is finite."""
+    """Convert an output to float64 NumPy, checking that it is floating point (integer logits
+    or gradients are refused, naming their dtype), its shape, and that it is finite."""
     try:
         result = to_numpy(value)
     except Exception as error:
@@ -72,11 +73,17 @@ def array(
             requirement,
             f"{what}: the output ({type(value).__name__}) is not an array NumPy can read: {error}",
         ) from error
-    if result.dtype.kind not in "fiu":
-        fail(requirement, f"{what} has dtype {result.dtype}, expected a real floating dtype")
+    if result.dtype.kind != "f":
+        source = getattr(value, "dtype", result.dtype)
+        fail(
+            requirement,
+            f"{what} has dtype {source}, expected a real floating dtype (float16, bfloat16, "
+            "float32 or float64): return the model's floating-point output, not a rounded, "
+            "integer or complex one",
+        )
     if shape is not None and result.shape != tuple(shape):
         fail(requirement, f"{what} has shape {result.shape}, expected {tuple(shape)}")
-    if result.dtype.kind == "f" and not np.isfinite(result).all():
+    if not np.isfinite(result).all():
         bad = np.argwhere(~np.isfinite(result))[0]
         fail(
             requirement,

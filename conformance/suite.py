@@ -15,8 +15,8 @@ from typing import Any
 from gpt2_spec import GPT2Config, spec_definitions
 
 from .adapter import Adapter, Implementation, Params
-from .checks import ImplementationError
-from .timing import STOPWATCH, oracle, timed
+from .checks import ConformanceFailure, ImplementationError
+from .timing import STOPWATCH, InputIsolation, oracle, timed
 
 S = spec_definitions()
 
@@ -102,14 +102,21 @@ class Suite:
         returned alongside so the property can compare with the oracle. Otherwise the
         implementation initialises itself from ``seed`` and the returned params are None.
         A failure to build is reported against ``requirement``.
+
+        The adapter gets its own read-only copy of ``params``; the returned params are the
+        suite's, which the oracle uses (an adapter that writes into what it was given fails
+        ``model.inputs-unchanged``: see :class:`~gpt2_conformance.timing.InputIsolation`).
         """
         if self.claims("params"):
             if params is None:  # memoised: see gpt2_conformance.timing
                 params = oracle.random_params(config, seed=seed, scale=scale)
         else:
             params = None
+        isolation = InputIsolation()
         try:
-            implementation = STOPWATCH.call(
+            implementation = isolation.run(
+                "the adapter's build()",
+                STOPWATCH.call,
                 "implementation",
                 self.adapter.build,
                 config,
@@ -118,6 +125,8 @@ class Suite:
                 device=self.device,
                 dtype=self.dtype,
             )
+        except ConformanceFailure:
+            raise
         except Exception as error:
             raise ImplementationError(
                 requirement,
@@ -129,4 +138,4 @@ class Suite:
                 f"{type(self.adapter).__name__}.build returned {type(implementation).__name__}, "
                 "not a gpt2_conformance.Implementation",
             )
-        return timed(implementation), params
+        return timed(implementation, isolation), params

@@ -11,7 +11,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from gpt2_conformance import checks, diagnose, strategies
+from gpt2_conformance import checks, diagnose, strategies, timing
 from gpt2_conformance.adapter import Params, to_numpy
 from gpt2_conformance.suite import Suite
 from gpt2_conformance.timing import oracle
@@ -187,3 +187,52 @@ def test_parameters_have_the_canonical_layout(
     tokens = data.draw(strategies.tokens(config, min_length=4), label="tokens")
     logits = checks.logits_of(requirement, impl, tokens, vocab_size=config.vocab_size)
     diagnose.judge_log_probs(requirement, params, config, tokens, logits, tol)
+
+
+@pytest.mark.requirement("model.inputs-unchanged")
+@given(data=st.data())
+def test_inputs_are_left_unchanged(suite: Suite, data: st.DataObject, requirement: str) -> None:
+    """Every claimed call leaves the arrays it was given as they were, during the call and after
+    it: the suite hands each call read-only copies and compares them with what it gave when the
+    call returns and, while the implementation still holds them, at every later call
+    (gpt2_conformance.timing). Here each claimed path is called, the kept copies are checked
+    once more at the end, and the property's own arrays are checked to be untouched."""
+    config, impl = strategies.draw_implementation(data, suite, requirement)
+    tokens = data.draw(strategies.tokens(config, min_length=2), label="tokens")
+    given = {"tokens": tokens, "labels": tokens.copy()}
+    kept = {name: array.copy() for name, array in given.items()}
+    V = config.vocab_size
+    checks.logits_of(requirement, impl, tokens, vocab_size=V)
+    labels = given["labels"]
+    if suite.claims("attention-mask"):
+        mask = np.ones_like(tokens)
+        given["attention_mask"], given["position_ids"] = mask, np.cumsum(mask, axis=1) - 1
+        kept["attention_mask"], kept["position_ids"] = mask.copy(), given["position_ids"].copy()
+        checks.logits_of(
+            requirement,
+            impl,
+            tokens,
+            vocab_size=V,
+            attention_mask=mask,
+            position_ids=given["position_ids"],
+            what="computing logits with an attention mask and position ids",
+        )
+    if suite.claims("loss"):
+        checks.loss_of(requirement, impl, tokens, labels, reduction="mean")
+    if suite.claims("hidden-states"):
+        checks.call(requirement, "computing hidden states", impl.hidden_states, tokens)
+    if suite.claims("last-position"):
+        checks.call(requirement, "computing the last position's logits", impl.last_logits, tokens)
+    if suite.claims("gradients"):
+        checks.call(requirement, "computing gradients", impl.gradients, tokens, labels)
+    if suite.claims("kv-cache"):
+        split = tokens.shape[1] // 2
+        _, cache = checks.call(requirement, "prefilling a cache", impl.prefill, tokens[:, :split])
+        checks.call(requirement, "extending a cache", impl.extend, cache, tokens[:, split:])
+    checks.logits_of(requirement, impl, tokens, vocab_size=V, what="computing logits once more")
+    timing.check_inputs(impl)
+    for name, array in given.items():
+        if not np.array_equal(array, kept[name]):
+            checks.fail(
+                requirement, f"the {name} the suite passed changed in the suite's own array"
+            )

@@ -10,25 +10,37 @@ oracle is reached through :data:`oracle`, a view of :mod:`gpt2_reference.oracle`
 are timed as ``"oracle"``.
 
 Only the outermost timed call counts: the NumPy adapter's implementation *is* the oracle, and its
-oracle calls are inside the implementation's time, not counted twice. The plugin resets the
-stopwatch before each test phase and reads it after (see ``timeouts.PhaseClock``); everything a
-test spends that is in neither bucket is the suite's own work.
+oracle calls are inside the implementation's time, not counted twice.
+
+The same boundary isolates the implementation's inputs (:class:`InputIsolation`): every NumPy
+array a protocol call or the adapter's ``build`` receives is the implementation's own read-only
+copy, while the property keeps the suite's array for the oracle and its comparisons. An
+implementation that writes into an input, at once or later, fails ``model.inputs-unchanged``
+(spec chapter 1) and cannot change what it is judged against. The plugin resets the
+stopwatch before each test phase and reads it after (see ``timeouts.PhaseClock``); everything a test spends
+that is in neither bucket is the suite's own work.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import time
+import warnings
+import weakref
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from types import ModuleType
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import numpy as np
 
 from gpt2_reference import oracle as _oracle
 
 from .adapter import Implementation
+
+if TYPE_CHECKING:
+    from .checks import ConformanceFailure
 
 T = TypeVar("T")
 
@@ -67,7 +79,8 @@ STOPWATCH = Stopwatch()
 
 def _timed_method(name: str) -> Callable[..., Any]:
     def method(self: TimedImplementation, *args: Any, **kwargs: Any) -> Any:
-        result = STOPWATCH.call("implementation", getattr(self.inner, name), *args, **kwargs)
+        function = functools.partial(STOPWATCH.call, "implementation", getattr(self.inner, name))
+        result = self.isolation.run(f"{name}()", function, *args, **kwargs)
         if name in _RETURNS_IMPLEMENTATION and isinstance(result, Implementation):
             return timed(result)
         return result
@@ -83,8 +96,10 @@ _RETURNS_IMPLEMENTATION = frozenset({"load", "load_checkpoint", "moved"})
 class TimedImplementation(Implementation):
     """An implementation whose protocol calls are timed; everything else reaches ``inner``."""
 
-    def __init__(self, inner: Implementation) -> None:
+    def __init__(self, inner: Implementation, isolation: InputIsolation | None = None) -> None:
         self.inner = inner
+        #: The arrays handed to ``inner`` (each call gets read-only copies; see InputIsolation).
+        self.isolation = isolation or InputIsolation()
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.inner, name)
@@ -106,11 +121,21 @@ for _name in PROTOCOL:
         setattr(TimedImplementation, _name, _timed_method(_name))
 
 
-def timed(implementation: Implementation) -> Implementation:
-    """``implementation`` with its protocol calls timed (unchanged if it already is)."""
+def timed(
+    implementation: Implementation, isolation: InputIsolation | None = None
+) -> Implementation:
+    """``implementation`` with its protocol calls timed and its inputs isolated (unchanged if it
+    already is); ``isolation``: the arrays already handed to it (by its adapter's ``build``)."""
     if isinstance(implementation, TimedImplementation):
         return implementation
-    return TimedImplementation(implementation)
+    return TimedImplementation(implementation, isolation)
+
+
+def check_inputs(implementation: Implementation) -> None:
+    """Fail ``model.inputs-unchanged`` if ``implementation`` (as :func:`timed` wrapped it) has
+    changed any array the suite handed it and remembers (see :class:`InputIsolation`)."""
+    if isinstance(implementation, TimedImplementation):
+        implementation.isolation.check()
 
 
 class _TimedModule:
@@ -174,6 +199,182 @@ def _nbytes(params: dict[str, np.ndarray]) -> int:
     return sum(array.nbytes for array in params.values())
 
 
+# ---- input isolation ---------------------------------------------------------------------------
+
+#: The requirement an implementation breaks when it changes an array the suite handed it.
+INPUTS_UNCHANGED = "model.inputs-unchanged"
+#: Handed arrays up to this size that the implementation still holds after the call (it kept
+#: them, or a tensor sharing their memory) are checked again at every later call of the same
+#: implementation: one that changes a kept input later is caught then. Larger ones (whole weight
+#: matrices) are checked when the call that received them returns.
+REMEMBER_BYTES = 1 << 20
+#: At most this many kept arrays are checked per implementation (the most recent ones).
+REMEMBER_COUNT = 256
+
+
+@dataclasses.dataclass
+class _Handed:
+    """One array given to an implementation: its read-only copy, and the suite's value."""
+
+    what: str
+    given: np.ndarray
+    pristine: np.ndarray
+
+
+@dataclasses.dataclass
+class _Kept:
+    """A handed array the implementation kept: a weak reference to the copy's memory (alive
+    only while the implementation holds it) and the bytes it must still hold."""
+
+    what: str
+    owner: weakref.ref[np.ndarray]
+    pristine: np.ndarray
+    data: bytes
+    #: Held until the next call's check (a change made then, even to an array the
+    #: implementation drops in the same call, is still seen), weakly after that.
+    strong: np.ndarray | None = None
+
+
+def _own_copy(value: np.ndarray) -> np.ndarray:
+    """A read-only view of a fresh read-only copy: the view's writeable flag cannot be set again,
+    so writing into it needs deliberate work (its base), which the comparison then finds."""
+    owner = np.array(value, copy=True, order="C")
+    owner.flags.writeable = False
+    return owner.view()
+
+
+def _isolate(value: Any, what: str, handed: list[_Handed]) -> Any:
+    """``value`` with every NumPy array in it (itself, or the values of a mapping) replaced by the
+    implementation's own read-only copy, each recorded in ``handed``."""
+    if isinstance(value, np.ndarray) and not value.dtype.hasobject:
+        given = _own_copy(value)
+        handed.append(_Handed(what, given, value))
+        return given
+    if isinstance(value, Mapping) and any(isinstance(v, np.ndarray) for v in value.values()):
+        return {k: _isolate(v, f"{what}[{k!r}]", handed) for k, v in value.items()}
+    return value
+
+
+def _bytes(array: np.ndarray) -> np.ndarray:
+    """The array's values as one row of bytes (NaNs compare by their bits)."""
+    return np.ascontiguousarray(array).reshape(-1).view(np.uint8)
+
+
+def _changed(given: np.ndarray, pristine: np.ndarray) -> str | None:
+    """How the implementation's copy now differs from what the suite gave, or None."""
+    if given.shape != pristine.shape or given.dtype != pristine.dtype:
+        return (
+            f"it now has shape {given.shape} and dtype {given.dtype} (given {pristine.shape}, "
+            f"{pristine.dtype})"
+        )
+    same = _bytes(given) == _bytes(pristine)
+    if bool(same.all()):
+        return None
+    first = int(np.argmin(same)) // max(given.dtype.itemsize, 1)
+    index = tuple(int(i) for i in np.unravel_index(first, given.shape)) if given.ndim else ()
+    changed = given.size - int(same.reshape(given.size, -1).all(axis=1).sum())
+    return (
+        f"{changed} of its {given.size} entries changed, the first at index {index} "
+        f"({pristine[index].tolist()!r} became {given[index].tolist()!r})"
+    )
+
+
+def _equal_in_chunks(a: np.ndarray, b: np.ndarray, chunk: int = 1 << 24) -> bool:
+    """Bitwise equality of two arrays of one shape and dtype, 16 MiB at a time."""
+    x, y = _bytes(a), _bytes(b)
+    return all(np.array_equal(x[i : i + chunk], y[i : i + chunk]) for i in range(0, x.size, chunk))
+
+
+def _read_only_error(error: BaseException) -> bool:
+    return isinstance(error, ValueError) and "read-only" in str(error)
+
+
+class InputIsolation:
+    """The arrays handed to one implementation, checked for changes after each call."""
+
+    def __init__(self) -> None:
+        self.kept: list[_Kept] = []
+
+    def run(self, what: str, function: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        """``function`` called with read-only copies of its array arguments; then those arrays,
+        and every array this implementation kept from earlier calls, are checked."""
+        handed: list[_Handed] = []
+        args = tuple(_isolate(a, f"argument {i + 1}", handed) for i, a in enumerate(args))
+        kwargs = {k: _isolate(v, f"argument {k}", handed) for k, v in kwargs.items()}
+        for item in handed:
+            item.what = f"{item.what} of {what}"
+        try:
+            with warnings.catch_warnings():
+                # torch.as_tensor on a read-only array warns that the tensor may be written:
+                # writing it is exactly what the comparison below finds, so the warning (about
+                # the suite's choice, not the implementation) is not shown.
+                warnings.filterwarnings(
+                    "ignore", message=".*NumPy array is not writable", category=UserWarning
+                )
+                result = function(*args, **kwargs)
+        except Exception as error:
+            if _read_only_error(error):
+                raise _failure(
+                    f"{what} tried to write into an array it was given ({type(error).__name__}: "
+                    f"{error})"
+                ) from error
+            self._check_handed(handed)
+            raise
+        self._check_handed(handed)
+        self.check()
+        for item in handed:  # remembered weakly: only what the implementation holds is checked
+            if item.given.nbytes <= REMEMBER_BYTES:
+                owner = item.given.base
+                assert isinstance(owner, np.ndarray)
+                pristine = item.pristine.copy()  # the suite's array may change later
+                data = pristine.tobytes()
+                self.kept.append(_Kept(item.what, weakref.ref(owner), pristine, data, owner))
+        del self.kept[:-REMEMBER_COUNT]
+        return result
+
+    @staticmethod
+    def _check_handed(handed: Sequence[_Handed]) -> None:
+        for item in handed:
+            given, pristine = item.given, item.pristine
+            if given.shape == pristine.shape and given.dtype == pristine.dtype:
+                if given.nbytes <= REMEMBER_BYTES:  # small: one memcmp of two byte strings
+                    if given.tobytes() == pristine.tobytes():
+                        continue
+                elif _equal_in_chunks(given, pristine):  # weights: no array-sized temporaries
+                    continue
+            change = _changed(given, pristine)
+            if change is not None:
+                raise _changed_failure(item.what, change)
+
+    def check(self) -> None:
+        """Fail :data:`INPUTS_UNCHANGED` if the implementation changed an array it was handed
+        earlier and still holds."""
+        alive = []
+        for item in self.kept:
+            owner, item.strong = item.owner() if item.strong is None else item.strong, None
+            if owner is None:  # the implementation let it go: it cannot change it any more
+                continue
+            if owner.tobytes() != item.data:
+                change = _changed(owner, item.pristine)
+                raise _changed_failure(item.what, change or "its bytes changed")
+            alive.append(item)
+        self.kept = alive
+
+
+def _changed_failure(what: str, change: str) -> ConformanceFailure:
+    return _failure(f"the implementation changed {what}, an array it was given: {change}")
+
+
+def _failure(message: str) -> ConformanceFailure:
+    from .checks import ConformanceFailure  # checks imports this module
+
+    return ConformanceFailure(
+        INPUTS_UNCHANGED,
+        f"{message}. An implementation must treat its inputs as read-only (the suite hands it "
+        "read-only copies, and judges it on the values it gave): copy an input before changing it",
+    )
+
+
 #: :mod:`gpt2_reference.oracle`, timed: properties call ``oracle.forward(...)`` through it.
 #: Its ``random_params`` is memoised (:class:`_ParamsMemo`: the last 32 results, at most 3 GiB).
 oracle: Any = _TimedModule(_oracle, "oracle")
@@ -188,10 +389,13 @@ def _random_params(config: Any, *, seed: int, scale: float | None = None) -> dic
 oracle._functions["random_params"] = _random_params
 
 __all__ = [
+    "INPUTS_UNCHANGED",
     "KINDS",
     "STOPWATCH",
+    "InputIsolation",
     "Stopwatch",
     "TimedImplementation",
+    "check_inputs",
     "oracle",
     "timed",
 ]

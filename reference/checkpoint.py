@@ -77,9 +77,11 @@ CONV1D_SUFFIXES = (
 # Old checkpoints (transformers < 4.x era) saved the causal mask and its fill value as buffers;
 # they are constants, not parameters. Note `attn.bias` is not `attn.c_attn.bias`.
 _MASK_BUFFER = re.compile(r"^(?:transformer\.)?h\.\d+\.attn\.(?:bias|masked_bias)$")
-_BLOCK_KEY = re.compile(r"^transformer\.h\.(\d+)\.")
+_BLOCK_KEY = re.compile(r"^transformer\.h\.(\d{1,9})\.")
 _WRAPPER_PREFIXES = ("_orig_mod.", "module.", "model.")
 _MAX_LISTED = 8
+#: The largest config.json read (a GPT-2 config is a few hundred bytes).
+MAX_CONFIG_BYTES = 1 << 20
 
 
 class CheckpointError(ValueError):
@@ -207,9 +209,11 @@ def _read_pickle(path: Path) -> dict[str, torch.Tensor]:
             "safetensors.torch.save_file({k: v.contiguous() for k, v in sd.items()}, "
             "'model.safetensors')"
         ) from error
-    except (OSError, RuntimeError, EOFError) as error:
+    except Exception as error:  # a damaged file makes the unpickler raise almost anything
+        # (EOFError, RuntimeError, IndexError, struct.error, ...: found by tests/test_fuzz.py)
         raise CheckpointError(
-            f"{str(path)!r} is not a readable PyTorch file ({error}); it may be truncated"
+            f"{str(path)!r} is not a readable PyTorch file ({type(error).__name__}: {error}); "
+            "it may be truncated or of another format"
         ) from error
     return _as_tensor_dict(obj, path)
 
@@ -247,9 +251,21 @@ def read_config(path: PathLike) -> GPT2Config:
             "Without it, pass the model's GPT2Config (e.g. load_checkpoint(path, config)); "
             "infer_config(state_dict, n_head) derives one from the weights and n_head"
         )
+    size = file.stat().st_size
+    if size > MAX_CONFIG_BYTES:
+        raise CheckpointError(
+            f"{str(file)!r} is {size} bytes, more than the {MAX_CONFIG_BYTES} a config.json may "
+            "have (GPT-2's is under 1 KB): it is not a model configuration"
+        )
     try:
         body = json.loads(file.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+    except RecursionError as error:
+        raise CheckpointError(
+            f"{str(file)!r} nests its JSON too deeply to be read: a config.json is a flat object "
+            "of the model's sizes"
+        ) from error
+    except (OSError, UnicodeDecodeError, ValueError) as error:  # ValueError: JSONDecodeError,
+        # and integers with more digits than Python converts
         raise CheckpointError(f"{str(file)!r} is not a readable JSON file: {error}") from error
     if not isinstance(body, dict):
         raise CheckpointError(f"{str(file)!r} holds a JSON {type(body).__name__}, not an object")
@@ -282,8 +298,9 @@ def canonicalize_state_dict(
             canonical one (with a hint when a Conv1D weight is stored transposed, [out, in]);
             a non-tensor, non-floating or non-finite value.
     """
-    expected = _expected_shapes(config)
     renamed = _rename(state_dict)
+    _check_layer_count(renamed, config)
+    expected = _expected_shapes(config)
 
     head = renamed.pop(HEAD_KEY, None)
     if head is not None and WTE_KEY in renamed:
@@ -315,6 +332,21 @@ def canonicalize_state_dict(
                 f"{tensor.numel()}; the checkpoint is corrupt or came from a diverged run"
             )
     return {name: renamed[name] for name in expected}
+
+
+def _check_layer_count(renamed: Mapping[str, Any], config: GPT2Config) -> None:
+    """Refuse a config with far more blocks than the state dict holds, before the expected names
+    (12 per block) are listed: the work stays proportional to the state dict, not to n_layer."""
+    tensors = len(renamed) - (HEAD_KEY in renamed)
+    if 12 * config.n_layer + 4 <= 2 * tensors + 64:  # close enough to list the differences
+        return
+    blocks = {int(m.group(1)) for k in renamed if (m := _BLOCK_KEY.match(k))}
+    held = f"blocks h.0..h.{max(blocks)}" if blocks else "no blocks h.{l}."
+    raise CheckpointError(
+        f"the config has n_layer={config.n_layer}, 12 tensors per block, but the state dict holds "
+        f"{tensors} tensor(s) in all ({held}): check that the config's n_layer is the "
+        "checkpoint's (infer_config(state_dict, n_head) reads it from the weights)"
+    )
 
 
 def _expected_shapes(config: GPT2Config) -> dict[str, tuple[int, ...]]:

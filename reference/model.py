@@ -14,15 +14,19 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import os
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from gpt2_spec import GPT2Config, InvalidInputError
+from gpt2_spec import ConfigError, GPT2Config, InvalidInputError
 
 IGNORE_INDEX = -100
+#: The most blocks the reference builds: each is a module built and initialised one by one, so
+#: an n_layer of a million (a typo, a corrupt config) would take minutes before failing.
+MAX_LAYERS = 1024
 KVCache = tuple[tuple[Tensor, Tensor], ...]  # per layer (key, value), each [B, H, S, head_dim]
 
 
@@ -154,6 +158,7 @@ class GPT2(nn.Module):
 
     def __init__(self, config: GPT2Config, *, seed: int | None = None) -> None:
         super().__init__()
+        _check_size(config)
         self.config = config
         d = config.n_embd
         self.transformer = _Trunk(
@@ -264,6 +269,23 @@ class GPT2(nn.Module):
 
         After the prompt, each step feeds only the newest token; the cache holds the rest.
         """
+        if isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, int):
+            raise InvalidInputError(
+                f"max_new_tokens must be an int, got {type(max_new_tokens).__name__}"
+            )
+        if max_new_tokens < 0:
+            raise InvalidInputError(f"max_new_tokens must be >= 0, got {max_new_tokens}")
+        _check_tensor("input_ids", input_ids)
+        n_ctx = self.config.n_positions
+        T = input_ids.shape[-1] if input_ids.ndim else 0
+        read = T + max_new_tokens - 1  # every token but the last generated one is fed back
+        if max_new_tokens > 0 and read > n_ctx:  # refused before any token is generated
+            raise InvalidInputError(
+                f"generate: {T} prompt tokens and {max_new_tokens} new tokens need {read} "
+                f"positions (the last new token is not fed back), more than n_positions={n_ctx}; "
+                f"ask for at most {max(n_ctx - T + 1, 0)} new tokens, or keep only the prompt's "
+                f"last {max(n_ctx - max_new_tokens + 1, 0)} tokens"
+            )
         pieces, new, past = [input_ids], input_ids, None
         for _ in range(max_new_tokens):
             out = self(new, past_key_values=past, use_cache=True, last_only=True)
@@ -442,6 +464,46 @@ _VALUE_RULES = {
     "position_ids": "outside [0, n_positions={n_ctx}); with left padding use "
     "(attention_mask.cumsum(-1) - 1).clamp(min=0)",
 }
+
+
+def parameter_count(config: GPT2Config) -> int:
+    """The number of scalars a GPT-2 of ``config`` has (the tied head counted once), from the
+    configuration alone: wte, wpe, L blocks of 12d² + 13d, and ln_f."""
+    d = config.n_embd
+    return (
+        (config.vocab_size + config.n_positions) * d
+        + config.n_layer * (12 * d * d + 13 * d)
+        + 2 * d
+    )
+
+
+def _memory_bytes() -> int | None:
+    """The machine's physical memory in bytes, or None where the OS does not say."""
+    try:
+        return int(os.sysconf("SC_PHYS_PAGES")) * int(os.sysconf("SC_PAGE_SIZE"))
+    except (AttributeError, ValueError, OSError):
+        return None
+
+
+def _check_size(config: GPT2Config) -> None:
+    """Refuse, before allocating anything, a configuration whose float32 weights alone would not
+    fit in this machine's memory (a typo such as n_layer=1000000 would otherwise allocate, and
+    initialise, until the process is killed)."""
+    if not isinstance(config, GPT2Config):
+        raise ConfigError(f"GPT2 needs a gpt2_spec.GPT2Config, got {type(config).__name__}")
+    if config.n_layer > MAX_LAYERS:
+        raise ConfigError(
+            f"{config}: n_layer={config.n_layer} is more blocks than the reference builds (at "
+            f"most {MAX_LAYERS}; GPT-2 XL has 48): check the configuration"
+        )
+    count = parameter_count(config)
+    memory = _memory_bytes()
+    if memory is not None and 4 * count > memory:
+        raise ConfigError(
+            f"{config} has {count:,} parameters, {4 * count / 2**30:,.1f} GiB in float32, more "
+            f"than this machine's {memory / 2**30:,.1f} GiB of memory: check the sizes (GPT-2 "
+            "small: GPT2Config.gpt2_small(), 124M parameters)"
+        )
 
 
 def _check_tensor(name: str, x: Tensor) -> None:

@@ -7,8 +7,14 @@ I/O, the conformance suite) describes a GPT-2 by this dataclass and nothing else
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Mapping
 from typing import Any
+
+#: The largest LayerNorm epsilon a configuration may have. LayerNorm divides by
+#: sqrt(variance + epsilon); an epsilon of this size already outweighs the variance of unit-scale
+#: activations, and a larger one makes every LayerNorm a scaled copy of its bias.
+MAX_LAYER_NORM_EPSILON = 1.0
 
 
 class ConfigError(ValueError):
@@ -45,10 +51,18 @@ class GPT2Config:
                 f"GPT2Config.n_embd ({self.n_embd}) must be divisible by n_head ({self.n_head}): "
                 "each head gets n_embd // n_head channels"
             )
-        if not (isinstance(self.layer_norm_epsilon, float | int) and self.layer_norm_epsilon > 0):
+        epsilon = self.layer_norm_epsilon
+        if isinstance(epsilon, bool) or not isinstance(epsilon, float | int):
             raise ConfigError(
-                f"GPT2Config.layer_norm_epsilon must be a positive number, "
-                f"got {self.layer_norm_epsilon!r}"
+                f"GPT2Config.layer_norm_epsilon must be a number, got {type(epsilon).__name__} "
+                f"{epsilon!r}"
+            )
+        if not (0 < epsilon <= MAX_LAYER_NORM_EPSILON and math.isfinite(epsilon)):
+            raise ConfigError(
+                f"GPT2Config.layer_norm_epsilon must be finite, positive and at most "
+                f"{MAX_LAYER_NORM_EPSILON:g}, got {epsilon!r}: the epsilon only keeps LayerNorm's "
+                "division away from zero (GPT-2: 1e-5); an infinite or NaN one makes every "
+                "LayerNorm output its bias, whatever the input"
             )
 
     @property
@@ -77,9 +91,19 @@ class GPT2Config:
             ConfigError: a required field is missing, or the config is not a plain GPT-2
                 (an architecture variant that changes the function this project specifies).
         """
+        if not isinstance(data, Mapping):
+            raise ConfigError(f"a config.json body is a JSON object, got {type(data).__name__}")
         missing = [k for k in cls._HF_FIELDS[:-1] if k not in data]
         if missing:
             raise ConfigError(f"config.json lacks the GPT-2 field(s) {missing}")
+        for key in cls._HF_FIELDS[:-1]:  # checked before any arithmetic on them
+            value = data[key]
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                shown = repr(value) if len(repr(value)) <= 40 else f"{repr(value)[:40]}..."
+                raise ConfigError(
+                    f"config.json sets {key}={shown} ({type(value).__name__}); it must be a "
+                    "positive integer"
+                )
         variants = {
             "activation_function": ("gelu_new", "gelu_pytorch_tanh"),
             "scale_attn_weights": (True,),

@@ -460,3 +460,62 @@ def test_to_numpy_params(canonical: dict[str, torch.Tensor]) -> None:
     f64 = {k: v.double() for k, v in canonical.items()}
     to_numpy_params(f64)["transformer.wpe.weight"][:] = 0  # a copy even when already float64
     assert bool(f64["transformer.wpe.weight"].abs().sum() > 0)
+
+
+def _timed_refusal(function, match: str) -> CheckpointError:
+    import time
+
+    started = time.perf_counter()
+    with pytest.raises(CheckpointError, match=match) as caught:
+        function()
+    assert time.perf_counter() - started < 1.0, "the refusal took a second or more"
+    return caught.value
+
+
+def test_a_config_with_a_million_layers_beside_a_small_checkpoint_is_refused_at_once(
+    tmp_path: Path,
+) -> None:
+    """Before: all 12e6 expected names were listed first (49.6 s, +2.9 GB), then it failed."""
+    from gpt2_reference.model import GPT2
+
+    GPT2(CONFIG, seed=0).save_pretrained(tmp_path)
+    body = json.loads((tmp_path / "config.json").read_text(encoding="utf-8"))
+    body["n_layer"] = 1_000_000
+    (tmp_path / "config.json").write_text(json.dumps(body), encoding="utf-8")
+    error = _timed_refusal(lambda: load_checkpoint(tmp_path), "n_layer=1000000")
+    assert f"blocks h.0..h.{L - 1}" in str(error)
+    # a config a block or two off still lists the exact names that differ
+    body["n_layer"] = L + 1
+    (tmp_path / "config.json").write_text(json.dumps(body), encoding="utf-8")
+    _timed_refusal(lambda: load_checkpoint(tmp_path), rf"missing key\(s\) \[transformer\.h\.{L}\.")
+
+
+@pytest.mark.parametrize(
+    ("text", "match"),
+    [
+        ('{"n_layer": ' + "[" * 200_000 + "]" * 200_000 + "}", "nests its JSON too deeply"),
+        ('{"n_layer": 1' + "0" * 5000 + "}", "not a readable JSON file"),
+        (" " * (ckpt.MAX_CONFIG_BYTES + 1), "more than the"),
+        (json.dumps({**CONFIG.to_hf_dict(), "layer_norm_epsilon": float("inf")}), "finite"),
+        (json.dumps({**CONFIG.to_hf_dict(), "layer_norm_epsilon": float("nan")}), "finite"),
+        (json.dumps({**CONFIG.to_hf_dict(), "n_embd": "32"}), "n_embd='32'"),
+        (json.dumps({**CONFIG.to_hf_dict(), "n_embd": [32], "n_inner": 1}), "n_embd=\\[32\\]"),
+    ],
+    ids=["deep", "digits", "huge", "inf-epsilon", "nan-epsilon", "string", "list"],
+)
+def test_a_malformed_config_json_is_a_clear_checkpoint_error(
+    tmp_path: Path, text: str, match: str
+) -> None:
+    """Before: the deep one raised RecursionError (INTERNALERROR through --checkpoint), the
+    5000-digit one a bare ValueError, and the infinite epsilon was accepted (the model and the
+    oracle both degenerate, so it conformed)."""
+    (tmp_path / "config.json").write_text(text, encoding="utf-8")
+    _timed_refusal(lambda: read_config(tmp_path), match)
+
+
+@pytest.mark.parametrize("content", [b"PK\x03\x04", b"\x80\x02K", b"\x80\x02J\x01"])
+def test_a_damaged_pickle_is_a_clear_checkpoint_error(tmp_path: Path, content: bytes) -> None:
+    """Before: some damaged pickles escaped as IndexError or struct.error (found by fuzzing)."""
+    path = tmp_path / "pytorch_model.bin"
+    path.write_bytes(content)
+    _timed_refusal(lambda: read_state_dict(path), "not a readable PyTorch file|could not be loaded")

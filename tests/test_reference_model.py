@@ -564,3 +564,42 @@ def test_invalid_input_is_refused_before_any_computation(case):
     assert calls == []  # refused before the first layer ran
     assert all(torch.equal(v, before[k]) for k, v in model.state_dict().items())
     assert isinstance(model(IDS), GPT2Output)  # and the model still works
+
+
+def test_generate_refuses_past_the_context_before_generating_anything():
+    """Before: 4 prompt tokens and 6 new ones at n_positions=8 ran 5 steps, then raised "keep
+    the last 0 tokens, or start a new cache", and the 5 generated tokens were lost."""
+    model = GPT2(tiny_config(n_positions=8), seed=0)
+    prompt = torch.tensor([[1, 2, 3, 4]])
+    assert model.generate(prompt, 5).shape == (1, 9)  # 8 positions read: the context is full
+    steps: list[int] = []
+    hook = model.register_forward_pre_hook(lambda *_: steps.append(1))
+    try:
+        with pytest.raises(InvalidInputError, match="at most 5 new tokens") as caught:
+            model.generate(prompt, 6)
+    finally:
+        hook.remove()
+    assert steps == []
+    assert "n_positions=8" in str(caught.value)
+    with pytest.raises(InvalidInputError, match="max_new_tokens must be >= 0"):
+        model.generate(prompt, -1)
+
+
+@pytest.mark.parametrize(
+    ("overrides", "words"),
+    [
+        ({"n_layer": 10**6}, "more blocks than the reference builds"),
+        ({"vocab_size": 10**12}, "more than this machine's"),
+    ],
+)
+def test_a_configuration_too_large_to_build_is_refused_before_allocating(overrides, words):
+    """Before: n_layer=10**6 built blocks for minutes; vocab_size=10**12 failed in torch's
+    allocator with "can't allocate memory"."""
+    import time
+
+    from gpt2_spec import ConfigError
+
+    started = time.perf_counter()
+    with pytest.raises(ConfigError, match=words):
+        GPT2(tiny_config(**overrides))
+    assert time.perf_counter() - started < 1.0
