@@ -16,9 +16,9 @@ The same boundary isolates the implementation's inputs (:class:`InputIsolation`)
 array a protocol call or the adapter's ``build`` receives is the implementation's own read-only
 copy, while the property keeps the suite's array for the oracle and its comparisons. An
 implementation that writes into an input, at once or later, fails ``model.inputs-unchanged``
-(spec chapter 1) and cannot change what it is judged against. The plugin resets the
-stopwatch before each test phase and reads it after (see ``timeouts.PhaseClock``); everything a test spends
-that is in neither bucket is the suite's own work.
+(spec chapter 1) and cannot change what it is judged against. The plugin resets the stopwatch
+before each test phase and reads it after (see ``timeouts.PhaseClock``); everything a test
+spends that is in neither bucket is the suite's own work.
 """
 
 from __future__ import annotations
