@@ -8,9 +8,7 @@ copy's base made writeable again, a write into a kept reference at a later call,
 the canonical weights given to ``build``. Each one computes honestly on what it changed, so before
 the isolation the oracle computed on the same corrupted arrays and the mutant conformed.
 
-Mutants for the zoo: :class:`WritesFirstToken`, :class:`WritesThroughTensor`,
-:class:`WritesThroughBase`, :class:`ScramblesLater`, :class:`BuildWritesWeights` (each must fail
-``model.inputs-unchanged``).
+The mutants live in the zoo (``gpt2_zoo.input_bugs``); each must fail ``model.inputs-unchanged``.
 """
 
 from __future__ import annotations
@@ -18,103 +16,29 @@ from __future__ import annotations
 import json
 import time
 from pathlib import Path
-from typing import Any, ClassVar
 
 import numpy as np
 import pytest
-import torch
-from torch import nn
 
 import gpt2_conformance
 from gpt2_conformance import checks, timing
-from gpt2_conformance.adapter import Implementation, Params
-from gpt2_conformance.adapters.reference import ReferenceAdapter, ReferenceImplementation
+from gpt2_conformance.adapters.reference import ReferenceAdapter
 from gpt2_conformance.suite import Suite
 from gpt2_spec import GPT2Config
+from gpt2_zoo.input_bugs import (
+    RID,
+    BuildWritesWeights,
+    InputBug,
+    ScramblesLater,
+    WritesFirstToken,
+    WritesThroughBase,
+    WritesThroughTensor,
+)
 
 pytest_plugins = ["pytester"]
 
-RID = "model.inputs-unchanged"
 CONFIG = GPT2Config(vocab_size=13, n_positions=8, n_embd=8, n_layer=1, n_head=2)
 CONFORMANCE = Path(gpt2_conformance.__file__).parent
-
-
-class _Writes(ReferenceImplementation):
-    """The reference, with ``corrupt`` applied to the tokens of every logits call first."""
-
-    def corrupt(self, tokens: np.ndarray) -> None:
-        raise NotImplementedError
-
-    def logits(self, tokens: np.ndarray, **kwargs: Any) -> Any:
-        self.corrupt(tokens)
-        return super().logits(tokens, **kwargs)
-
-
-class _NumpyWrite(_Writes):
-    def corrupt(self, tokens: np.ndarray) -> None:
-        tokens[:, 0] = 0  # the model never sees the first token
-
-
-class _TensorWrite(_Writes):
-    def corrupt(self, tokens: np.ndarray) -> None:
-        torch.as_tensor(tokens)[:, 0] = 0  # shares the memory: NumPy's flag does not stop it
-
-
-class _BaseWrite(_Writes):
-    def corrupt(self, tokens: np.ndarray) -> None:
-        owner = tokens if tokens.base is None else tokens.base
-        owner.flags.writeable = True
-        owner[:, 0] = 0
-
-
-class _ScrambleLater(ReferenceImplementation):
-    """Returns honest logits, keeps the tokens, and reverses the kept ones at the next call."""
-
-    kept: np.ndarray | None = None
-
-    def logits(self, tokens: np.ndarray, **kwargs: Any) -> Any:
-        if self.kept is not None:
-            kept = torch.as_tensor(self.kept)
-            kept.copy_(kept.flip(-1))
-        self.kept = tokens
-        return super().logits(tokens, **kwargs)
-
-
-class _Mutant(ReferenceAdapter):
-    kind: ClassVar[type[ReferenceImplementation]] = ReferenceImplementation
-
-    def implementation(
-        self, module: nn.Module, config: GPT2Config, device: str, dtype: str
-    ) -> ReferenceImplementation:
-        return self.kind(module, device, dtype, adapter=self)  # type: ignore[arg-type]
-
-
-class WritesFirstToken(_Mutant):
-    kind = _NumpyWrite
-
-
-class WritesThroughTensor(_Mutant):
-    kind = _TensorWrite
-
-
-class WritesThroughBase(_Mutant):
-    kind = _BaseWrite
-
-
-class ScramblesLater(_Mutant):
-    kind = _ScrambleLater
-
-
-class BuildWritesWeights(ReferenceAdapter):
-    """Zeroes the first position's embedding in the canonical weights it is given, then builds
-    honestly from them."""
-
-    def build(
-        self, config: GPT2Config, *, params: Params | None, seed: int, device: str, dtype: str
-    ) -> Implementation:
-        if params is not None:
-            torch.as_tensor(params["transformer.wpe.weight"])[0] = 0.0
-        return super().build(config, params=params, seed=seed, device=device, dtype=dtype)
 
 
 MUTANTS = [WritesFirstToken, WritesThroughTensor, WritesThroughBase, ScramblesLater]
@@ -140,7 +64,7 @@ def test_the_reference_passes_and_its_inputs_stay_as_given() -> None:
 
 
 @pytest.mark.parametrize("mutant", MUTANTS, ids=lambda m: m.__name__)
-def test_a_write_into_an_input_fails_its_own_requirement(mutant: type[_Mutant]) -> None:
+def test_a_write_into_an_input_fails_its_own_requirement(mutant: type[InputBug]) -> None:
     with pytest.raises(checks.ConformanceFailure) as caught:
         _two_forwards(mutant())
     assert caught.value.requirement == RID, str(caught.value)
@@ -179,10 +103,9 @@ def test_the_verdict_names_the_requirement(pytester: pytest.Pytester) -> None:
         str(CONFORMANCE / "test_numerics.py::test_log_probabilities_agree_with_the_oracle"),
     ]
     report = pytester.path / "report.json"
-    pytester.syspathinsert(Path(__file__).parent)
     result = pytester.runpytest_inprocess(
         *nodes,
-        "--impl=test_input_isolation:WritesThroughTensor",
+        "--impl=gpt2_zoo.input_bugs:WritesThroughTensor",
         f"--conformance-report={report}",
         "--max-examples=3",
         "-p",

@@ -26,7 +26,12 @@ def properties_by_requirement(modules: tuple[str, ...]) -> dict[str, list[str]]:
 
 
 #: The modules of the zoo, and the implementation each module's mutants are built on.
-MODULES = {"sequence_bugs": "reference", "weight_bugs": "reference", "hf_bugs": "transformers"}
+MODULES = {
+    "input_bugs": "reference",
+    "sequence_bugs": "reference",
+    "weight_bugs": "reference",
+    "hf_bugs": "transformers",
+}
 #: The unmodified implementation of each origin, as a ``--impl`` value.
 BASELINES = zoo_baselines()
 #: The implementations the zoo's mutants are built on.

@@ -1,0 +1,130 @@
+"""GPT-2s that write into the arrays they are given (spec chapter 1, ``model.inputs-unchanged``).
+
+Each adapter is the reference with one way of changing an input: a plain NumPy assignment, a write
+through a tensor that shares the array's memory (NumPy's read-only flag does not stop it), a write
+through the array's base made writeable again, a write into a kept reference at a later call, and
+a write into the canonical weights given to ``build``. Each computes honestly on what it changed:
+before the suite isolated its inputs, the oracle computed on the same corrupted arrays and every
+one of them conformed.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+import numpy as np
+import torch
+from torch import nn
+
+from gpt2_conformance.adapter import Implementation, Params
+from gpt2_conformance.adapters.reference import ReferenceAdapter, ReferenceImplementation
+from gpt2_spec import GPT2Config
+
+RID = "model.inputs-unchanged"
+
+
+class _Writes(ReferenceImplementation):
+    """The reference, with ``corrupt`` applied to the tokens of every logits call first."""
+
+    def corrupt(self, tokens: np.ndarray) -> None:
+        raise NotImplementedError
+
+    def logits(self, tokens: np.ndarray, **kwargs: Any) -> Any:
+        self.corrupt(tokens)
+        return super().logits(tokens, **kwargs)
+
+
+class _NumpyWrite(_Writes):
+    def corrupt(self, tokens: np.ndarray) -> None:
+        tokens[:, 0] = 0  # the model never sees the first token
+
+
+class _TensorWrite(_Writes):
+    def corrupt(self, tokens: np.ndarray) -> None:
+        torch.as_tensor(tokens)[:, 0] = 0  # shares the memory: NumPy's flag does not stop it
+
+
+class _BaseWrite(_Writes):
+    def corrupt(self, tokens: np.ndarray) -> None:
+        owner = tokens if tokens.base is None else tokens.base
+        owner.flags.writeable = True
+        owner[:, 0] = 0
+
+
+class _ScrambleLater(ReferenceImplementation):
+    """Returns honest logits, keeps the tokens, and reverses the kept ones at the next call."""
+
+    kept: np.ndarray | None = None
+
+    def logits(self, tokens: np.ndarray, **kwargs: Any) -> Any:
+        if self.kept is not None:
+            kept = torch.as_tensor(self.kept)
+            kept.copy_(kept.flip(-1))
+        self.kept = tokens
+        return super().logits(tokens, **kwargs)
+
+
+class InputBug(ReferenceAdapter):
+    """The reference adapter whose implementations are ``kind``."""
+
+    must_fail: ClassVar[tuple[str, ...]] = (RID,)
+    kind: ClassVar[type[ReferenceImplementation]] = ReferenceImplementation
+
+    def implementation(
+        self, module: nn.Module, config: GPT2Config, device: str, dtype: str
+    ) -> ReferenceImplementation:
+        return self.kind(module, device, dtype, adapter=self)  # type: ignore[arg-type]
+
+
+class WritesFirstToken(InputBug):
+    """Sets the first token of every sequence it is given to 0 before computing (a "BOS fix"
+    written into the caller's array)."""
+
+    name = "broken-writes-first-token"
+    kind = _NumpyWrite
+
+
+class WritesThroughTensor(InputBug):
+    """Wraps its input with ``torch.as_tensor`` and writes through the tensor, which shares the
+    memory and ignores NumPy's read-only flag."""
+
+    name = "broken-writes-through-tensor"
+    kind = _TensorWrite
+
+
+class WritesThroughBase(InputBug):
+    """Makes the array's base writeable again and writes the first token through it."""
+
+    name = "broken-writes-through-base"
+    kind = _BaseWrite
+
+
+class ScramblesLater(InputBug):
+    """Keeps a reference to its tokens and reverses them at the next call: its own answer was
+    honest, the caller's array is not."""
+
+    name = "broken-scrambles-later"
+    kind = _ScrambleLater
+
+
+class BuildWritesWeights(InputBug):
+    """Zeroes the first position's embedding in the canonical weights it is given, then builds
+    honestly from them."""
+
+    name = "broken-build-writes-weights"
+
+    def build(
+        self, config: GPT2Config, *, params: Params | None, seed: int, device: str, dtype: str
+    ) -> Implementation:
+        if params is not None:
+            torch.as_tensor(params["transformer.wpe.weight"])[0] = 0.0
+        return super().build(config, params=params, seed=seed, device=device, dtype=dtype)
+
+
+ALL: dict[type[InputBug], str] = {
+    WritesFirstToken: "float32",
+    WritesThroughTensor: "float32",
+    WritesThroughBase: "float32",
+    ScramblesLater: "float32",
+    BuildWritesWeights: "float32",
+}
