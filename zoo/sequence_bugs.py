@@ -27,6 +27,12 @@ from gpt2_zoo.weight_bugs import attention_heads
 IGNORE_INDEX = -100
 # (SDPA mask or None, is_causal, new positions T, key positions P+T) -> the same, changed
 MaskBug = Callable[[Tensor | None, bool, int, int], tuple[Tensor | None, bool]]
+#: What a model fails when a row reads later positions (each of the causality properties).
+_FUTURE_VISIBLE = (
+    "causality.future-invisible",
+    "causality.prefix-consistency",
+    "causality.jacobian-lower-triangular",
+)
 
 
 class SequenceBug(ReferenceAdapter):
@@ -87,12 +93,7 @@ class FullAttention(SequenceBug):
     """The causal mask is forgotten (``is_causal=False``): every position reads every key."""
 
     name = "broken-full-attention"
-    must_fail = (
-        "causality.future-invisible",
-        "causality.prefix-consistency",
-        "causality.jacobian-lower-triangular",
-        "inference.next-token-is-last-row",
-    )
+    must_fail = (*_FUTURE_VISIBLE, "inference.next-token-is-last-row")
 
     def patch(self, model: GPT2) -> None:
         _patch_attention(model, lambda mask, is_causal, T, S: (mask, False))
@@ -125,11 +126,7 @@ class CausalLeak(SequenceBug):
     1e-3 of the logit scale."""
 
     name = "broken-causal-leak"
-    must_fail = (
-        "causality.future-invisible",
-        "causality.prefix-consistency",
-        "causality.jacobian-lower-triangular",
-    )
+    must_fail = _FUTURE_VISIBLE
     scale = 1e-3
 
     def patch(self, model: GPT2) -> None:
@@ -458,12 +455,7 @@ class TokenShiftWrongWay(SequenceBug):
     for position 0) was meant."""
 
     name = "broken-token-shift"
-    must_fail = (
-        "causality.future-invisible",
-        "causality.prefix-consistency",
-        "causality.jacobian-lower-triangular",
-        "inference.next-token-is-last-row",
-    )
+    must_fail = (*_FUTURE_VISIBLE, "inference.next-token-is-last-row")
 
     def patch(self, model: GPT2) -> None:
         _patch_block0_input(model, lambda x: torch.lerp(x, torch.roll(x, -1, dims=1), 0.5))
@@ -486,11 +478,7 @@ class SequenceStatisticsNorm(SequenceBug):
     variance (a leak through a normalisation over the sequence)."""
 
     name = "broken-sequence-norm"
-    must_fail = (
-        "causality.future-invisible",
-        "causality.prefix-consistency",
-        "causality.jacobian-lower-triangular",
-    )
+    must_fail = _FUTURE_VISIBLE
 
     def patch(self, model: GPT2) -> None:
         ln_f = model.transformer.ln_f
