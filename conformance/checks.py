@@ -138,10 +138,23 @@ def rows_agree(
     """
     if actual.shape != expected.shape:
         fail(requirement, f"shape {actual.shape} where {expected.shape} was expected")
+    where = row_disagreement(actual, expected, tol, describe)
+    if where is not None:
+        fail(requirement, where)
+
+
+def row_disagreement(
+    actual: np.ndarray,
+    expected: np.ndarray,
+    tol: Any,
+    describe: Callable[[tuple[int, ...], float, float], str],
+) -> str | None:
+    """None when every row (last axis) agrees under spec chapter 7's rule; otherwise
+    ``describe(index, error, tolerance)`` for the worst row (see :func:`rows_agree`)."""
     if S.agree(actual, expected, tol):
-        return
+        return None
     index, err = worst_row(actual, expected, tol)
-    fail(requirement, describe(index, err, bound(expected[index], tol)))
+    return describe(index, err, bound(expected[index], tol))
 
 
 def scalar_agrees(requirement: str, actual: float, expected: float, tol: Any, *, what: str) -> None:

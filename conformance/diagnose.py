@@ -539,13 +539,14 @@ def judge_log_probs(
     actual = checks.log_probs(logits)
     if actual.shape != expected.shape:
         checks.fail(requirement, f"{what} have shape {actual.shape}, expected {expected.shape}")
-    if S.agree(actual, expected, tol):
-        return
-    index, err = checks.worst_row(actual, expected, tol)
-    where = (
-        f"row {list(index)} differs from the oracle's by {err:.2e} "
-        f"(tolerance {checks.bound(expected[index], tol):.1e})"
+    where = checks.row_disagreement(
+        actual,
+        expected,
+        tol,
+        lambda i, e, t: f"row {list(i)} differs from the oracle's by {e:.2e} (tolerance {t:.1e})",
     )
+    if where is None:
+        return
     diagnosis = identify(
         params, config, tokens, actual, tol, requirement=requirement, first_other=attribute
     )

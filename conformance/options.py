@@ -29,6 +29,26 @@ PROFILES: dict[str, dict[str, Any]] = {
     "thorough": {"max_examples": 200, "derandomize": False},
 }
 DEFAULT_PROFILE = "ci"
+
+
+def campaign_settings(max_examples: int, *, derandomize: bool) -> dict[str, Any]:
+    """Hypothesis settings for running the suite against many implementations in one go (the
+    mutant zoo, the kill matrix): explicit and generated examples only (no shrinking), no
+    example database, deadline or health checks, one failure per property, no blob."""
+    from hypothesis import HealthCheck, Phase
+
+    return {
+        "max_examples": max_examples,
+        "derandomize": derandomize,
+        "database": None,
+        "deadline": None,
+        "print_blob": False,
+        "report_multiple_bugs": False,
+        "phases": (Phase.explicit, Phase.generate),
+        "suppress_health_check": list(HealthCheck),
+    }
+
+
 DEFAULT_TIMEOUT_S = 300.0
 #: Examples per property at a large ``--conformance-shape`` (each builds a GPT-2-sized model),
 #: unless ``--max-examples`` is given.

@@ -79,10 +79,15 @@ class Draw:
 @st.composite
 def models(draw: st.DrawFn, suite: Suite) -> Draw:
     """A configuration plus weights: drawn, or the checkpoint's when --checkpoint is given."""
+    return _model(draw, suite, suite.weight_scales)
+
+
+def _model(draw: st.DrawFn, suite: Suite, scales: tuple[float | None, ...]) -> Draw:
+    """What :func:`models` and :func:`gradient_models` draw, the weight scale from ``scales``."""
     config = draw(configs(suite))
     if suite.checkpoint is not None:
         return Draw(config, None, 0, suite.checkpoint[1])
-    scale = draw(st.sampled_from(suite.weight_scales))
+    scale = draw(st.sampled_from(scales))
     return Draw(config, scale, _seed(draw, suite))
 
 
@@ -192,11 +197,7 @@ def left_padded(
 def gradient_models(draw: st.DrawFn, suite: Suite) -> Draw:
     """Like :func:`models`, on the weight scales where the spec promises gradient comparisons
     (``DOMAIN["gradient_weight_scales"]``: at reduced precision, GPT-2's init scale only)."""
-    config = draw(configs(suite))
-    if suite.checkpoint is not None:
-        return Draw(config, None, 0, suite.checkpoint[1])
-    scale = draw(st.sampled_from(suite.gradient_weight_scales))
-    return Draw(config, scale, _seed(draw, suite))
+    return _model(draw, suite, suite.gradient_weight_scales)
 
 
 @st.composite

@@ -83,13 +83,17 @@ def _follows_wte(
     actual = _logp(logits)
     out = oracle.forward(params, config, tokens)
     expected = _logp(out.logits)
-    if S.agree(actual, expected, tol):
-        return
-    index, err = checks.worst_row(actual, expected, tol)
-    where = (
-        f"row {list(index)} of the log-probabilities differs from the oracle's (head = the "
-        f"current wte) by {err:.2e} (tolerance {checks.bound(expected[index], tol):.1e})"
+    where = checks.row_disagreement(
+        actual,
+        expected,
+        tol,
+        lambda i, e, t: (
+            f"row {list(i)} of the log-probabilities differs from the oracle's (head = the "
+            f"current wte) by {e:.2e} (tolerance {t:.1e})"
+        ),
     )
+    if where is None:
+        return
     if previous_wte is not None and previous_wte.shape == params[WTE].shape:
         stale_head = _logp(out.hidden @ previous_wte.T)
         if S.agree(actual, stale_head, tol):

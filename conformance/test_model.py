@@ -12,7 +12,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from gpt2_conformance import checks, diagnose, strategies, timing
-from gpt2_conformance.adapter import Params, to_numpy
+from gpt2_conformance.adapter import Implementation, Params, to_numpy
 from gpt2_conformance.suite import Suite
 from gpt2_conformance.timing import oracle
 from gpt2_spec import GPT2Config, spec_definitions
@@ -109,6 +109,11 @@ def test_loader_reads_the_names_that_real_checkpoints_carry(
         with_extras[f"transformer.h.{layer}.attn.masked_bias"] = np.array(-1e4, dtype=np.float32)
     base_model = {name.removeprefix("transformer."): value for name, value in weights.items()}
     tol = suite.tolerance("oracle")
+
+    def judge(loaded: Implementation, what: str) -> None:
+        logits = checks.logits_of(requirement, loaded, tokens, vocab_size=config.vocab_size)
+        diagnose.judge_log_probs(requirement, weights, config, tokens, logits, tol, what=what)
+
     with tempfile.TemporaryDirectory() as tmp:
         files = Path(tmp)
         _write_safetensors(files / "extras", config, with_extras)
@@ -119,30 +124,15 @@ def test_loader_reads_the_names_that_real_checkpoints_carry(
             impl.load_checkpoint,
             files / "extras",
         )
-        logits = checks.logits_of(requirement, loaded, tokens, vocab_size=config.vocab_size)
-        diagnose.judge_log_probs(
-            requirement,
-            weights,
-            config,
-            tokens,
-            logits,
-            tol,
-            what="the loaded model's log-probabilities",
-        )
+        judge(loaded, "the loaded model's log-probabilities")
         _write_safetensors(files / "base", config, base_model)
         try:
             loaded = impl.load_checkpoint(files / "base")
         except Exception:  # a loader need not accept base-model names
             return
-        logits = checks.logits_of(requirement, loaded, tokens, vocab_size=config.vocab_size)
-        diagnose.judge_log_probs(
-            requirement,
-            weights,
-            config,
-            tokens,
-            logits,
-            tol,
-            what="the log-probabilities after loading base-model names (h.0..., read as "
+        judge(
+            loaded,
+            "the log-probabilities after loading base-model names (h.0..., read as "
             "transformer.h.0...)",
         )
 

@@ -9,9 +9,11 @@ from hypothesis import assume, given
 from hypothesis import strategies as st
 
 from gpt2_conformance import checks, diagnose, strategies
+from gpt2_conformance.adapter import Implementation, Params
+from gpt2_conformance.strategies import Draw
 from gpt2_conformance.suite import Suite
 from gpt2_conformance.timing import oracle
-from gpt2_spec import spec_definitions
+from gpt2_spec import GPT2Config, spec_definitions
 
 S = spec_definitions()
 WTE = "transformer.wte.weight"
@@ -85,12 +87,13 @@ def test_log_probabilities_agree_with_the_oracle(
     _log_probs_agree_at_every_scale(suite, data, requirement, attribute=False)
 
 
-@pytest.mark.requirement("numerics.loss-matches-oracle")
-@pytest.mark.capability("params", "loss")
-@given(data=st.data())
-def test_loss_agrees_with_the_oracle(suite: Suite, data: st.DataObject, requirement: str) -> None:
-    """Both reductions, with ignored targets, in the adapter's label convention."""
-    draw = data.draw(strategies.models(suite), label="model")
+def _oracle_batch(
+    suite: Suite, data: st.DataObject, requirement: str, models: st.SearchStrategy[Draw]
+) -> tuple[GPT2Config, Implementation, Params, str, np.ndarray, np.ndarray]:
+    """A model drawn from ``models`` and built on the oracle's weights, then a labelled batch of
+    two or more tokens with a counted target, in the adapter's label convention:
+    ``(config, implementation, params, convention, tokens, labels)``."""
+    draw = data.draw(models, label="model")
     config = draw.config
     impl, params = strategies.build(suite, draw, requirement)
     assert params is not None
@@ -99,6 +102,17 @@ def test_loss_agrees_with_the_oracle(suite: Suite, data: st.DataObject, requirem
         strategies.labelled_batches(config, convention, min_length=2), label="tokens and labels"
     )
     assume(checks.counted_targets(convention, labels) > 0)
+    return config, impl, params, convention, tokens, labels
+
+
+@pytest.mark.requirement("numerics.loss-matches-oracle")
+@pytest.mark.capability("params", "loss")
+@given(data=st.data())
+def test_loss_agrees_with_the_oracle(suite: Suite, data: st.DataObject, requirement: str) -> None:
+    """Both reductions, with ignored targets, in the adapter's label convention."""
+    config, impl, params, convention, tokens, labels = _oracle_batch(
+        suite, data, requirement, strategies.models(suite)
+    )
     tol = suite.tolerance("oracle")
     for reduction in ("mean", "sum"):
         actual = checks.loss_of(requirement, impl, tokens, labels, reduction=reduction)
@@ -122,15 +136,9 @@ def test_every_parameter_gradient_agrees_with_the_oracle(
     suite: Suite, data: st.DataObject, requirement: str
 ) -> None:
     """Every canonical parameter, each judged with the bound of its own tensor (chapter 7)."""
-    draw = data.draw(strategies.gradient_models(suite), label="model")
-    config = draw.config
-    impl, params = strategies.build(suite, draw, requirement)
-    assert params is not None
-    convention = checks.label_convention(suite.adapter)
-    tokens, labels = data.draw(
-        strategies.labelled_batches(config, convention, min_length=2), label="tokens and labels"
+    config, impl, params, convention, tokens, labels = _oracle_batch(
+        suite, data, requirement, strategies.gradient_models(suite)
     )
-    assume(checks.counted_targets(convention, labels) > 0)
     reduction = data.draw(st.sampled_from(["mean", "sum"]), label="reduction")
     loss, grads = checks.call(
         requirement, "computing gradients", impl.gradients, tokens, labels, reduction=reduction

@@ -76,8 +76,8 @@ def check_shape(name: str, config: Any, *, batch: int, seq: int, device: str) ->
         f"{device}-bfloat16": _run(model, tokens, device, torch.bfloat16),
     }
     rows: list[dict[str, Any]] = []
-    for run_name, got in runs.items():
-        dtype = run_name.split("-")[-1]
+
+    def compare(run_name: str, against: str, dtype: str, got: Any, want: Any) -> None:
         for quantity in ("logits", "loss", "wte_grad"):
             kind = "gradient" if quantity == "wte_grad" else "oracle"
             tol = tolerances[(kind, dtype)]
@@ -85,32 +85,20 @@ def check_shape(name: str, config: Any, *, batch: int, seq: int, device: str) ->
                 {
                     "shape": name,
                     "run": run_name,
-                    "against": "oracle (float64)",
+                    "against": against,
                     "quantity": quantity,
-                    "max_abs_diff": float(np.abs(got[quantity] - expected[quantity]).max()),
+                    "max_abs_diff": float(np.abs(got[quantity] - want[quantity]).max()),
                     "fraction_of_bound": measure.fraction_of_bound(
-                        got[quantity], expected[quantity], tol, whole=kind == "gradient"
+                        got[quantity], want[quantity], tol, whole=kind == "gradient"
                     ),
                     "tolerance": f"{kind}/{dtype}",
                 }
             )
+
+    for run_name, got in runs.items():
+        compare(run_name, "oracle (float64)", run_name.split("-")[-1], got, expected)
     cpu, dev = runs["cpu-float32"], runs[f"{device}-float32"]
-    for quantity in ("logits", "loss", "wte_grad"):
-        kind = "gradient" if quantity == "wte_grad" else "oracle"
-        tol = tolerances[(kind, "float32")]
-        rows.append(
-            {
-                "shape": name,
-                "run": f"{device}-float32",
-                "against": "cpu-float32",
-                "quantity": quantity,
-                "max_abs_diff": float(np.abs(dev[quantity] - cpu[quantity]).max()),
-                "fraction_of_bound": measure.fraction_of_bound(
-                    dev[quantity], cpu[quantity], tol, whole=kind == "gradient"
-                ),
-                "tolerance": f"{kind}/float32",
-            }
-        )
+    compare(f"{device}-float32", "cpu-float32", "float32", dev, cpu)
     return {"shape": name, "batch": batch, "seq": seq, "oracle_seconds": oracle_s, "rows": rows}
 
 

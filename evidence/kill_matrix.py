@@ -62,23 +62,13 @@ import sys
 import time
 
 import pytest
-from hypothesis import HealthCheck, Phase, settings
+from hypothesis import settings
 
-from gpt2_conformance.options import PROFILES
+from gpt2_conformance.options import PROFILES, campaign_settings
 
 jobs_file, conformance, timings = sys.argv[1], sys.argv[2], sys.argv[3]
 examples = int(sys.argv[4]) if len(sys.argv) > 4 else PROFILES["ci"]["max_examples"]
-settings.register_profile(
-    "{PROFILE}",
-    max_examples=examples,
-    derandomize=False,
-    database=None,
-    deadline=None,
-    print_blob=False,
-    report_multiple_bugs=False,
-    phases=(Phase.explicit, Phase.generate),
-    suppress_health_check=list(HealthCheck),
-)
+settings.register_profile("{PROFILE}", **campaign_settings(examples, derandomize=False))
 for job in json.loads(open(jobs_file, encoding="utf-8").read()):
     print(f"===== {{job['impl']}} at {{job['dtype']}}, seed {{job['seed']}}", flush=True)
     start = time.monotonic()

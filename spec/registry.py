@@ -197,6 +197,50 @@ class Profile:
         return requirement_id in self.requirements
 
 
+def _section_entries(
+    readme: Path,
+    section: re.Pattern[str],
+    heading: re.Pattern[str],
+    item: re.Pattern[str],
+    kind: str,
+) -> Iterator[tuple[int, str, re.Match[str] | None]]:
+    """The headed entries of one ``## `` section of the README, outside code fences, in order.
+
+    Yields ``(line number, entry name, None)`` for each ``heading`` line (whose ``name`` group
+    names the entry) and ``(line number, entry name, match)`` for each line that ``item``
+    matches under a heading. Raises :class:`SpecFormatError` for a name headed twice, on
+    reaching the second heading (lines are read lazily, so earlier errors come first).
+    """
+    seen: set[str] = set()
+    inside = False
+    current: str | None = None
+    in_code = False
+    for number, line in enumerate(readme.read_text(encoding="utf-8").splitlines(), start=1):
+        if _FENCE_LINE.match(line):
+            in_code = not in_code
+            continue
+        if in_code:
+            continue
+        if line.startswith("## "):
+            inside = bool(section.match(line))
+            current = None
+            continue
+        if not inside:
+            continue
+        headed = heading.match(line)
+        if headed:
+            current = headed["name"]
+            if current in seen:
+                raise SpecFormatError(f"README.md:{number}: {kind} {current} defined twice")
+            seen.add(current)
+            yield number, current, None
+            continue
+        found = item.match(line)
+        if current is None or not found:
+            continue
+        yield number, current, found
+
+
 def load_profiles(spec_dir: Path = SPEC_DIR) -> dict[str, Profile]:
     """The spec's profiles by name; ids are checked against the chapters.
 
@@ -209,30 +253,12 @@ def load_profiles(spec_dir: Path = SPEC_DIR) -> dict[str, Profile]:
     listed: dict[str, list[str]] = {}
     tied: dict[str, set[str]] = {}
     lines: dict[str, int] = {}
-    inside = False
-    current: str | None = None
-    in_code = False
-    for number, line in enumerate(readme.read_text(encoding="utf-8").splitlines(), start=1):
-        if _FENCE_LINE.match(line):
-            in_code = not in_code
-            continue
-        if in_code:
-            continue
-        if line.startswith("## "):
-            inside = bool(_PROFILES_HEADING.match(line))
-            current = None
-            continue
-        if not inside:
-            continue
-        heading = _PROFILE_HEADING.match(line)
-        if heading:
-            current = heading["name"]
-            if current in listed:
-                raise SpecFormatError(f"README.md:{number}: profile {current} defined twice")
+    entries = _section_entries(
+        readme, _PROFILES_HEADING, _PROFILE_HEADING, _PROFILE_ITEM, "profile"
+    )
+    for number, current, item in entries:
+        if item is None:
             listed[current], tied[current], lines[current] = [], set(), number
-            continue
-        item = _PROFILE_ITEM.match(line)
-        if current is None or not item:
             continue
         rid = item["id"]
         if rid not in known:
@@ -309,30 +335,11 @@ def load_classes(
     known = list(chapters) if chapters is not None else [p.name for p in chapter_paths(spec_dir)]
     listed: dict[str, list[str]] = {}
     owner: dict[str, str] = {}
-    inside = False
-    current: str | None = None
-    in_code = False
-    for number, line in enumerate(readme.read_text(encoding="utf-8").splitlines(), start=1):
-        if _FENCE_LINE.match(line):
-            in_code = not in_code
-            continue
-        if in_code:
-            continue
-        if line.startswith("## "):
-            inside = bool(_CLASSES_HEADING.match(line))
-            current = None
-            continue
-        if not inside:
-            continue
-        heading = _CLASS_HEADING.match(line)
-        if heading:
-            current = heading["name"]
-            if current in listed:
-                raise SpecFormatError(f"README.md:{number}: class {current} defined twice")
+    for number, current, item in _section_entries(
+        readme, _CLASSES_HEADING, _CLASS_HEADING, _CLASS_ITEM, "class"
+    ):
+        if item is None:
             listed[current] = []
-            continue
-        item = _CLASS_ITEM.match(line)
-        if current is None or not item:
             continue
         chapter = item["chapter"]
         if chapter not in known:

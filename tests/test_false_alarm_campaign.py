@@ -36,27 +36,28 @@ def _run_script(*args: str) -> subprocess.CompletedProcess[str]:
     )
 
 
-def _property_count() -> int:
-    """How many properties pytest collects for the reference (one seed)."""
-    done = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "pytest",
-            "--pyargs",
-            "gpt2_conformance",
-            "--impl=reference",
-            "--conformance-seeds=0:1",
-            "--collect-only",
-            "-q",
-            "-p",
-            "no:cacheprovider",
-        ],
+def _pytest(*args: str) -> subprocess.CompletedProcess[str]:
+    """``python -m pytest ARGS -p no:cacheprovider`` in the repository, its output captured."""
+    return subprocess.run(
+        [sys.executable, "-m", "pytest", *args, "-p", "no:cacheprovider"],
         cwd=REPO,
         capture_output=True,
         text=True,
-        check=True,
+        check=False,
     )
+
+
+def _collect_reference(*args: str) -> subprocess.CompletedProcess[str]:
+    """Collect (only) the suite's properties for the reference, with ARGS."""
+    return _pytest(
+        "--pyargs", "gpt2_conformance", "--impl=reference", *args, "--collect-only", "-q"
+    )
+
+
+def _property_count() -> int:
+    """How many properties pytest collects for the reference (one seed)."""
+    done = _collect_reference("--conformance-seeds=0:1")
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     return sum(1 for line in done.stdout.splitlines() if "[seed=0]" in line)
 
 
@@ -168,24 +169,8 @@ def test_the_budget_stops_a_session_and_keeps_its_completed_seeds(tmp_path: Path
 
 def _draws(*args: str) -> list[str]:
     """The examples one property draws, as hypothesis prints them in verbose mode."""
-    done = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "pytest",
-            "--impl=reference",
-            "--max-examples=3",
-            "--hypothesis-verbosity=verbose",
-            "-s",
-            "-q",
-            "-p",
-            "no:cacheprovider",
-            *args,
-        ],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        check=False,
+    done = _pytest(
+        "--impl=reference", "--max-examples=3", "--hypothesis-verbosity=verbose", "-s", "-q", *args
     )
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     lines = [line for line in done.stdout.splitlines() if line.startswith("Draw ")]
@@ -203,25 +188,8 @@ def test_seed_n_of_a_seeded_session_draws_what_hypothesis_seed_n_draws() -> None
 
 
 def test_conformance_seeds_repeats_each_property_once_per_seed_in_seed_order() -> None:
-    done = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "pytest",
-            "--pyargs",
-            "gpt2_conformance",
-            "--impl=reference",
-            "--conformance-seeds=4:6",
-            "--collect-only",
-            "-q",
-            "-p",
-            "no:cacheprovider",
-        ],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        check=True,
-    )
+    done = _collect_reference("--conformance-seeds=4:6")
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     seeds = [int(m[1]) for m in re.finditer(r"\[seed=(\d+)\]", done.stdout)]
     assert seeds
     assert set(seeds) == {4, 5}
@@ -239,16 +207,7 @@ def test_conformance_seeds_repeats_each_property_once_per_seed_in_seed_order() -
 )
 def test_conformance_seeds_rejects_bad_values(option: str, expected: str) -> None:
     extra = ["--conformance-seeds=0:2"] if option.startswith("--hypothesis") else []
-    done = subprocess.run(
-        [
-            *(sys.executable, "-m", "pytest", "--pyargs", "gpt2_conformance", "--impl=reference"),
-            *(option, *extra, "--collect-only", "-q", "-p", "no:cacheprovider"),
-        ],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        check=False,
-    )
+    done = _collect_reference(option, *extra)
     assert done.returncode == 4  # usage error
     assert expected in done.stderr
 

@@ -29,11 +29,11 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
-from hypothesis import HealthCheck, Phase, settings
+from hypothesis import settings
 
 import gpt2_conformance
 from gpt2_conformance import diagnose
-from gpt2_conformance.options import PROFILES
+from gpt2_conformance.options import PROFILES, campaign_settings
 from gpt2_reference import oracle
 from gpt2_spec import GPT2Config, load_requirements, spec_definitions
 from gpt2_zoo import Mutant, controls, properties_by_requirement, zoo
@@ -48,15 +48,7 @@ CONTROLS = controls()
 PROFILE = "gpt2-conformance-zoo"
 # The ci profile's examples, derandomized, without the shrink phase.
 settings.register_profile(
-    PROFILE,
-    max_examples=PROFILES["ci"]["max_examples"],
-    derandomize=True,
-    database=None,
-    deadline=None,
-    print_blob=False,
-    report_multiple_bugs=False,
-    phases=(Phase.explicit, Phase.generate),
-    suppress_health_check=list(HealthCheck),
+    PROFILE, **campaign_settings(PROFILES["ci"]["max_examples"], derandomize=True)
 )
 # Words that mean the implementation crashed rather than computed a wrong answer (allowed only
 # where a mutant's bug *is* a late crash, declared in its diagnosis).

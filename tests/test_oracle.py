@@ -17,6 +17,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from gpt2_conformance.adapters.transformers_gpt2 import TransformersEagerAdapter
 from gpt2_reference import oracle
 from gpt2_spec import GPT2Config, InvalidInputError, spec_definitions
 
@@ -578,15 +579,8 @@ def _transformers_gradients(params, config, tokens, labels, reduction, mask=None
     """
     torch = pytest.importorskip("torch")
     transformers = pytest.importorskip("transformers")
-    hf_config = transformers.GPT2Config(
-        **config.to_hf_dict(),
-        resid_pdrop=0.0,
-        embd_pdrop=0.0,
-        attn_pdrop=0.0,
-        bos_token_id=0,
-        eos_token_id=0,
-        attn_implementation="eager",
-    )
+    # The adapter's own transformers config: no dropout, eager attention.
+    hf_config = TransformersEagerAdapter().hf_config(config)
     model = transformers.GPT2LMHeadModel(hf_config).double().eval()
     state = {name: torch.from_numpy(a.copy()) for name, a in params.items()}
     state["lm_head.weight"] = state[WTE]

@@ -260,11 +260,16 @@ def test_environment_variable_selects_the_implementation(
     result.stdout.fnmatch_lines(["implementation: fake 9.9*"])
 
 
-def test_properties_without_an_implementation_are_a_usage_error(fake: pytest.Pytester) -> None:
+def _usage_error(fake: pytest.Pytester, *args: str, says: str) -> None:
+    """Run the passing properties with ``args``: pytest's usage-error exit, ``says`` on stderr."""
     fake.makepyfile(test_props=PASSING)
-    result = run(fake)
+    result = run(fake, *args)
     assert result.ret == USAGE_ERROR
-    result.stderr.fnmatch_lines(["*choose the implementation to check: --impl=NAME or*"])
+    result.stderr.fnmatch_lines([says])
+
+
+def test_properties_without_an_implementation_are_a_usage_error(fake: pytest.Pytester) -> None:
+    _usage_error(fake, says="*choose the implementation to check: --impl=NAME or*")
 
 
 @pytest.mark.parametrize(
@@ -278,18 +283,15 @@ def test_properties_without_an_implementation_are_a_usage_error(fake: pytest.Pyt
     ],
 )
 def test_a_bad_adapter_is_a_usage_error(fake: pytest.Pytester, impl: str, message: str) -> None:
-    fake.makepyfile(test_props=PASSING)
-    result = run(fake, f"--impl={impl}")
-    assert result.ret == USAGE_ERROR
-    result.stderr.fnmatch_lines([f"ERROR: --impl={impl}: {message}"])
+    _usage_error(fake, f"--impl={impl}", says=f"ERROR: --impl={impl}: {message}")
 
 
 def test_a_dtype_the_adapter_does_not_declare_is_a_usage_error(fake: pytest.Pytester) -> None:
-    fake.makepyfile(test_props=PASSING)
-    result = run(fake, "--impl=fake_gpt2:Fake", "--dtype=bfloat16")
-    assert result.ret == USAGE_ERROR
-    result.stderr.fnmatch_lines(
-        ["*--dtype=bfloat16: the adapter 'fake' supports float32, float16 (its `dtypes`)*"]
+    _usage_error(
+        fake,
+        "--impl=fake_gpt2:Fake",
+        "--dtype=bfloat16",
+        says="*--dtype=bfloat16: the adapter 'fake' supports float32, float16 (its `dtypes`)*",
     )
 
 
@@ -297,10 +299,12 @@ def test_cuda_without_cuda_is_a_usage_error(fake: pytest.Pytester) -> None:
     torch = pytest.importorskip("torch")
     if torch.cuda.is_available():
         pytest.skip("this machine has CUDA")
-    fake.makepyfile(test_props=PASSING)
-    result = run(fake, "--impl=fake_gpt2:Fake", "--device=cuda")
-    assert result.ret == USAGE_ERROR
-    result.stderr.fnmatch_lines(["*--device=cuda: CUDA is not available here*--device=cpu*"])
+    _usage_error(
+        fake,
+        "--impl=fake_gpt2:Fake",
+        "--device=cuda",
+        says="*--device=cuda: CUDA is not available here*--device=cpu*",
+    )
     auto = run(fake, "--impl=fake_gpt2:Fake", "--device=auto", "--co")
     auto.stdout.fnmatch_lines(["implementation: fake 9.9 * on cpu, float32"])
 
@@ -309,11 +313,11 @@ def test_a_device_the_adapter_does_not_declare_is_a_usage_error(fake: pytest.Pyt
     fake.makepyfile(
         cpu_only="from fake_gpt2 import Fake\n\nclass NoCpu(Fake):\n    devices = ('cuda',)\n"
     )
-    fake.makepyfile(test_props=PASSING)
-    result = run(fake, "--impl=cpu_only:NoCpu", "--device=cpu")
-    assert result.ret == USAGE_ERROR
-    result.stderr.fnmatch_lines(
-        ["*--device=cpu: the adapter 'fake' supports cuda (its `devices`); choose one*"]
+    _usage_error(
+        fake,
+        "--impl=cpu_only:NoCpu",
+        "--device=cpu",
+        says="*--device=cpu: the adapter 'fake' supports cuda (its `devices`); choose one*",
     )
 
 

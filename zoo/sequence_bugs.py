@@ -22,10 +22,17 @@ from gpt2_conformance.adapter import Implementation, Params, Reduction
 from gpt2_conformance.adapters.reference import ReferenceAdapter, ReferenceImplementation
 from gpt2_reference.model import GPT2, CausalSelfAttention, GPT2Output
 from gpt2_spec import GPT2Config
+from gpt2_zoo.weight_bugs import attention_heads
 
 IGNORE_INDEX = -100
 # (SDPA mask or None, is_causal, new positions T, key positions P+T) -> the same, changed
 MaskBug = Callable[[Tensor | None, bool, int, int], tuple[Tensor | None, bool]]
+#: What a model fails when a row reads later positions (each of the causality properties).
+_FUTURE_VISIBLE = (
+    "causality.future-invisible",
+    "causality.prefix-consistency",
+    "causality.jacobian-lower-triangular",
+)
 
 
 class SequenceBug(ReferenceAdapter):
@@ -50,8 +57,11 @@ class SequenceBug(ReferenceAdapter):
 # --- Attention masks ---------------------------------------------------------------------------
 
 
-def _attention_with(bug: MaskBug) -> Callable[..., tuple[Tensor, tuple[Tensor, Tensor]]]:
-    """CausalSelfAttention.forward with its mask passed through ``bug`` before the kernel."""
+def _attention_with(
+    bug: MaskBug, *, cache_dtype: torch.dtype | None = None
+) -> Callable[..., tuple[Tensor, tuple[Tensor, Tensor]]]:
+    """CausalSelfAttention.forward with its mask passed through ``bug`` before the kernel; with
+    ``cache_dtype``, the key/value cache it returns is stored in that dtype."""
 
     def forward(
         self: CausalSelfAttention,
@@ -61,33 +71,29 @@ def _attention_with(bug: MaskBug) -> Callable[..., tuple[Tensor, tuple[Tensor, T
         past: tuple[Tensor, Tensor] | None,
     ) -> tuple[Tensor, tuple[Tensor, Tensor]]:
         B, T, d = x.shape
-        q, k, v = self.c_attn(x).split(d, dim=2)
-        q, k, v = (t.view(B, T, self.n_head, d // self.n_head).transpose(1, 2) for t in (q, k, v))
-        if past is not None:
-            k = torch.cat((past[0], k), dim=2)
-            v = torch.cat((past[1], v), dim=2)
+        q, k, v = attention_heads(self, x, past)
         mask, is_causal = bug(mask, is_causal, T, k.shape[2])
         y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=is_causal)
+        if cache_dtype is not None:
+            return self.c_proj(y.transpose(1, 2).reshape(B, T, d)), (
+                k.to(cache_dtype),
+                v.to(cache_dtype),
+            )
         return self.c_proj(y.transpose(1, 2).reshape(B, T, d)), (k, v)
 
     return forward
 
 
-def _patch_attention(model: GPT2, bug: MaskBug) -> None:
+def _patch_attention(model: GPT2, bug: MaskBug, *, cache_dtype: torch.dtype | None = None) -> None:
     for block in model.transformer.h:
-        block.attn.forward = _attention_with(bug).__get__(block.attn)
+        block.attn.forward = _attention_with(bug, cache_dtype=cache_dtype).__get__(block.attn)
 
 
 class FullAttention(SequenceBug):
     """The causal mask is forgotten (``is_causal=False``): every position reads every key."""
 
     name = "broken-full-attention"
-    must_fail = (
-        "causality.future-invisible",
-        "causality.prefix-consistency",
-        "causality.jacobian-lower-triangular",
-        "inference.next-token-is-last-row",
-    )
+    must_fail = (*_FUTURE_VISIBLE, "inference.next-token-is-last-row")
 
     def patch(self, model: GPT2) -> None:
         _patch_attention(model, lambda mask, is_causal, T, S: (mask, False))
@@ -120,11 +126,7 @@ class CausalLeak(SequenceBug):
     1e-3 of the logit scale."""
 
     name = "broken-causal-leak"
-    must_fail = (
-        "causality.future-invisible",
-        "causality.prefix-consistency",
-        "causality.jacobian-lower-triangular",
-    )
+    must_fail = _FUTURE_VISIBLE
     scale = 1e-3
 
     def patch(self, model: GPT2) -> None:
@@ -453,12 +455,7 @@ class TokenShiftWrongWay(SequenceBug):
     for position 0) was meant."""
 
     name = "broken-token-shift"
-    must_fail = (
-        "causality.future-invisible",
-        "causality.prefix-consistency",
-        "causality.jacobian-lower-triangular",
-        "inference.next-token-is-last-row",
-    )
+    must_fail = (*_FUTURE_VISIBLE, "inference.next-token-is-last-row")
 
     def patch(self, model: GPT2) -> None:
         _patch_block0_input(model, lambda x: torch.lerp(x, torch.roll(x, -1, dims=1), 0.5))
@@ -481,11 +478,7 @@ class SequenceStatisticsNorm(SequenceBug):
     variance (a leak through a normalisation over the sequence)."""
 
     name = "broken-sequence-norm"
-    must_fail = (
-        "causality.future-invisible",
-        "causality.prefix-consistency",
-        "causality.jacobian-lower-triangular",
-    )
+    must_fail = _FUTURE_VISIBLE
 
     def patch(self, model: GPT2) -> None:
         ln_f = model.transformer.ln_f
@@ -565,23 +558,6 @@ class SumReturnsMean(SequenceBug):
         model.__class__ = _with_loss(_always_mean)
 
 
-def _low_precision_cache_attention(
-    self: CausalSelfAttention,
-    x: Tensor,
-    mask: Tensor | None,
-    is_causal: bool,
-    past: tuple[Tensor, Tensor] | None,
-) -> tuple[Tensor, tuple[Tensor, Tensor]]:
-    B, T, d = x.shape
-    q, k, v = self.c_attn(x).split(d, dim=2)
-    q, k, v = (t.view(B, T, self.n_head, d // self.n_head).transpose(1, 2) for t in (q, k, v))
-    if past is not None:  # the cache was stored in bfloat16 to halve its memory
-        k = torch.cat((past[0].to(k.dtype), k), dim=2)
-        v = torch.cat((past[1].to(v.dtype), v), dim=2)
-    y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=is_causal)
-    return self.c_proj(y.transpose(1, 2).reshape(B, T, d)), (k.bfloat16(), v.bfloat16())
-
-
 class CacheInBFloat16(SequenceBug):
     """An inference engine stores the key/value cache in bfloat16 to halve its memory while the
     model computes in float32: cached decoding drifts from the full forward."""
@@ -590,8 +566,10 @@ class CacheInBFloat16(SequenceBug):
     must_fail = ("inference.kv-cache", "inference.cache-positions")
 
     def patch(self, model: GPT2) -> None:
-        for block in model.transformer.h:
-            block.attn.forward = _low_precision_cache_attention.__get__(block.attn)
+        # The mask as given; the cache stored in bfloat16 to halve its memory.
+        _patch_attention(
+            model, lambda mask, is_causal, T, S: (mask, is_causal), cache_dtype=torch.bfloat16
+        )
 
 
 #: Every broken adapter of this module, and the dtype the suite must run it at.

@@ -277,16 +277,29 @@ class LayerNormEpsilon1e12(WeightBug):
         return model
 
 
+def attention_heads(
+    attention: CausalSelfAttention, x: Tensor, past: tuple[Tensor, Tensor] | None
+) -> tuple[Tensor, Tensor, Tensor]:
+    """The reference attention's first steps, for the mutants that rewrite the rest: ``q, k, v``
+    as ``[B, heads, T, head_dim]``, with the cached keys and values (read at the dtype of this
+    step's, a no-op when they already have it) in front of ``k`` and ``v``."""
+    B, T, d = x.shape
+    q, k, v = attention.c_attn(x).split(d, dim=2)
+    q, k, v = (
+        t.view(B, T, attention.n_head, d // attention.n_head).transpose(1, 2) for t in (q, k, v)
+    )
+    if past is not None:
+        k = torch.cat((past[0].to(k.dtype), k), dim=2)
+        v = torch.cat((past[1].to(v.dtype), v), dim=2)
+    return q, k, v
+
+
 class _UnscaledAttention(CausalSelfAttention):
     def forward(
         self, x: Tensor, mask: Tensor | None, is_causal: bool, past: tuple[Tensor, Tensor] | None
     ) -> tuple[Tensor, tuple[Tensor, Tensor]]:
         B, T, d = x.shape
-        q, k, v = self.c_attn(x).split(d, dim=2)
-        q, k, v = (t.view(B, T, self.n_head, d // self.n_head).transpose(1, 2) for t in (q, k, v))
-        if past is not None:
-            k = torch.cat((past[0], k), dim=2)
-            v = torch.cat((past[1], v), dim=2)
+        q, k, v = attention_heads(self, x, past)
         y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=is_causal, scale=1.0)
         return self.c_proj(y.transpose(1, 2).reshape(B, T, d)), (k, v)
 
@@ -642,11 +655,7 @@ class _LowPrecisionScoresAttention(CausalSelfAttention):
     ) -> tuple[Tensor, tuple[Tensor, Tensor]]:
         B, T, d = x.shape
         hd = d // self.n_head
-        q, k, v = self.c_attn(x).split(d, dim=2)
-        q, k, v = (t.view(B, T, self.n_head, hd).transpose(1, 2) for t in (q, k, v))
-        if past is not None:
-            k = torch.cat((past[0], k), dim=2)
-            v = torch.cat((past[1], v), dim=2)
+        q, k, v = attention_heads(self, x, past)
         S = k.shape[2]
         # The "fast path": q kᵀ in bfloat16, everything else in float32.
         scores = (q.bfloat16() @ k.bfloat16().transpose(-1, -2)).to(q.dtype) / math.sqrt(hd)
