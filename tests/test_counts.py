@@ -354,3 +354,36 @@ def test_the_peers_matrix_covers_the_profile_and_the_peers() -> None:
     assert peers == [f"hf:{n}" for n in PEER_NAMES], (
         "docs/data/peers.json is stale (peers): rerun `python -m gpt2_evidence.peers_matrix`"
     )
+
+
+# --- the README's table of suite runs, against the committed reports ------------------------------
+
+_RUN_ROW = re.compile(
+    r"^\| `(?P<impls>[\w-]+)`(?: / `(?P<second>[\w-]+)`)? \| .*"
+    r"\| (?P<times>\d[^|]*) \| (?P<shares>\d[^|]*%) \|$"
+)
+
+
+def test_the_readme_run_table_is_the_reports() -> None:
+    """Each row's wall time and implementation share are the committed report's, rounded."""
+    rows = [
+        m for line in (ROOT / "README.md").read_text().splitlines() if (m := _RUN_ROW.match(line))
+    ]
+    checked = 0
+    for row in rows:
+        impls = [row["impls"], *([row["second"]] if row["second"] else [])]
+        if not all((DATA / "reports" / f"{n}.json").is_file() for n in impls):
+            continue
+        times = [t.strip() for t in row["times"].split("/")]
+        shares = [s.strip() for s in row["shares"].split("/")]
+        for impl, time_text, share_text in zip(impls, times, shares, strict=True):
+            timing = _report(impl)
+            expected_time = f"{round(timing['duration_s'])} s"
+            expected_share = f"{round(100 * timing['timing']['implementation_share'])}%"
+            assert (time_text, share_text) == (expected_time, expected_share), (
+                f"README.md, `{impl}`: says {time_text}, {share_text}; its report says "
+                f"{expected_time}, {expected_share} (rerun python -m gpt2_evidence.refresh_reports "
+                "or fix the table)"
+            )
+            checked += 1
+    assert checked >= 4, "the README's table of suite runs was not found"
