@@ -121,7 +121,8 @@ def read_session(
     """What a seeded session did, from its ``--conformance-report``.
 
     ``properties`` are the collected node ids without seeds; a seed is complete when every one of
-    them has an outcome for it. Failures are kept whether or not their seed completed.
+    them ran for it (a report lists the properties a stopped session never reached as
+    ``not-run``). Failures are kept whether or not their seed completed.
     """
     tests: dict[str, dict[str, Any]] = {}
     for requirement in report.get("requirements", []):
@@ -135,10 +136,10 @@ def read_session(
     deviations: set[str] = set()
     for nodeid, test in sorted(tests.items()):
         base, seed = split_nodeid(nodeid)
-        if seed is None or seed not in done:
-            continue
-        done[seed].add(base)
         outcome = test["outcome"]
+        if seed is None or seed not in done or outcome == "not-run":
+            continue  # a selected property the session never reached (it was stopped)
+        done[seed].add(base)
         outcomes[outcome] = outcomes.get(outcome, 0) + 1
         if outcome in RAN:
             ran[seed] += 1
