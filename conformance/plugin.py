@@ -473,9 +473,10 @@ class _Recorder:
         )
         require = self.config.getoption("conformance_require")
         if require is not None:
-            session.exitstatus = reports.exit_status(
+            run.required_status = reports.exit_status(
                 run.report, require=require, pytest_status=int(exitstatus)
             )
+            session.exitstatus = run.required_status
         json_path, markdown_path = self._paths()
         if json_path:
             run.written.append(reports.write_json(run.report, json_path))
@@ -504,11 +505,10 @@ class _Recorder:
             tr.write_line(f"conformance report written to {path}")
         colour = {True: "green", False: "red", None: "yellow"}[run.report["conforms"]]
         tr.write_line(lines[-1], **{colour: True, "bold": True})
-        require = self.config.getoption("conformance_require")
-        if require is not None:
-            status = reports.exit_status(run.report, require=require)
+        if run.required_status is not None:
+            status = run.required_status
             meaning = {0: "met", 1: "not met: it does not conform", 6: "not established"}
             tr.write_line(
-                f"--conformance-require={require}: {meaning.get(status, 'not met')} "
-                f"(exit status {status})"
+                f"--conformance-require={self.config.getoption('conformance_require')}: "
+                f"{meaning.get(status, 'not met')} (exit status {status})"
             )

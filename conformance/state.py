@@ -48,6 +48,8 @@ class RunState:
     recording: Recording = dataclasses.field(default_factory=Recording)
     clock: PhaseClock = dataclasses.field(default_factory=PhaseClock)
     report: dict[str, Any] | None = None
+    #: The exit status ``--conformance-require`` decided (None without the option).
+    required_status: int | None = None
     written: list[Path] = dataclasses.field(default_factory=list)
 
     def load_implementation(self, *, device: str, dtype: str, checkpoint: str | None) -> None:

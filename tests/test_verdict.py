@@ -393,3 +393,26 @@ def test_the_published_transformers_reports_meet_the_function_class(name: str) -
         entry.setdefault("conformance_class", BY_ID[entry["id"]].conformance_class)
     data["classes"] = report.class_verdicts(data["requirements"])
     _check_the_principle(data)
+
+
+@pytest.mark.parametrize(("require", "status"), [("full", 6), ("claimed", 0), ("function", 6)])
+def test_the_plugin_exits_as_conformance_require_decides(
+    tmp_path: Path, require: str, status: int
+) -> None:
+    """numpy claims no key/value cache: its function class conforms only on what it claims, so a
+    gate that requires the class (or everything) is not established, and one that takes what
+    was claimed is met; the summary says which, with the status the run exits with."""
+    done = subprocess.run(
+        [sys.executable, "-m", "pytest", "--pyargs", "gpt2_conformance", "--impl=numpy",
+         f"--conformance-require={require}", "--max-examples=2", "-p", "no:cacheprovider",
+         "-q", "--tb=no"],
+        cwd=tmp_path,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )  # fmt: skip
+    assert done.returncode == status, done.stdout[-3000:] + done.stderr[-3000:]
+    assert f"--conformance-require={require}: " in done.stdout
+    assert f"(exit status {status})" in done.stdout
