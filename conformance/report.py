@@ -280,17 +280,24 @@ def overall_conforms(classes: Mapping[str, Mapping[str, Any]]) -> bool | None:
     return None
 
 
+def classes_of(report: Mapping[str, Any]) -> Mapping[str, Mapping[str, Any]]:
+    """A report's ``classes``; for a report written before classes existed, judged from its
+    requirements as :func:`class_verdicts` does."""
+    classes = report.get("classes")
+    if isinstance(classes, Mapping):
+        return classes
+    return class_verdicts(
+        report.get("requirements", []),
+        collection_errors=len(report.get("collection_errors", [])),
+    )
+
+
 def class_headline(report: Mapping[str, Any]) -> str:
     """The verdict's words per class, without the details: ``function CONFORMS; validated input
-    not claimed``. A report written before classes existed is judged from its requirements."""
-    classes = report.get("classes")
-    if not classes:
-        classes = class_verdicts(
-            report["requirements"], collection_errors=report.get("collection_errors", 0)
-        )
+    not claimed``."""
     return "; ".join(
         f"{name.replace('-', ' ')} {_CLASS_WORDS[standing['status']]}"
-        for name, standing in classes.items()
+        for name, standing in classes_of(report).items()
     )
 
 
@@ -424,13 +431,7 @@ def exit_status(
     wanted = parse_require(require)
     if pytest_status not in (0, 1):
         return pytest_status
-    classes = report.get("classes")
-    if not isinstance(classes, Mapping):  # a report written before classes existed
-        classes = class_verdicts(
-            report.get("requirements", []),
-            collection_errors=len(report.get("collection_errors", [])),
-        )
-    statuses = {name: str(c["status"]) for name, c in classes.items()}
+    statuses = {name: str(c["status"]) for name, c in classes_of(report).items()}
     if DOES_NOT_CONFORM in statuses.values() or pytest_status == 1:
         return EXIT_DOES_NOT_CONFORM
     if report.get("interrupted") or INCOMPLETE in statuses.values():
