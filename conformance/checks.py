@@ -27,20 +27,59 @@ S = spec_definitions()
 
 
 class ConformanceFailure(AssertionError):
-    """An implementation broke a requirement; ``str()`` starts with the requirement id."""
+    """An implementation broke a requirement; ``str()`` starts with the requirement id.
 
-    def __init__(self, requirement: str, message: str) -> None:
-        super().__init__(f"{requirement}: {message}")
+    ``requirement`` is the requirement whose observable failed. It is usually the one the
+    property checks; it is another one when the property saw that other requirement's violation
+    (an output that is not finite, an input the implementation changed, log-probabilities that
+    disagree with the oracle for no reason of the property's own), which the report's triage
+    uses (spec/diagnosis.md). ``hint`` is a clause that names known deviations and
+    ``hint_requirements`` the requirements they break: the report withdraws the hint when one of
+    those passes in the same run, and otherwise, when the deviations were matched
+    (``hint_matched``, not merely the closest), counts the failure as observing the first of them.
+    """
+
+    def __init__(
+        self,
+        requirement: str,
+        message: str,
+        *,
+        hint: str = "",
+        hint_requirements: tuple[str, ...] = (),
+        hint_matched: bool = False,
+    ) -> None:
+        text = f"{requirement}: {message}" + (f"; {hint}" if hint else "")
+        super().__init__(text)
         self.requirement = requirement
         self.detail = message
+        self.hint = hint
+        self.hint_requirements = tuple(hint_requirements)
+        self.hint_matched = hint_matched
 
 
 class ImplementationError(ConformanceFailure):
     """The implementation raised (or returned garbage) where the spec expects a result."""
 
 
-def fail(requirement: str, message: str) -> NoReturn:
-    raise ConformanceFailure(requirement, message)
+def fail(
+    requirement: str,
+    message: str,
+    *,
+    hint: str = "",
+    hint_requirements: tuple[str, ...] = (),
+    hint_matched: bool = False,
+) -> NoReturn:
+    raise ConformanceFailure(
+        requirement,
+        message,
+        hint=hint,
+        hint_requirements=hint_requirements,
+        hint_matched=hint_matched,
+    )
+
+
+#: The requirement a non-finite output violates, whichever property met it.
+FINITE = "numerics.finite"
 
 
 def call(requirement: str, what: str, function: Callable[..., T], *args: Any, **kwargs: Any) -> T:
@@ -86,9 +125,9 @@ def array(
     if not np.isfinite(result).all():
         bad = np.argwhere(~np.isfinite(result))[0]
         fail(
-            requirement,
-            f"{what} contains {result[tuple(bad)]} at index {tuple(int(i) for i in bad)} "
-            "(outputs must be finite, numerics.finite)",
+            FINITE,
+            f"{what} contains {result[tuple(bad)]} at index {tuple(int(i) for i in bad)}; "
+            f"outputs must be finite (seen while checking {requirement})",
         )
     return result.astype(np.float64)  # a copy: an implementation may reuse its output buffer
 
@@ -247,7 +286,10 @@ def scalar(requirement: str, value: Any, *, what: str, allow_nan: bool = False) 
         fail(requirement, f"{what} is {result.dtype} of shape {result.shape}, not one number")
     number = float(result.reshape(()))
     if not (np.isfinite(number) or (allow_nan and np.isnan(number))):
-        fail(requirement, f"{what} is {number} (outputs must be finite, numerics.finite)")
+        fail(
+            FINITE,
+            f"{what} is {number}; outputs must be finite (seen while checking {requirement})",
+        )
     return number
 
 

@@ -392,6 +392,12 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
         message = str(failure)
         if hasattr(report.longrepr, "toterminal"):
             report.longrepr = HeadedFailure(message, report.longrepr)
+        # What the failure names, for the report's triage (plain strings: they travel to the
+        # xdist controller).
+        report.conformance_observed = str(getattr(failure, "requirement", "") or "")
+        report.conformance_hint = str(getattr(failure, "hint", "") or "")
+        report.conformance_hint_requirements = list(getattr(failure, "hint_requirements", ()))
+        report.conformance_hint_matched = bool(getattr(failure, "hint_matched", False))
     else:
         message = f"{type(error).__name__}: {error}"
     report.conformance_message = message[:MESSAGE_LIMIT]

@@ -45,6 +45,10 @@ class TestState:
     oracle_s: float = 0.0
     message: str = ""
     details: str = ""
+    observed: str = ""
+    hint: str = ""
+    hint_requirements: tuple[str, ...] = ()
+    hint_matched: bool = False
 
 
 def property_values(user_properties: Iterable[tuple[str, object]], key: str) -> tuple[str, ...]:
@@ -87,6 +91,14 @@ def find_failure(error: BaseException) -> BaseException | None:
 def hypothesis_notes(error: BaseException) -> str:
     notes = [str(n) for n in getattr(error, "__notes__", ())]
     return "\n".join(n for n in notes if n.strip())
+
+
+def _note_failure(test: TestState, report: Any) -> None:
+    """Keep what a failure names (the requirement observed violated, a hint and what it names)."""
+    test.observed = str(getattr(report, "conformance_observed", "") or "")
+    test.hint = str(getattr(report, "conformance_hint", "") or "")
+    test.hint_requirements = tuple(getattr(report, "conformance_hint_requirements", ()) or ())
+    test.hint_matched = bool(getattr(report, "conformance_hint_matched", False))
 
 
 class HeadedFailure:
@@ -143,12 +155,14 @@ class Recording:
                 return  # a teardown error after a failure: keep the failure's message
             test.message = failure_message(report)
             test.details = str(getattr(report, "conformance_details", "") or "")
+            _note_failure(test, report)
         elif report.skipped:
             if xfailed:
                 test.outcome = "xfailed"
                 failure = str(getattr(report, "conformance_message", "") or "")
                 test.message = f"{report.wasxfail}: {failure}" if failure else str(report.wasxfail)
                 test.details = str(getattr(report, "conformance_details", "") or "")
+                _note_failure(test, report)
             else:
                 status = property_values(report.user_properties, STATUS_PROPERTY)
                 test.outcome = status[0] if status else "skipped"
@@ -174,6 +188,10 @@ class Recording:
                 oracle_s=t.oracle_s,
                 message=t.message,
                 details=t.details,
+                observed=t.observed,
+                hint=t.hint,
+                hint_requirements=t.hint_requirements,
+                hint_matched=t.hint_matched,
             )
             for nodeid, t in self.tests.items()
             if t.outcome is not None

@@ -78,6 +78,10 @@ class TestRecord:
     details: str = ""
     implementation_s: float = 0.0
     oracle_s: float = 0.0
+    observed: str = ""
+    hint: str = ""
+    hint_requirements: tuple[str, ...] = ()
+    hint_matched: bool = False
 
     def as_dict(self) -> dict[str, Any]:
         entry: dict[str, Any] = {
@@ -90,6 +94,14 @@ class TestRecord:
         }
         if self.details:
             entry["hypothesis"] = self.details
+        if self.observed and self.observed not in self.requirements:
+            entry["observed"] = self.observed
+        if self.hint:
+            entry["hint"] = {
+                "text": self.hint,
+                "names": list(self.hint_requirements),
+                "matched": self.hint_matched,
+            }
         return entry
 
     @classmethod
@@ -104,6 +116,10 @@ class TestRecord:
             oracle_s=float(entry.get("oracle_s", 0.0)),
             message=str(entry.get("message", "")),
             details=str(entry.get("hypothesis", "")),
+            observed=str(entry.get("observed", "")),
+            hint=str((entry.get("hint") or {}).get("text", "")),
+            hint_requirements=tuple((entry.get("hint") or {}).get("names", ())),
+            hint_matched=bool((entry.get("hint") or {}).get("matched", False)),
         )
 
 
@@ -256,10 +272,17 @@ def class_verdicts(
             status = CONFORMS_ON_CLAIMS
         else:
             status = CONFORMS
+        primary = [
+            r["id"]
+            for r in must
+            if r["status"] in ("fail", "xfail")
+            and (r.get("triage") or {}).get("role", "primary") == "primary"
+        ]
         standing[name] = {
             "status": status,
             "must": len(must),
             "must_passed": len(passed),
+            "primary": primary,
             "failed": failed,
             "expected_to_fail": expected,
             "not_claimed": not_claimed,
@@ -301,19 +324,28 @@ def class_headline(report: Mapping[str, Any]) -> str:
     )
 
 
+def _failed_phrase(ids: Sequence[str], primary: Sequence[str], how: str) -> str:
+    """``3 MUST requirements fail: a, b, c``, or, when some of them are consequences, ``24 MUST
+    requirements fail; primary: a, b (the other 22 are their consequences)``."""
+    first = [r for r in ids if r in primary]
+    text = f"{_count(len(ids), 'MUST requirement')} fail{how}"
+    if first and len(first) < len(ids):
+        rest = len(ids) - len(first)
+        return f"{text}; primary: {_ids(first)} (the other {rest} are their consequences)"
+    return f"{text}: {_ids(ids)}"
+
+
 def _class_phrase(name: str, standing: Mapping[str, Any], collection_errors: int) -> str:
     """``function CONFORMS``, ``validated input not claimed``, ... with what decided it."""
     status = standing["status"]
     words = f"{name.replace('-', ' ')} {_CLASS_WORDS[status]}"
     if status == DOES_NOT_CONFORM:
         parts = []
+        primary = standing.get("primary", [])
         if standing["failed"]:
-            failed = standing["failed"]
-            parts.append(f"{_count(len(failed), 'MUST requirement')} fail: {_ids(failed)}")
+            parts.append(_failed_phrase(standing["failed"], primary, ""))
         for source, ids in standing["expected_to_fail"].items():
-            parts.append(
-                f"{_count(len(ids), 'MUST requirement')} fail {_SOURCE_WORDS[source]}: {_ids(ids)}"
-            )
+            parts.append(_failed_phrase(ids, primary, f" {_SOURCE_WORDS[source]}"))
         return f"{words} ({'; '.join(parts)})"
     if status == INCOMPLETE:
         why = []
@@ -487,12 +519,19 @@ def build_report(
         for rid in dict.fromkeys(test.requirements):
             if rid in tests_by_id:
                 tests_by_id[rid].append(test)
+    statuses = {
+        r.id: NOT_IN_PROFILE
+        if partial and r.id not in profile.requirements
+        else requirement_status(t.outcome for t in tests_by_id[r.id])
+        for r in requirements
+    }
+    _withdraw_contradicted_hints(tests, statuses)
     entries = []
     for r in requirements:
         its_tests = sorted(tests_by_id[r.id], key=lambda t: t.nodeid)
-        status = requirement_status(t.outcome for t in its_tests)
-        if partial and r.id not in profile.requirements:
-            its_tests, status = [], NOT_IN_PROFILE
+        status = statuses[r.id]
+        if status == NOT_IN_PROFILE:
+            its_tests = []
         entries.append(
             {
                 "id": r.id,
@@ -507,6 +546,7 @@ def build_report(
                 "message": _first_message(status, its_tests),
             }
         )
+    triaged = apply_triage(entries, tests_by_id)
     summary = {s: 0 for s in (*STATUSES, NOT_IN_PROFILE) if s != NOT_IN_PROFILE or partial}
     for entry in entries:
         summary[entry["status"]] += 1
@@ -539,6 +579,7 @@ def build_report(
         "verdict": line,
         "conforms": conforms,
         "classes": classes,
+        "triage": triaged,
         "interrupted": interrupted,
         "collection_errors": [dict(e) for e in collection_errors],
         "duration_s": round(duration_s, 3),
@@ -549,6 +590,98 @@ def build_report(
     if shard:
         report["shard"] = shard
     return report
+
+
+#: What replaces a hint that names a requirement which passes in the same run.
+WITHDRAWN_HINT = "no known deviation consistent with this run explains it"
+
+
+def _withdraw_contradicted_hints(tests: Iterable[TestRecord], statuses: Mapping[str, str]) -> None:
+    """A failure's hint ("they match a known deviation: ... (head.linear-no-bias)") is withdrawn
+    when a requirement it names passes in the same run: the run shows that deviation is absent
+    (spec/diagnosis.md); the test's message keeps everything else. A hint that stands and
+    matched its deviations (not merely the closest) makes the failure an observation of the
+    first requirement it names, for the triage."""
+    for test in tests:
+        if not test.hint:
+            continue
+        passing = [rid for rid in test.hint_requirements if statuses.get(rid) == "pass"]
+        if passing:
+            withdrawn = (
+                f"{WITHDRAWN_HINT} (a hint naming {', '.join(passing)} was withdrawn: it passes)"
+            )
+            test.message = test.message.replace(test.hint, withdrawn)
+            test.hint, test.hint_requirements, test.hint_matched = "", (), False
+        elif test.hint_matched and test.hint_requirements:
+            test.observed = test.hint_requirements[0]
+
+
+@functools.lru_cache(maxsize=1)
+def _presuppositions() -> Mapping[str, frozenset[str]]:
+    from gpt2_spec import load_presuppositions
+
+    return load_presuppositions()
+
+
+_TRIAGED = frozenset({"fail", "xfail"})
+
+
+def apply_triage(
+    entries: Sequence[dict[str, Any]], tests_by_id: Mapping[str, Sequence[TestRecord]]
+) -> dict[str, list[str]]:
+    """Separate the primary failures from their consequences (:mod:`.triage`), in place.
+
+    Each failing entry gets ``triage`` (``role``, and for a consequence ``explained_by`` and
+    ``reason``). A requirement whose violation another requirement's test observed fails, with
+    ``observed_only``, even where its own tests passed. A consequence whose causes are all
+    deviations the adapter declares is itself reported as declared (status ``xfail``). Returns
+    the report's ``triage``: the ``primary`` and ``consequence`` ids, in the spec's order.
+    """
+    from . import triage
+
+    judged = [e for e in entries if e["status"] != NOT_IN_PROFILE]
+    order = [e["id"] for e in judged]
+    failures: dict[str, list[str | None]] = {}
+    for entry in judged:
+        if entry["status"] in _TRIAGED:
+            names = [
+                t.observed or None
+                for t in tests_by_id.get(entry["id"], ())
+                if t.outcome in ("failed", "error", "xfailed")
+            ]
+            failures[entry["id"]] = names or [None]
+    findings = triage.triage(order, failures, _presuppositions())
+    by_id = {e["id"]: e for e in judged}
+    for rid, finding in findings.items():
+        entry = by_id[rid]
+        if finding.observed_only:
+            witness = next(
+                t
+                for tests in tests_by_id.values()
+                for t in tests
+                if t.observed == rid and t.outcome in ("failed", "error", "xfailed")
+            )
+            entry["status"] = "fail" if witness.outcome != "xfailed" else "xfail"
+            entry["message"] = f"observed by {witness.nodeid}: {witness.message}"
+    for rid, finding in findings.items():
+        entry = by_id[rid]
+        entry["triage"] = finding.as_dict()
+        causes = finding.explained_by
+        if (
+            entry["status"] == "fail"
+            and causes
+            and all(
+                by_id[c]["status"] == "xfail" and _expected_failure_source(by_id[c]) == _DECLARED
+                for c in causes
+            )
+        ):
+            entry["status"] = "xfail"
+            entry["message"] = (
+                f"declared deviation {', '.join(causes)} explains it ({finding.reason}): "
+                f"{entry['message']}"
+            )
+    expected = [rid for rid, e in by_id.items() if e["status"] == "xfail"]
+    return triage.summary(findings, order, expected)
 
 
 def _shared_times(tests: Sequence[TestRecord]) -> dict[str, float]:

@@ -126,6 +126,12 @@ def apply_declared_deviations(adapter: Adapter, items: Sequence[pytest.Item]) ->
     with the declaration as the reason); a declared MUST deviation still means no conformance.
     Returns the node ids so marked."""
     declared = dict(getattr(adapter, "declared_deviations", {}) or {})
+    if not adapter.tied_head:
+        # An untied head is one declared deviation; the other head.tied-* failures follow from it
+        # (spec/diagnosis.md) and are reported as its consequences.
+        declared.setdefault(
+            "head.tied-to-embedding", "the adapter declares an untied head (tied_head=False)"
+        )
     unknown = sorted(set(declared) - set(known_requirements()))
     if unknown:
         raise OptionError(

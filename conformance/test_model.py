@@ -63,8 +63,8 @@ def test_parameters_are_exposed_under_the_canonical_names(
         head = checks.array(requirement, named[HEAD], what=HEAD, shape=expected[WTE])
         wte = checks.array(requirement, named[WTE], what=WTE, shape=expected[WTE])
         if not np.array_equal(head, wte):
-            checks.fail(
-                requirement,
+            checks.fail(  # an untied head, seen through the names: head.tied-to-embedding
+                "head.tied-to-embedding",
                 f"get_params() lists lm_head.weight with values that differ from "
                 f"transformer.wte.weight by up to {np.abs(head - wte).max():.2e}: if present it "
                 "must be the token embedding itself",

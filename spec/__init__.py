@@ -18,6 +18,7 @@ from .registry import (
     SpecFormatError,
     chapter_paths,
     load_classes,
+    load_presuppositions,
     load_profiles,
     load_requirements,
 )
@@ -36,6 +37,7 @@ __all__ = [
     "chapter_paths",
     "code_blocks",
     "load_classes",
+    "load_presuppositions",
     "load_profiles",
     "load_requirements",
     "spec_definitions",

@@ -366,3 +366,82 @@ def load_classes(
     if empty:
         raise SpecFormatError(f"README.md: the classes {', '.join(empty)} list no chapter")
     return tuple(ConformanceClass(name, tuple(chs)) for name, chs in listed.items())
+
+
+# --------------------------------------------------------------------------------------------
+# Presuppositions (spec/diagnosis.md, section "Presuppositions")
+
+DIAGNOSIS = "diagnosis.md"
+_CODE = re.compile(r"`([^`]+)`")
+
+
+def _expand(pattern: str, ids: Sequence[str], where: str) -> list[str]:
+    """The ids a cell's pattern names (``objective.*``, ``model.canonical-*`` or one id)."""
+    import fnmatch
+
+    named = [rid for rid in ids if fnmatch.fnmatchcase(rid, pattern)]
+    if not named:
+        raise SpecFormatError(f"{where}: {pattern!r} names no requirement of the spec")
+    return named
+
+
+def load_presuppositions(
+    spec_dir: Path = SPEC_DIR, requirements: Sequence[Requirement] | None = None
+) -> dict[str, frozenset[str]]:
+    """What each requirement presupposes, transitively closed (spec/diagnosis.md).
+
+    Every requirement of the spec has an entry (empty when it presupposes nothing). A pattern that
+    names no requirement, a row without both cells, and a cycle are :class:`SpecFormatError`.
+    """
+    ids = [
+        r.id for r in (requirements if requirements is not None else load_requirements(spec_dir))
+    ]
+    direct: dict[str, set[str]] = {rid: set() for rid in ids}
+    path = spec_dir / DIAGNOSIS
+    if not path.is_file():
+        return {rid: frozenset() for rid in ids}
+    in_section = False
+    for number, line in _iter_lines_outside_code(path.read_text(encoding="utf-8")):
+        if line.startswith("## "):
+            in_section = line.startswith("## Presuppositions")
+            continue
+        if not in_section or not line.startswith("|") or line.startswith("| ---"):
+            continue
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if cells[0] == "Requirement":
+            continue
+        where = f"{DIAGNOSIS}:{number}"
+        if len(cells) < 2 or not _CODE.findall(cells[0]) or not _CODE.findall(cells[1]):
+            raise SpecFormatError(f"{where}: a row needs `ids` in its first two cells")
+        subjects = [rid for p in _CODE.findall(cells[0]) for rid in _expand(p, ids, where)]
+        objects = [rid for p in _CODE.findall(cells[1]) for rid in _expand(p, ids, where)]
+        for subject in subjects:
+            direct[subject].update(o for o in objects if o != subject)
+    closed: dict[str, frozenset[str]] = {}
+    for rid in ids:
+        seen: set[str] = set()
+        stack = list(direct[rid])
+        while stack:
+            x = stack.pop()
+            if x not in seen:
+                seen.add(x)
+                stack.extend(direct[x])
+        if rid in seen:
+            cycle = sorted(x for x in seen if rid in _reach(direct, x))
+            raise SpecFormatError(
+                f"{DIAGNOSIS}: {rid} presupposes itself through {', '.join(cycle)}; "
+                "presuppositions must have no cycle"
+            )
+        closed[rid] = frozenset(seen)
+    return closed
+
+
+def _reach(direct: dict[str, set[str]], start: str) -> set[str]:
+    seen: set[str] = set()
+    stack = list(direct[start])
+    while stack:
+        x = stack.pop()
+        if x not in seen:
+            seen.add(x)
+            stack.extend(direct[x])
+    return seen

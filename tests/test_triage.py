@@ -1,0 +1,161 @@
+"""The report's triage: primary failures and their consequences (spec/diagnosis.md)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from gpt2_conformance import SUITE_VERSION, report, triage
+from gpt2_spec import SPEC_VERSION, SpecFormatError, load_presuppositions, load_requirements
+
+REQUIREMENTS = load_requirements()
+IDS = [r.id for r in REQUIREMENTS]
+LOG_PROBS = "numerics.log-probs-match-oracle"
+
+
+def _run(records: list[report.TestRecord]) -> dict[str, Any]:
+    """A report where every requirement without a record passes."""
+    covered = {rid for r in records for rid in r.requirements}
+    records = records + [
+        report.TestRecord(f"t.py::test_{k}", (rid,), "passed")
+        for k, rid in enumerate(IDS)
+        if rid not in covered
+    ]
+    return report.build_report(
+        requirements=REQUIREMENTS,
+        tests=records,
+        implementation={"name": "x", "version": "1"},
+        hypothesis={"profile": "ci", "seed": "derandomized", "max_examples": 10},
+        suite_version=SUITE_VERSION,
+        spec_version=SPEC_VERSION,
+        duration_s=1.0,
+    )
+
+
+def _failed(rid: str, observed: str = "", **kw: Any) -> report.TestRecord:
+    message = f"{observed or rid}: something differs"
+    return report.TestRecord(
+        f"t.py::test_{rid}", (rid,), "failed", message=message, observed=observed or rid, **kw
+    )
+
+
+def _entry(data: dict[str, Any], rid: str) -> dict[str, Any]:
+    return next(e for e in data["requirements"] if e["id"] == rid)
+
+
+def test_presuppositions_cover_every_requirement_without_cycles() -> None:
+    closed = load_presuppositions()
+    assert set(closed) == set(IDS)
+    for rid, presupposed in closed.items():
+        assert rid not in presupposed
+        assert presupposed <= set(IDS)
+    # The map says what the diagnosis page promises, e.g. the oracle comparison rests on causality.
+    assert "causality.future-invisible" in closed[LOG_PROBS]
+    assert "numerics.log-probs-match-oracle" in closed["numerics.gradients-match-oracle"]
+
+
+def _spec_with(tmp_path: Path, rows: str) -> Path:
+    (tmp_path / "diagnosis.md").write_text(
+        "# D\n\n## Presuppositions\n\n| Requirement | Presupposes | Why |\n| --- | --- | --- |\n"
+        + rows,
+        encoding="utf-8",
+    )
+    return tmp_path
+
+
+def test_a_cycle_or_an_unknown_pattern_is_refused(tmp_path: Path) -> None:
+    cyclic = _spec_with(
+        tmp_path, "| `head.tied-gradient` | `head.tied-after-update` | x |\n"
+        "| `head.tied-after-update` | `head.tied-gradient` | y |\n"
+    )
+    with pytest.raises(SpecFormatError, match="presupposes itself"):
+        load_presuppositions(cyclic, requirements=REQUIREMENTS)
+    unknown = _spec_with(tmp_path, "| `nothing.*` | `head.tied-gradient` | x |\n")
+    with pytest.raises(SpecFormatError, match="names no requirement"):
+        load_presuppositions(unknown, requirements=REQUIREMENTS)
+
+
+def test_a_sink_is_primary_and_the_rest_are_explained_by_it() -> None:
+    order = ["a", "b", "c", "d"]
+    found = triage.triage(
+        order,
+        {"a": [None], "b": ["a"], "c": [None], "d": [None]},
+        {"c": {"b"}, "d": set()},
+    )
+    assert found["a"].role == triage.PRIMARY
+    assert found["b"].explained_by == ("a",) and "observed a violation of a" in found["b"].reason
+    assert found["c"].explained_by == ("a",) and "presupposes b" in found["c"].reason
+    assert found["d"].role == triage.PRIMARY  # nothing explains it
+
+
+def test_in_a_cycle_the_member_with_its_own_evidence_is_primary() -> None:
+    # x's test saw only y's violation; y presupposes x: y is the cause (x has no evidence).
+    found = triage.triage(["x", "y"], {"x": ["y"]}, {"y": {"x"}})
+    assert found["y"].role == triage.PRIMARY and found["y"].observed_only
+    assert found["x"].role == triage.CONSEQUENCE
+
+
+def test_a_causal_leak_reads_as_causality_with_consequences() -> None:
+    """Every comparison of logits with the oracle fails with "no known deviation": they are
+    consequences of the causality failures, which lead the verdict."""
+    forward = [r for r in IDS if r.startswith("forward.") and r != "forward.initialisation"]
+    records = [_failed("causality.future-invisible"), _failed("causality.prefix-consistency")]
+    records += [_failed(rid, LOG_PROBS) for rid in forward + ["head.tied-to-embedding"]]
+    records.append(_failed(LOG_PROBS))
+    data = _run(records)
+    assert data["triage"]["primary"] == ["causality.future-invisible"]
+    for rid in [*forward, "head.tied-to-embedding", LOG_PROBS, "causality.prefix-consistency"]:
+        entry = _entry(data, rid)
+        assert entry["status"] == "fail"  # every status stays as it is
+        assert entry["triage"]["explained_by"] == ["causality.future-invisible"], rid
+    assert "primary: causality.future-invisible" in data["verdict"]
+    assert data["verdict"].index("causality.future-invisible") < data["verdict"].index("(the other")
+
+
+def test_a_violation_seen_by_another_property_fails_its_requirement() -> None:
+    data = _run([_failed("objective.sum-of-terms", "numerics.finite")])
+    finite = _entry(data, "numerics.finite")
+    assert finite["status"] == "fail" and finite["triage"]["observed_only"]
+    assert finite["message"].startswith("observed by t.py::test_objective.sum-of-terms")
+
+
+def test_a_hint_contradicted_by_a_pass_is_withdrawn_and_a_match_is_an_observation() -> None:
+    hint = "they match a known deviation: a bias vector added to the logits (head.linear-no-bias)"
+    record = _failed(LOG_PROBS, hint=hint, hint_requirements=("head.linear-no-bias",))
+    record.message += f"; {hint}"
+    record.hint_matched = True
+    withdrawn = _entry(_run([record]), LOG_PROBS)
+    assert hint not in withdrawn["message"] and report.WITHDRAWN_HINT in withdrawn["message"]
+    # The same hint stands when head.linear-no-bias fails too, and explains the log-probs.
+    gelu = "they match a known deviation: the exact GELU (forward.gelu-tanh)"
+    record = _failed(LOG_PROBS, hint=gelu, hint_requirements=("forward.gelu-tanh",))
+    record.message += f"; {gelu}"
+    record.hint_matched = True
+    data = _run([record, _failed("forward.gelu-tanh")])
+    assert gelu in _entry(data, LOG_PROBS)["message"]
+    assert data["triage"]["primary"] == ["forward.gelu-tanh"]
+    assert _entry(data, LOG_PROBS)["triage"]["explained_by"] == ["forward.gelu-tanh"]
+
+
+def test_consequences_of_a_declared_deviation_are_declared() -> None:
+    declared = report.TestRecord(
+        "t.py::test_tied",
+        ("head.tied-to-embedding",),
+        "xfailed",
+        message="declared deviation: head.tied-to-embedding: tied_head=False: ...",
+    )
+    data = _run([declared, _failed("head.tied-gradient"), _failed("head.tied-after-move")])
+    assert data["triage"]["primary"] == [] and data["triage"]["declared"] == [
+        "head.tied-to-embedding"
+    ]
+    for rid in ("head.tied-gradient", "head.tied-after-move"):
+        entry = _entry(data, rid)
+        assert entry["status"] == "xfail", rid
+        assert entry["message"].startswith("declared deviation head.tied-to-embedding explains it")
+    assert data["conforms"] is False  # declared MUST deviations still do not conform
+    # A failure the declaration does not explain stays a fresh failure.
+    data = _run([declared, _failed("causality.future-invisible")])
+    assert _entry(data, "causality.future-invisible")["status"] == "fail"
+    assert data["triage"]["primary"] == ["causality.future-invisible"]
