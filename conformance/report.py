@@ -331,7 +331,9 @@ def _failed_phrase(ids: Sequence[str], primary: Sequence[str], how: str) -> str:
     text = f"{_count(len(ids), 'MUST requirement')} fail{how}"
     if first and len(first) < len(ids):
         rest = len(ids) - len(first)
-        return f"{text}; primary: {_ids(first)} (the other {rest} are their consequences)"
+        follow = "follows" if rest == 1 else "follow"
+        source = "it" if len(first) == 1 else "them"
+        return f"{text}; primary: {_ids(first)} ({_count(rest, 'other')} {follow} from {source})"
     return f"{text}: {_ids(ids)}"
 
 
@@ -942,15 +944,33 @@ def to_markdown(report: Mapping[str, Any]) -> str:
         lines += ["> The run was interrupted: the report covers only what ran.", ""]
     for error in report.get("collection_errors", []):
         lines += [f"> Collection error in `{error['nodeid']}`: {_cell(error['message'])}", ""]
+    primary = [
+        r for r in report.get("requirements", []) if r["status"] == "fail" and _role(r) == "primary"
+    ]
+    if primary:
+        lines += [
+            "### Start here",
+            "",
+            "The primary failures; every other failure follows from them.",
+            "",
+        ]
+        for r in primary:
+            lines.append(
+                f"- [`{r['id']}`]({r['anchor']}) ({r['level']}): {_cell(r['message'], 400)}"
+            )
+        lines.append("")
     lines += [
         "| Requirement | Level | Status | Note | Time (inside the implementation) |",
         "| --- | --- | --- | --- | --- |",
     ]
     for r in report.get("requirements", []):
         note = _cell(r.get("message", ""))
+        status = _MARK.get(r["status"], r["status"])
+        if _role(r) == "consequence":
+            status += f" (follows from {', '.join(f'`{c}`' for c in _explained(r))})"
         lines.append(
             f"| [`{r['id']}`]({r['anchor']}) {_cell(r['title'], 80)} | {r['level']} "
-            f"| {_MARK.get(r['status'], r['status'])} | {note} | {_seconds(r)} |"
+            f"| {status} | {note} | {_seconds(r)} |"
         )
     tests = {t["nodeid"]: t for r in report.get("requirements", []) for t in r.get("tests", [])}
     slowest = sorted(tests.values(), key=lambda t: -float(t.get("duration_s", 0.0)))[:10]
@@ -968,10 +988,16 @@ def to_markdown(report: Mapping[str, Any]) -> str:
                 f"| {float(test.get('oracle_s', 0.0)):.2f} s |"
             )
     failing = [r for r in report.get("requirements", []) if r["status"] in ("fail", "xfail")]
+    failing.sort(key=lambda r: _role(r) == "consequence")  # primaries first, else spec order
     if failing:
         lines += ["", "### Failures", ""]
         for r in failing:
-            lines.append(f"- **`{r['id']}`** ({r['level']}, {r['status']})")
+            role = _role(r)
+            if role == "consequence":
+                role = f"consequence of {', '.join(_explained(r))}: {r['triage'].get('reason', '')}"
+            lines.append(
+                f"- **`{r['id']}`** ({r['level']}, {r['status']}{', ' + role if role else ''})"
+            )
             for test in r["tests"]:
                 if test["outcome"] in ("failed", "error", "xfailed"):
                     lines.append(f"  - `{test['nodeid']}`: {_cell(test['message'], 400)}")
@@ -985,21 +1011,57 @@ def _seconds(entry: Mapping[str, Any]) -> str:
     return f"{total:.2f} s ({inside / total:.0%})" if total > 0 else "-"
 
 
-def summary_lines(report: Mapping[str, Any], *, verbose: bool = False) -> list[str]:
-    """The end-of-run table for the terminal: one line per requirement (id, level, status), a
-    failure's first message line under it, and the verdict last.
+def _role(entry: Mapping[str, Any]) -> str:
+    return str((entry.get("triage") or {}).get("role", ""))
 
-    Passing requirements are listed only when ``verbose``; the counts line covers them.
+
+def _explained(entry: Mapping[str, Any]) -> list[str]:
+    return list((entry.get("triage") or {}).get("explained_by", []))
+
+
+def summary_lines(report: Mapping[str, Any], *, verbose: bool = False) -> list[str]:
+    """The end-of-run table for the terminal, the verdict last.
+
+    Failures come first and in the triage's order: the primary failures ("start here"), each
+    with its message, then the consequences grouped by what explains them, one line per group.
+    Then the requirements that were not checked (not claimed, skipped, not run), and, when
+    ``verbose``, the passing ones; the counts line covers everything.
     """
-    rows = report.get("requirements", [])
+    rows = [r for r in report.get("requirements", []) if r["status"] != NOT_IN_PROFILE]
     width = max((len(r["id"]) for r in rows), default=10)
-    out = []
-    for r in rows:
-        if r["status"] == NOT_IN_PROFILE or (r["status"] == "pass" and not verbose):
-            continue
-        out.append(f"{r['id']:<{width}}  {r['level']:<6}  {r['status']}")
-        if r["status"] in ("fail", "xfail") and r.get("message"):
-            out.append(f"{'':<{width}}    {_cell(r['message'], 160)}")
+    out: list[str] = []
+
+    def row(r: Mapping[str, Any], message: bool = True) -> None:
+        out.append(f"  {r['id']:<{width}}  {r['level']:<6}  {r['status']}")
+        if message and r.get("message"):
+            out.append(f"  {'':<{width}}    {_cell(r['message'], 160)}")
+
+    failing = [r for r in rows if r["status"] in ("fail", "xfail")]
+    primary = [r for r in failing if _role(r) != "consequence"]
+    consequences = [r for r in failing if _role(r) == "consequence"]
+    if primary:
+        fresh = [r for r in primary if r["status"] == "fail"]
+        if fresh:
+            out.append("start here (primary failures; the others follow from them):")
+            for r in fresh:
+                row(r)
+        declared = [r for r in primary if r["status"] == "xfail"]
+        if declared:
+            out.append("expected to fail (declared or listed):")
+            for r in declared:
+                row(r)
+    if consequences:
+        groups: dict[tuple[str, ...], list[str]] = {}
+        for r in consequences:
+            groups.setdefault(tuple(_explained(r)), []).append(r["id"])
+        out.append(f"consequences ({len(consequences)}; each still fails, see the report):")
+        for causes, ids in groups.items():
+            out.append(f"  explained by {', '.join(causes)}: {_ids(ids, limit=8)}")
+    others = [r for r in rows if r["status"] not in ("fail", "xfail", "pass")]
+    if verbose:
+        others += [r for r in rows if r["status"] == "pass"]
+    for r in others:
+        row(r, message=False)
     summary = report.get("summary", {})
     out.append(", ".join(f"{summary.get(s, 0)} {s}" for s in _shown(summary)))
     out.append(str(report.get("verdict", "")))

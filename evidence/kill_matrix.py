@@ -41,6 +41,9 @@ from gpt2_evidence.provenance import DATA
 DEFAULT_OUT = DATA / "kill-matrix.json"
 PROFILE = "gpt2-conformance-kill-matrix"
 FAILED = "fail"
+#: A declared requirement is caught when it does not pass: it fails, or (for a mutant that
+#: declares its deviation, or a consequence of one) it is reported as an expected failure.
+CAUGHT = ("fail", "xfail")
 #: Spec chapters in the order the matrix shows them.
 FAMILIES = (
     "model",
@@ -217,9 +220,12 @@ def run(
 
     requirement_ids = [r.id for r in load_requirements()]
 
+    triages: dict[str, list[dict[str, Any]]] = {}
+
     def outcomes(kind: str, dtype: str, impl: str) -> tuple[dict[str, list[str]], list[str], float]:
         per_rid: dict[str, list[str]] = {rid: [] for rid in requirement_ids}
         problems, total = [], 0.0
+        triages[impl] = []
         for seed in seeds:
             job = next(
                 j for j in jobs if j["impl"] == impl and j["dtype"] == dtype and j["seed"] == seed
@@ -236,12 +242,13 @@ def run(
             statuses = {entry["id"]: entry["status"] for entry in report["requirements"]}
             for rid in requirement_ids:
                 per_rid[rid].append(statuses.get(rid, "not-run"))
+            triages[impl].append(dict(report.get("triage") or {}))
         return per_rid, problems, total
 
     rows = []
     for mutant in mutants:
         per_rid, problems, total = outcomes("mutant", mutant.dtype, mutant.impl)
-        caught = {rid: sum(s == FAILED for s in per_rid[rid]) for rid in mutant.must_fail}
+        caught = {rid: sum(s in CAUGHT for s in per_rid[rid]) for rid in mutant.must_fail}
         also = {
             rid: sum(s == FAILED for s in statuses)
             for rid, statuses in per_rid.items()
@@ -258,6 +265,10 @@ def run(
                 "caught_seeds": caught,
                 "caught_every_seed": all(n == len(seeds) for n in caught.values()),
                 "also_fails": also,
+                # The report's triage, per seed: what a user is told to start with.
+                "primary": [t.get("primary", []) for t in triages[mutant.impl]],
+                "declared_primary": [t.get("declared", []) for t in triages[mutant.impl]],
+                "consequences": [len(t.get("consequence", [])) for t in triages[mutant.impl]],
                 "outcomes": {rid: "/".join(s) for rid, s in per_rid.items()},
                 "problems": problems,
                 "wall_s": round(total, 1),
