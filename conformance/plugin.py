@@ -42,7 +42,9 @@ from .recording import (
     NOT_CLAIMED,
     REQUIREMENT_PROPERTY,
     STATUS_PROPERTY,
+    FailureBlock,
     HeadedFailure,
+    failure_site,
     find_failure,
     hypothesis_notes,
     run_report,
@@ -390,7 +392,14 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
     failure = find_failure(error)
     if failure is not None:
         message = str(failure)
-        if hasattr(report.longrepr, "toterminal"):
+        if item.config.option.tbstyle == "auto" and report.when == "call":
+            report.longrepr = FailureBlock(
+                message,
+                failure_site(failure, str(item.path)),
+                hypothesis_notes(error),
+                getattr(report.longrepr, "reprcrash", None),
+            )
+        elif hasattr(report.longrepr, "toterminal"):
             report.longrepr = HeadedFailure(message, report.longrepr)
         # What the failure names, for the report's triage (plain strings: they travel to the
         # xdist controller).
@@ -495,7 +504,7 @@ class _Recorder:
             return
         tr = terminalreporter
         tr.write_sep("=", "gpt2-conformance: requirements")
-        lines = reports.summary_lines(run.report, verbose=self.config.option.verbose >= 0)
+        lines = reports.summary_lines(run.report, verbose=self.config.option.verbose >= 1)
         for line in lines[:-1]:
             tr.write_line(line)
         for entry in run.unmatched_xfails:

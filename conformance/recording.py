@@ -122,6 +122,107 @@ class HeadedFailure:
         return f"{self.message}\n\n{self.longrepr}"
 
 
+def failure_site(error: BaseException, path: str) -> tuple[str, int, str, str] | None:
+    """Where in the property's own file (``path``) the failing check was called: the last
+    traceback frame in that file, as (file, line, function, source line); None when no frame is
+    (a failure raised from elsewhere)."""
+    import linecache
+
+    found = None
+    tb = error.__traceback__
+    while tb is not None:
+        code = tb.tb_frame.f_code
+        if code.co_filename == path:
+            line = linecache.getline(code.co_filename, tb.tb_lineno).strip()
+            found = (code.co_filename, tb.tb_lineno, code.co_name, line)
+        tb = tb.tb_next
+    return found
+
+
+#: Arguments of hypothesis' "Falsifying example" call that say nothing about the example.
+_FIXTURE_ARGUMENTS = ("suite", "requirement", "data", "gpt2_conformance_seed")
+
+
+def counterexample(notes: str) -> list[str]:
+    """Hypothesis' notes on a failure, without what says nothing about the example: in the
+    "Falsifying example"/"Failing test case" call, the fixture arguments (the suite, the
+    requirement id, ``data``, whose draws follow as "Draw N" lines), and the explain phase's
+    lines."""
+    kept: list[str] = []
+    call: list[str] = []
+    in_call = in_explain = dropping = False
+    for line in notes.splitlines():
+        stripped = line.strip()
+        if stripped.startswith(("Failing test case:", "Falsifying example:")):
+            if stripped.endswith(")"):
+                kept.append(line.rstrip())
+                continue
+            in_call, call, dropping = True, [line.rstrip()], False
+            continue
+        if in_call:
+            if line.startswith(")"):
+                in_call = False
+                if len(call) > 1:
+                    kept += [*call, line.rstrip()]
+                continue
+            if line.startswith("    ") and not line.startswith("     "):  # a new argument
+                name = stripped.split("=", 1)[0]
+                dropping = name in _FIXTURE_ARGUMENTS
+            if not dropping:
+                call.append(line.rstrip())
+            continue
+        if stripped.startswith("Explanation:"):
+            in_explain = True
+            continue
+        if in_explain:
+            if line.startswith("    ") or not stripped:
+                continue
+            in_explain = False
+        if stripped:
+            kept.append(line.rstrip())
+    return kept
+
+
+class FailureBlock:
+    """One failure as the terminal shows it by default: the conformance message once, the line
+    of the property that made the failing check (with a caret under it), the minimal
+    counterexample hypothesis found, and how to replay it. ``--tb=long`` (or any style other
+    than pytest's default) shows pytest's full traceback instead (:class:`HeadedFailure`).
+    Where it has to become text (an xdist worker, JUnit XML) it is the same lines.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        site: tuple[str, int, str, str] | None,
+        notes: str,
+        reprcrash: Any = None,
+    ) -> None:
+        self.message = message.rstrip("\n")
+        self.site = site
+        self.example = counterexample(notes)
+        self.reprcrash = reprcrash
+
+    def lines(self) -> list[tuple[str, dict[str, bool]]]:
+        out: list[tuple[str, dict[str, bool]]] = [(self.message, {"red": True, "bold": True})]
+        if self.site is not None:
+            path, number, function, source = self.site
+            out += [("", {}), (f"{path}:{number}: in {function}", {})]
+            if source:
+                out += [(f"    {source}", {}), (f"    {'^' * len(source)}", {"red": True})]
+        if self.example:
+            out += [("", {}), ("counterexample (shrunk by hypothesis):", {})]
+            out += [(f"    {line}", {}) for line in self.example]
+        return out
+
+    def toterminal(self, tw: Any) -> None:
+        for text, markup in self.lines():
+            tw.line(text, **markup)
+
+    def __str__(self) -> str:
+        return "\n".join(text for text, _ in self.lines())
+
+
 @dataclasses.dataclass
 class Recording:
     """The tests of one run: what each selected property did, and the collection errors."""

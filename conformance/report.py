@@ -1059,9 +1059,14 @@ def summary_lines(report: Mapping[str, Any], *, verbose: bool = False) -> list[s
             out.append(f"  explained by {', '.join(causes)}: {_ids(ids, limit=8)}")
     others = [r for r in rows if r["status"] not in ("fail", "xfail", "pass")]
     if verbose:
-        others += [r for r in rows if r["status"] == "pass"]
-    for r in others:
-        row(r, message=False)
+        for r in others + [r for r in rows if r["status"] == "pass"]:
+            row(r, message=False)
+    else:
+        by_status: dict[str, list[str]] = {}
+        for r in others:
+            by_status.setdefault(r["status"], []).append(r["id"])
+        for status, ids in by_status.items():
+            out.append(f"{status} ({len(ids)}): {_ids(ids, limit=8)}")
     summary = report.get("summary", {})
     out.append(", ".join(f"{summary.get(s, 0)} {s}" for s in _shown(summary)))
     out.append(str(report.get("verdict", "")))

@@ -671,19 +671,26 @@ def test_a_broken_implementation_fails_its_requirement_and_the_run_goes_on(
     fake.makepyfile(test_props=PASSING)
     result = run(fake, f"--impl=fake_gpt2:{impl}", "--conformance-report=r.json")
     result.assert_outcomes(failed=1, passed=1)
-    # The failure's output starts with the requirement's message, then pytest's usual output
-    # with hypothesis' falsifying example and reproduce decorator.
+    # One block: the message once, the property's line that made the failing check (a caret
+    # under it), hypothesis' minimal example without the fixtures, and the reproduce line.
     result.stdout.fnmatch_lines(
         [
             "*_ test_rows _*",
             message,
             "",
-            "*test_rows(*",  # hypothesis' failing example (its wording varies by version)
-            "*length=1,*",
+            "*test_props.py:*: in test_rows",
+            "    *",
+            "    ^^^*",
+            "",
+            "counterexample (shrunk by hypothesis):",
+            "    *test_rows(",  # hypothesis' failing example (its wording varies by version)
+            "        length=1,*",
+            "    )",
             "*@reproduce_failure(*",
             "FAILED test_props.py::test_rows - gpt2_conformance.checks.*",
         ]
     )
+    assert result.stdout.str().count(message.rstrip("*")) == 2  # the block and the summary
     data = load(fake.path / "r.json")
     (test,) = next(r for r in data["requirements"] if r["id"] == "objective.one-row-per-position")[
         "tests"

@@ -115,7 +115,9 @@ def test_a_causal_leak_reads_as_causality_with_consequences() -> None:
         assert entry["status"] == "fail"  # every status stays as it is
         assert entry["triage"]["explained_by"] == ["causality.future-invisible"], rid
     assert "primary: causality.future-invisible" in data["verdict"]
-    assert data["verdict"].index("causality.future-invisible") < data["verdict"].index("follow from it")
+    assert data["verdict"].index("causality.future-invisible") < data["verdict"].index(
+        "follow from it"
+    )
 
 
 def test_a_violation_seen_by_another_property_fails_its_requirement() -> None:
@@ -164,3 +166,62 @@ def test_consequences_of_a_declared_deviation_are_declared() -> None:
     data = _run([declared, _failed("causality.future-invisible")])
     assert _entry(data, "causality.future-invisible")["status"] == "fail"
     assert data["triage"]["primary"] == ["causality.future-invisible"]
+
+
+DECLARED_GELU = """
+from gpt2_zoo.weight_bugs import ExactGelu
+
+
+class DeclaredExactGelu(ExactGelu):
+    declared_deviations = {"forward.gelu-tanh": "nn.GELU() (exact erf), as nanoGPT's MLP"}
+"""
+
+
+def test_a_declared_deviation_and_its_consequences_read_as_one_declaration(
+    tmp_path: Path,
+) -> None:
+    """The adapter guide's nanoGPT example, run: an exact GELU, declared. The GELU property is an
+    expected failure, and the log-probabilities' disagreement it causes is reported as declared
+    with it, not as a fresh MUST failure."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    (tmp_path / "declared_gelu.py").write_text(DECLARED_GELU, encoding="utf-8")
+    env = {**os.environ, "PYTHONPATH": str(tmp_path)}
+    env.pop("GPT2_CONFORMANCE_IMPL", None)
+    run = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pytest",
+            "--pyargs",
+            "gpt2_conformance",
+            "--impl=declared_gelu:DeclaredExactGelu",
+            "-k",
+            "gelu_is_the_tanh or log_probabilities_agree_with_the_oracle",
+            "--conformance-report=r.json",
+            "-p",
+            "no:cacheprovider",
+            "-q",
+        ],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
+    data = json.loads((tmp_path / "r.json").read_text(encoding="utf-8"))
+    gelu, logp = _entry(data, "forward.gelu-tanh"), _entry(data, LOG_PROBS)
+    assert gelu["status"] == "xfail", run.stdout[-3000:]
+    assert logp["status"] == "xfail", run.stdout[-3000:]
+    assert logp["triage"]["explained_by"] == ["forward.gelu-tanh"]
+    assert data["triage"] == {
+        "primary": [],
+        "declared": ["forward.gelu-tanh"],
+        "consequence": [LOG_PROBS],
+    }
+    assert "fail as the adapter declares; primary: forward.gelu-tanh" in data["verdict"]
+    assert data["conforms"] is False
