@@ -215,30 +215,55 @@ def test_one_cache_serves_two_continuations(
     _, cache = checks.call(requirement, prefill, implementation.prefill, tokens[:, :P])
     for n, sequence in enumerate((tokens, other)):
         what = f"extending one cache of {P} positions by {T - P} tokens (continuation {n + 1})"
-        out, _ = checks.call(requirement, what, implementation.extend, cache, sequence[:, P:])
-        rows = checks.array(
-            requirement,
-            out,
-            what=f"the logits returned by {what}",
-            shape=(B, T - P, config.vocab_size),
-        )
         full = checks.log_probs_of(requirement, implementation, sequence, config)
-        checks.rows_agree(
-            requirement,
-            checks.log_probs(rows),
-            full[:, P:],
-            tol,
-            describe=lambda index, err, limit, n=n: (
-                f"continuation {n + 1} of one {P}-token cache gave absolute position "
-                f"{P + index[1]} of sequence {index[0]} a row that differs from the full "
-                f"forward's by {err:.2e} in log-probability (tolerance {limit:.1e})"
-                + (
-                    "; the first continuation changed the cache (a cache must not grow in place)"
-                    if n
-                    else ""
-                )
-            ),
-        )
+        try:
+            _cached_rows_agree(requirement, implementation, cache, sequence, P, full, tol, what, n)
+        except checks.ConformanceFailure as failure:
+            if n == 0:
+                raise
+            # Only a fresh cache that gets the second continuation right shows that the first
+            # continuation changed the shared cache; otherwise the rows are wrong either way.
+            _, fresh = checks.call(requirement, prefill, implementation.prefill, tokens[:, :P])
+            try:
+                _cached_rows_agree(requirement, implementation, fresh, other, P, full, tol, what, n)
+            except checks.ConformanceFailure:
+                raise failure from None
+            checks.fail(
+                requirement,
+                f"{failure.detail}; a fresh {P}-token cache gives this continuation's rows right, "
+                "so the first continuation changed the cache (a cache must not grow in place)",
+            )
+
+
+def _cached_rows_agree(
+    requirement: str,
+    implementation: Any,
+    cache: Any,
+    sequence: np.ndarray,
+    P: int,
+    full: np.ndarray,
+    tol: Any,
+    what: str,
+    n: int,
+) -> None:
+    """The rows ``extend`` returns for ``sequence[:, P:]`` on ``cache`` agree with ``full``."""
+    B, T = sequence.shape
+    out, _ = checks.call(requirement, what, implementation.extend, cache, sequence[:, P:])
+    vocab = full.shape[-1]
+    rows = checks.array(
+        requirement, out, what=f"the logits returned by {what}", shape=(B, T - P, vocab)
+    )
+    checks.rows_agree(
+        requirement,
+        checks.log_probs(rows),
+        full[:, P:],
+        tol,
+        describe=lambda index, err, limit: (
+            f"continuation {n + 1} of one {P}-token cache gave absolute position "
+            f"{P + index[1]} of sequence {index[0]} a row that differs from the full "
+            f"forward's by {err:.2e} in log-probability (tolerance {limit:.1e})"
+        ),
+    )
 
 
 @pytest.mark.requirement("inference.cache-positions")
