@@ -186,6 +186,24 @@ class _OwnOutputs:
         head: np.ndarray = G.reshape(-1, V).T @ self.hidden.reshape(-1, d)
         return head
 
+    def loss_ratio(self, rid: str, own_loss: Any, targets: np.ndarray) -> float | None:
+        """The implementation's own mean loss over the spec's mean loss of its own logits
+        (:func:`tied.loss_ratio`)."""
+        own = checks.scalar(rid, own_loss, what="the mean loss")
+        spec = float(S.causal_lm_loss(self.logits, targets, "mean", S.IGNORE_INDEX))
+        return tied.loss_ratio(own, spec)
+
+
+def _own_mean_loss(
+    rid: str, suite: Suite, impl: Implementation, tokens: np.ndarray, labels: np.ndarray
+) -> Any:
+    """The implementation's mean loss of a batch (None without ``loss`` or ``gradients``)."""
+    if suite.claims("loss"):
+        return checks.call(rid, "computing the mean loss", impl.loss, tokens, labels)
+    if suite.claims("gradients"):
+        return checks.call(rid, "computing the mean loss", impl.gradients, tokens, labels)[0]
+    return None
+
 
 def _judge_wte_gradient(
     rid: str,
@@ -198,36 +216,44 @@ def _judge_wte_gradient(
     *,
     what: str,
     head_entry: np.ndarray | None = None,
+    ratio: float | None = None,
 ) -> None:
     """``actual`` [V, d] is the total of both contributions (``expected``: the oracle's
     gradients, with ``wte_from_lookup`` and ``wte_from_head``).
 
-    Against the oracle first, naming a missing half. When the total differs from the oracle's
-    in no recognisable way, the forward itself may deviate (other requirements judge that);
-    then the tie is judged where no oracle is needed: a row of wte whose token id is absent from
-    the batch receives the head's contribution alone, which follows from the implementation's
-    own logits and hidden states. ``head_entry`` is a gradient reported under lm_head.weight.
+    Against the oracle first, naming a missing half. The tie is judged by what the gradient is
+    made of, not by the loss's denominator: ``ratio`` is the implementation's own loss over the
+    spec's (:func:`tied.loss_ratio`), and a total at that scale is both contributions of a loss
+    normalised differently (the objective's requirements judge that). When the total differs
+    from the oracle's in no recognisable way, the forward itself may deviate (other requirements
+    judge that); then the tie is judged where no oracle is needed: a row of wte whose token id is
+    absent from the batch receives the head's contribution alone, which follows from the
+    implementation's own logits and hidden states. ``head_entry`` is a gradient reported under
+    lm_head.weight.
     """
     total = expected.grads[WTE]
-    if tied.agree_tensor(actual, total, tol):
+    scale, agrees = tied.at_loss_scale(actual, lambda s: s * total, tol, ratio)
+    if agrees:
         return
+    lookup, head = scale * expected.wte_from_lookup, scale * expected.wte_from_head
     note = ""
-    if tied.agree_tensor(actual, expected.wte_from_lookup, tol):
+    if tied.agree_tensor(actual, lookup, tol):
         note = (
             ": it equals the lookup contribution alone; the head's contribution Gᵀ Ĥ is missing "
             "(a head that reads a detached or separate copy of wte)"
         )
-        if head_entry is not None and tied.agree_tensor(head_entry, expected.wte_from_head, tol):
+        if head_entry is not None and tied.agree_tensor(head_entry, head, tol):
             note += "; the head's part was reported under lm_head.weight: two tensors (untied)"
-    elif tied.agree_tensor(actual, expected.wte_from_head, tol):
+    elif tied.agree_tensor(actual, head, tol):
         note = (
             ": it equals the head contribution alone; the lookup's scatter-add at the token ids "
             "is missing"
         )
-    elif tied.agree_tensor(actual, 2 * total, tol):
+    elif tied.agree_tensor(actual, 2 * scale * total, tol):
         note = ": it is twice the expected total (the shared tensor counted twice)"
+    note += tied.scale_note(scale)
     if note or own.hidden is None:
-        checks.tensors_agree(rid, actual, total, tol, what=f"{what} (lookup + head){note};")
+        checks.tensors_agree(rid, actual, scale * total, tol, what=f"{what} (lookup + head){note};")
     head_part = own.head_part(targets)
     if head_part is None:
         return  # not a plain linear head: head.linear-no-bias judges it, and the forward too
@@ -235,7 +261,7 @@ def _judge_wte_gradient(
     checks.tensors_agree(
         rid,
         actual[absent],
-        head_part[absent],
+        scale * head_part[absent],
         tol,
         what=f"{what} differs from the oracle's total and, in the rows of the {len(absent)} "
         f"token id(s) absent from the batch (e.g. {int(absent[-1])}), which receive the head's "
@@ -431,7 +457,7 @@ def test_wte_gradient_is_lookup_plus_head_contribution(
     )
     tokens, labels = _leave_out_last_token(config, tokens, labels)
     assume(checks.counted_targets(convention, labels) > 0)
-    _, grads = checks.call(
+    loss, grads = checks.call(
         requirement, "computing gradients", impl.gradients, tokens, labels, reduction="mean"
     )
     shape = (config.vocab_size, config.n_embd)
@@ -444,16 +470,18 @@ def test_wte_gradient_is_lookup_plus_head_contribution(
             requirement, grads[HEAD], what="the gradient of lm_head.weight", shape=shape
         )
     own = _OwnOutputs(requirement, suite, impl, config, tokens, params[WTE])
+    targets = _targets(convention, labels)
     _judge_wte_gradient(
         requirement,
         actual,
         expected,
         own,
-        _targets(convention, labels),
+        targets,
         tokens,
         tol,
         what=f"the gradient of {WTE}",
         head_entry=head_entry,
+        ratio=own.loss_ratio(requirement, loss, targets),
     )
     if head_entry is not None:
         checks.tensors_agree(
@@ -487,6 +515,9 @@ def test_still_tied_after_an_sgd_step(suite: Suite, data: st.DataObject, require
     tol = suite.tolerance("oracle")
     before = _read_params(impl, config, requirement)
     own = _OwnOutputs(requirement, suite, impl, config, tokens, before[WTE])
+    targets = _targets(convention, labels)
+    own_loss = _own_mean_loss(requirement, suite, impl, tokens, labels)
+    ratio = None if own_loss is None else own.loss_ratio(requirement, own_loss, targets)
     checks.call(requirement, f"taking one SGD step (lr={lr})", impl.sgd_step, tokens, labels, lr=lr)
     named_after = checks.call(requirement, "reading get_params() after the step", impl.get_params)
     after = _canonical(named_after, config, requirement)
@@ -511,10 +542,11 @@ def test_still_tied_after_an_sgd_step(suite: Suite, data: st.DataObject, require
         (before[WTE] - after[WTE]) / lr,
         grads,
         own,
-        _targets(convention, labels),
+        targets,
         tokens,
         suite.tolerance("gradient"),
         what=f"the change of wte in one SGD step with lr={lr}, divided by -lr,",
+        ratio=ratio,
     )
     _follows_wte(
         requirement, impl, config, tokens, after, before[WTE], tol, after="after one SGD step"

@@ -121,3 +121,41 @@ def kept_rows_agree(
 def agree_tensor(actual: np.ndarray, expected: np.ndarray, tol: Any) -> bool:
     """One tensor, one bound (spec chapter 7: a gradient's bound scales with its largest entry)."""
     return bool(S.agree(actual.reshape(1, -1), expected.reshape(1, -1), tol))
+
+
+def loss_ratio(own_loss: float, spec_loss: float) -> float | None:
+    """The implementation's own loss over the spec's loss of the same logits and targets, when
+    both are finite and positive: the factor by which its normalisation differs from the spec's.
+
+    Tying is judged by what the gradient is made of (spec ``head.tied-gradient``: the lookup's
+    contribution plus the head's), and both contributions are linear in the gradient of the
+    logits. A loss that divides by another count (every position, ignored ones included) scales
+    both by the same factor, which its own loss shows; the tie is then intact, and the objective's
+    requirements judge the normalisation. None when the ratio says nothing."""
+    if not (np.isfinite(own_loss) and np.isfinite(spec_loss)) or own_loss <= 0 or spec_loss <= 0:
+        return None
+    return float(own_loss / spec_loss)
+
+
+def at_loss_scale(
+    actual: np.ndarray, expected_at: Any, tol: Any, ratio: float | None
+) -> tuple[float, bool]:
+    """``(scale, agrees)``: ``actual`` against ``expected_at(1.0)``, and when that fails and the
+    implementation's own loss differs from the spec's by ``ratio`` (:func:`loss_ratio`), against
+    ``expected_at(ratio)``. ``scale`` is the factor the failure message should compare at: 1
+    when the ratio is within the bound's relative tolerance of 1 (rounding, not a normalisation)."""
+    if agree_tensor(actual, expected_at(1.0), tol):
+        return 1.0, True
+    if ratio is None or abs(ratio - 1.0) <= max(float(tol.rtol), 1e-6):
+        return 1.0, False
+    return ratio, agree_tensor(actual, expected_at(ratio), tol)
+
+
+def scale_note(scale: float) -> str:
+    """Words for a comparison made at the implementation's own loss scale."""
+    if scale == 1.0:
+        return ""
+    return (
+        f" (compared at {scale:.6g} times the spec's value: the ratio of the implementation's own "
+        "loss to the spec's mean over counted targets of the same logits)"
+    )
