@@ -746,16 +746,40 @@ def test_still_tied_after_resizing_the_vocabulary(
 def test_still_tied_after_a_device_or_dtype_move(
     suite: Suite, data: st.DataObject, requirement: str
 ) -> None:
+    """Away and back: the copy owns its weights (writing the original's leaves it alone, and
+    writing its wte leaves the original alone), its head is its wte, and set_params() of wte
+    changes its head too."""
     tied.declared_tied(suite, requirement)
     draw = data.draw(strategies.models(suite), label="model")
     config = draw.config
-    impl, _ = strategies.build(suite, draw, requirement)
-    moved, route = tied.move_away_and_back(requirement, suite, impl)
-    params = _read_params(moved, config, requirement)
-    _head_is_wte(
-        requirement, moved, config, params[WTE], suite.tolerance("self"), after=f"after {route}"
-    )
+    impl, original = strategies.build(suite, draw, requirement)
+    assert original is not None
     tokens = data.draw(strategies.tokens(config, min_length=4), label="tokens")
+    self_tol = suite.tolerance("self")
+    V = config.vocab_size
+    original_logits = checks.logits_of(requirement, impl, tokens, vocab_size=V)
+    moved, route = tied.move_away_and_back(requirement, suite, impl)
+    rng = np.random.default_rng([draw.seed, 11])
+    std = 0.02 if draw.scale is None else draw.scale
+    other = {k: v + rng.normal(0.0, std, np.shape(v)) for k, v in original.items()}
+    writes = [
+        (
+            name,
+            lambda name=name: checks.call(
+                requirement, f"overwriting the original's {name}", impl.set_params,
+                {name: other[name]},
+            ),
+            lambda name=name: checks.call(
+                requirement, f"restoring the original's {name}", impl.set_params,
+                {name: original[name]},
+            ),
+        )
+        for name in sorted(original)
+        if name != HEAD
+    ]  # fmt: skip
+    tied.copy_is_independent(requirement, moved, tokens, V, self_tol, writes, route=route)
+    params = _read_params(moved, config, requirement)
+    _head_is_wte(requirement, moved, config, params[WTE], self_tol, after=f"after {route}")
     new = _new_wte(config, draw.scale, draw.seed)
     checks.call(requirement, "setting wte after the move", moved.set_params, {WTE: new})
     changed = dict(params)
@@ -769,6 +793,17 @@ def test_still_tied_after_a_device_or_dtype_move(
         params[WTE],
         suite.tolerance("oracle"),
         after=f"after moving {route}, then set_params() of wte",
+    )
+    checks.rows_agree(
+        requirement,
+        checks.logits_of(requirement, impl, tokens, vocab_size=V),
+        original_logits,
+        self_tol,
+        describe=lambda i, e, t: (
+            f"set_params() of wte on the model moved {route} changed the original's logits "
+            f"{list(i)} by {e:.2e} (tolerance {t:.1e}): the copy shares storage with the "
+            "original; moved() must return a model that owns its weights"
+        ),
     )
 
 

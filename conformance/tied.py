@@ -10,6 +10,7 @@ bound: those pieces live here, once.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
@@ -158,4 +159,62 @@ def scale_note(scale: float) -> str:
     return (
         f" (compared at {scale:.6g} times the spec's value: the ratio of the implementation's own "
         "loss to the spec's mean over counted targets of the same logits)"
+    )
+
+
+#: One weight of the original, by name: a function that overwrites it and one that restores it.
+Write = tuple[str, Callable[[], None], Callable[[], None]]
+
+
+def copy_is_independent(
+    requirement: str,
+    copy: Implementation,
+    tokens: np.ndarray,
+    vocab_size: int,
+    tol: Any,
+    writes: Sequence[Write],
+    *,
+    route: str,
+) -> None:
+    """What ``moved()`` returned owns its weights: overwriting the original's weights (each of
+    ``writes``) leaves the copy's logits as they were.
+
+    A move that trusts ``copy.deepcopy`` can return a copy that still computes with the
+    original's modules (deepcopy keeps a lambda or closure captured in ``__init__`` as it is, and
+    the closure points at the original) or shares a tensor with it. The tie after a move cannot
+    be judged on such a copy, so this is checked first and said plainly, with the weights the
+    copy shares."""
+    before = checks.logits_of(
+        requirement, copy, tokens, vocab_size=vocab_size, what="computing the copy's logits"
+    )
+
+    def changed() -> float:
+        now = checks.logits_of(
+            requirement, copy, tokens, vocab_size=vocab_size, what="computing the copy's logits"
+        )
+        return 0.0 if S.agree(now, before, tol) else float(np.abs(now - before).max())
+
+    for _, write, _ in writes:
+        write()
+    moved_by = changed()
+    for _, _, restore in writes:
+        restore()
+    if not moved_by:
+        return
+    shared = []
+    for name, write, restore in writes:
+        write()
+        if changed():
+            shared.append(name)
+        restore()
+    names = ", ".join(shared[:4]) + (f" and {len(shared) - 4} more" if len(shared) > 4 else "")
+    which = f"the original's {names}" if shared else "weights of the original"
+    checks.fail(
+        requirement,
+        f"the model moved {route} is not independent of the original: overwriting the "
+        f"original's weights changed the copy's logits by up to {moved_by:.2e}, so the copy "
+        f"still computes with {which} (a copy.deepcopy keeps a lambda or closure captured in "
+        "__init__ as it is, pointing at the original's modules, or a tensor is shared instead of "
+        "copied). moved() must return a model that owns its modules and weights; until it does, "
+        "whether the head stays tied after a move cannot be judged",
     )

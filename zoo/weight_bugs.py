@@ -242,6 +242,39 @@ class ScaledLogits(WeightBug):
         return model
 
 
+class _ClosureBlock(Block):
+    """A block whose MLP is called through ``feed_forward``, a plain function attribute."""
+
+    feed_forward: Any
+
+    def forward(
+        self, x: Tensor, mask: Tensor | None, is_causal: bool, past: tuple[Tensor, Tensor] | None
+    ) -> tuple[Tensor, tuple[Tensor, Tensor]]:
+        a, present = self.attn(self.ln_1(x), mask, is_causal, past)
+        x = x + a
+        return x + self.feed_forward(self.ln_2(x)), present
+
+
+class MovedCopyKeepsOriginalMLP(WeightBug):
+    """Each block calls its MLP through a lambda made in ``__init__`` that closes over the
+    block's ``mlp``. ``copy.deepcopy`` copies a function by reference, so a deep copy (what a
+    device or dtype move starts from) still calls the original's MLP with the original's weights:
+    forward values are right until the two models' weights differ."""
+
+    must_fail = ("head.tied-after-move",)
+    must_pass = ("head.tied-to-embedding", "head.tied-after-save-load", LOGP)
+    diagnosis: ClassVar[dict[str, str]] = {
+        "head.tied-after-move": "is not independent of the original"
+    }
+
+    def patch(self, model: GPT2) -> GPT2:
+        for block in model.transformer.h:
+            block.__class__ = _ClosureBlock
+            mlp = block.mlp
+            block.feed_forward = lambda x, mlp=mlp: mlp(x)  # the original's mlp, for good
+        return model
+
+
 # --- The forward ------------------------------------------------------------------------------
 
 
@@ -729,6 +762,7 @@ ALL: dict[type[WeightBug], str] = {
         UntiedHeadCopy,
         DeclaredUntiedHead,
         DetachedHeadGradient,
+        MovedCopyKeepsOriginalMLP,
         HeadWithBias,
         ScaledLogits,
         ExactGelu,
