@@ -762,20 +762,23 @@ def test_still_tied_after_a_device_or_dtype_move(
     rng = np.random.default_rng([draw.seed, 11])
     std = 0.02 if draw.scale is None else draw.scale
     other = {k: v + rng.normal(0.0, std, np.shape(v)) for k, v in original.items()}
-    writes = [
-        (
-            name,
-            lambda name=name: checks.call(
-                requirement, f"overwriting the original's {name}", impl.set_params,
-                {name: other[name]},
-            ),
-            lambda name=name: checks.call(
-                requirement, f"restoring the original's {name}", impl.set_params,
-                {name: original[name]},
-            ),
+    modules: dict[str, list[str]] = {}  # the original's weights, by the module that holds them
+    for name in sorted(original):
+        if name != HEAD:
+            modules.setdefault(name.rpartition(".")[0], []).append(name)
+
+    def write(names: list[str], values: Params, what: str) -> None:
+        checks.call(
+            requirement,
+            f"{what} the original's {names[0].rpartition('.')[0]}",
+            impl.set_params,
+            {name: values[name] for name in names},
         )
-        for name in sorted(original)
-        if name != HEAD
+
+    writes = [
+        (module, lambda n=names: write(n, other, "overwriting"),
+         lambda n=names: write(n, original, "restoring"))
+        for module, names in modules.items()
     ]  # fmt: skip
     tied.copy_is_independent(requirement, moved, tokens, V, self_tol, writes, route=route)
     params = _read_params(moved, config, requirement)

@@ -162,7 +162,8 @@ def scale_note(scale: float) -> str:
     )
 
 
-#: One weight of the original, by name: a function that overwrites it and one that restores it.
+#: A module of the original: its name, a function that overwrites its weights, one that restores
+#: them.
 Write = tuple[str, Callable[[], None], Callable[[], None]]
 
 
@@ -176,14 +177,14 @@ def copy_is_independent(
     *,
     route: str,
 ) -> None:
-    """What ``moved()`` returned owns its weights: overwriting the original's weights (each of
-    ``writes``) leaves the copy's logits as they were.
+    """What ``moved()`` returned owns its modules: overwriting the original's weights (those of
+    each module in ``writes``) leaves the copy's logits as they were.
 
     A move that trusts ``copy.deepcopy`` can return a copy that still computes with the
     original's modules (deepcopy keeps a lambda or closure captured in ``__init__`` as it is, and
     the closure points at the original) or shares a tensor with it. The tie after a move cannot
-    be judged on such a copy, so this is checked first and said plainly, with the weights the
-    copy shares."""
+    be judged on such a copy, so this is checked first and said plainly, naming the modules of
+    the original that the copy still computes with."""
     before = checks.logits_of(
         requirement, copy, tokens, vocab_size=vocab_size, what="computing the copy's logits"
     )
@@ -208,7 +209,7 @@ def copy_is_independent(
             shared.append(name)
         restore()
     names = ", ".join(shared[:4]) + (f" and {len(shared) - 4} more" if len(shared) > 4 else "")
-    which = f"the original's {names}" if shared else "weights of the original"
+    which = f"the original's {names}" if shared else "the original's weights"
     checks.fail(
         requirement,
         f"the model moved {route} is not independent of the original: overwriting the "
