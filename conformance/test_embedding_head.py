@@ -359,25 +359,22 @@ def test_block_zero_reads_token_row_plus_position_row(
 # The head
 
 
-@pytest.mark.requirement("head.linear-no-bias")
-@pytest.mark.capability("hidden-states")
-@given(data=st.data())
-def test_logits_are_hidden_states_times_the_head_matrix(
-    suite: Suite, data: st.DataObject, requirement: str
+def _logits_are_the_head_product(
+    rid: str,
+    suite: Suite,
+    impl: Implementation,
+    config: GPT2Config,
+    tokens: np.ndarray,
+    *,
+    after: str = "",
 ) -> None:
     """Raw logits (not log-probabilities: a bias or a scale must show) equal h Wᵀ computed in
-    float64 from the implementation's own hidden states and head matrix."""
-    draw = data.draw(strategies.models(suite), label="model")
-    config = draw.config
-    impl, _ = strategies.build(suite, draw, requirement)
-    tokens = data.draw(strategies.tokens(config, min_length=4), label="tokens")
-    logits = checks.logits_of(requirement, impl, tokens, vocab_size=config.vocab_size)
-    hidden = checks.hidden_states_of(requirement, impl, tokens, n_embd=config.n_embd)
+    float64 from the implementation's own hidden states and head matrix; ``after`` names what
+    happened to the model before (", after one SGD step")."""
+    logits = checks.logits_of(rid, impl, tokens, vocab_size=config.vocab_size)
+    hidden = checks.hidden_states_of(rid, impl, tokens, n_embd=config.n_embd)
     W = checks.head_matrix(
-        requirement,
-        impl,
-        shape=(config.vocab_size, config.n_embd),
-        from_params=suite.claims("params"),
+        rid, impl, shape=(config.vocab_size, config.n_embd), from_params=suite.claims("params")
     )
     expected = hidden @ W.T
     tol = suite.tolerance("self")
@@ -397,14 +394,54 @@ def test_logits_are_hidden_states_times_the_head_matrix(
                 f"(1/sqrt(d) = {1 / np.sqrt(config.n_embd):.4g}): a scale factor"
             )
     checks.rows_agree(
-        requirement,
+        rid,
         logits,
         expected,
         tol,
         describe=lambda i, e, t: (
-            f"raw logits {list(i)} differ from hidden_states @ head_weightᵀ by {e:.2e} "
+            f"raw logits {list(i)}{after} differ from hidden_states @ head_weightᵀ by {e:.2e} "
             f"(tolerance {t:.1e}){note}"
         ),
+    )
+
+
+@pytest.mark.requirement("head.linear-no-bias")
+@pytest.mark.capability("hidden-states")
+@given(data=st.data())
+def test_logits_are_hidden_states_times_the_head_matrix(
+    suite: Suite, data: st.DataObject, requirement: str
+) -> None:
+    """Raw logits (not log-probabilities: a bias or a scale must show) equal h Wᵀ computed in
+    float64 from the implementation's own hidden states and head matrix."""
+    draw = data.draw(strategies.models(suite), label="model")
+    config = draw.config
+    impl, _ = strategies.build(suite, draw, requirement)
+    tokens = data.draw(strategies.tokens(config, min_length=4), label="tokens")
+    _logits_are_the_head_product(requirement, suite, impl, config, tokens)
+
+
+@pytest.mark.requirement("head.no-bias-after-training")
+@pytest.mark.capability("hidden-states", "train-step")
+@given(data=st.data())
+def test_logits_stay_the_head_product_after_an_sgd_step(
+    suite: Suite, data: st.DataObject, requirement: str
+) -> None:
+    """One plain SGD step, then the raw logits are still h Wᵀ with the stepped head matrix and
+    nothing else: a bias that starts at zero (invisible to head.linear-no-bias on a fresh model)
+    has moved by -lr times the column sums of the logits' gradient."""
+    draw = data.draw(strategies.gradient_models(suite), label="model")
+    config = draw.config
+    impl, _ = strategies.build(suite, draw, requirement)
+    convention = checks.label_convention(suite.adapter)
+    tokens, labels = data.draw(
+        strategies.labelled_batches(config, convention, min_length=2, p_ignore_max=0.3),
+        label="tokens and labels",
+    )
+    assume(checks.counted_targets(convention, labels) > 0)
+    lr = data.draw(st.sampled_from([0.5, 1.0, 2.0]), label="lr")
+    checks.call(requirement, f"taking one SGD step (lr={lr})", impl.sgd_step, tokens, labels, lr=lr)
+    _logits_are_the_head_product(
+        requirement, suite, impl, config, tokens, after=f", after one SGD step with lr={lr},"
     )
 
 

@@ -222,6 +222,39 @@ class HeadWithBias(WeightBug):
         return model
 
 
+class _TrainableBiasGPT2(_AdjustedLogitsGPT2):
+    head_bias: nn.Parameter
+
+    def adjust(self, logits: Tensor) -> Tensor:
+        return logits + self.head_bias
+
+
+class TrainableZeroHeadBias(WeightBug):
+    """The head is ``nn.Linear(d, V)`` with its default ``bias=True`` (the weight tied to wte),
+    and the initialisation zeroes every bias, the head's included: built or loaded, the logits
+    are exactly h Wᵀ; the first optimiser step moves the bias. The adapter maps GPT-2's names
+    only, and the converter writes them only, so the bias never shows in the weights."""
+
+    must_fail = ("head.no-bias-after-training",)
+    must_pass = ("head.linear-no-bias", "head.tied-to-embedding", LOGP)
+    diagnosis: ClassVar[dict[str, str]] = {"head.no-bias-after-training": "the head has a bias"}
+
+    def patch(self, model: GPT2) -> GPT2:
+        weight = model.transformer.wte.weight
+        model.__class__ = _TrainableBiasGPT2
+        model.head_bias = nn.Parameter(torch.zeros(weight.shape[0]).to(weight))
+        return model
+
+    def canonical_name(self, name: str) -> str | None:
+        return None if name == "head_bias" else name
+
+    def save_module(self, module: nn.Module, config: GPT2Config, directory: Path) -> None:
+        from gpt2_reference.checkpoint import save_checkpoint
+
+        state = {k: v for k, v in module.state_dict().items() if k != "head_bias"}
+        save_checkpoint(directory, config, state)
+
+
 class _ScaledLogitsGPT2(_AdjustedLogitsGPT2):
     def adjust(self, logits: Tensor) -> Tensor:
         return logits / math.sqrt(self.config.n_embd)
@@ -764,6 +797,7 @@ ALL: dict[type[WeightBug], str] = {
         DetachedHeadGradient,
         MovedCopyKeepsOriginalMLP,
         HeadWithBias,
+        TrainableZeroHeadBias,
         ScaledLogits,
         ExactGelu,
         LayerNormEpsilon1e12,
