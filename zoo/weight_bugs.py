@@ -632,7 +632,7 @@ class _ClampingImplementation(ReferenceImplementation):
 class ClampedTokenIds(WeightBug):
     """Out-of-range ids are clamped to [0, V - 1] silently instead of refused."""
 
-    must_fail = ("input.token-range", "input.clear-error")
+    must_fail = ("input.token-range", "input.clear-error", "model.no-result-for-invalid-input")
     diagnosis: ClassVar[dict[str, str]] = {"input.token-range": "never wrapped or clamped"}
 
     def implementation(
@@ -780,7 +780,7 @@ class NegativeIdsWrap(WeightBug):
     way NumPy does: -1 silently reads the last row, -100 (an ignore label passed as an input) row
     V - 100."""
 
-    must_fail = ("input.token-range",)
+    must_fail = ("input.token-range", "model.no-result-for-invalid-input")
     diagnosis: ClassVar[dict[str, str]] = {"input.token-range": "< 0"}
 
     def patch(self, model: GPT2) -> GPT2:
