@@ -400,18 +400,22 @@ def test_embedding_gradient_is_lookup_plus_head_contribution(
     lookup = grads.lookup
     G = S.logits_gradient(logits, targets, reduction, IGNORE).reshape(-1, config.vocab_size)
     head_part = G.T @ hidden.reshape(-1, config.n_embd)
+    # The tie, not the loss's denominator: a head part at the scale of the own loss is the head's.
+    ratio = tied.loss_ratio(grads.loss, float(S.causal_lm_loss(logits, targets, reduction, IGNORE)))
+    scale, _ = tied.at_loss_scale(grads.embedding, lambda s: lookup + s * head_part, tol, ratio)
+    head_part = scale * head_part
     total = lookup + head_part
-    note = ""
+    note = tied.scale_note(scale)
     if not tied.agree_tensor(grads.embedding, total, tol):
         if tied.agree_tensor(grads.embedding, lookup, tol):
             note = (
                 ": it equals the lookup's contribution alone; the head's Gᵀ H is missing (a head "
-                "that reads a detached or separate copy of the embedding)"
+                "that reads a detached or separate copy of the embedding)" + note
             )
         elif tied.agree_tensor(grads.embedding, head_part, tol):
-            note = ": it equals the head's contribution alone; the lookup's share is missing"
+            note = ": it equals the head's contribution alone; the lookup's share is missing" + note
         elif tied.agree_tensor(grads.embedding, 2 * total, tol):
-            note = ": it is twice the expected total (the shared tensor counted twice)"
+            note = ": it is twice the expected total (the shared tensor counted twice)" + note
     checks.tensors_agree(
         requirement,
         grads.embedding,

@@ -188,6 +188,24 @@ class _OwnOutputs:
         head: np.ndarray = G.reshape(-1, V).T @ self.hidden.reshape(-1, d)
         return head
 
+    def loss_ratio(self, rid: str, own_loss: Any, targets: np.ndarray) -> float | None:
+        """The implementation's own mean loss over the spec's mean loss of its own logits
+        (:func:`tied.loss_ratio`)."""
+        own = checks.scalar(rid, own_loss, what="the mean loss")
+        spec = float(S.causal_lm_loss(self.logits, targets, "mean", S.IGNORE_INDEX))
+        return tied.loss_ratio(own, spec)
+
+
+def _own_mean_loss(
+    rid: str, suite: Suite, impl: Implementation, tokens: np.ndarray, labels: np.ndarray
+) -> Any:
+    """The implementation's mean loss of a batch (None without ``loss`` or ``gradients``)."""
+    if suite.claims("loss"):
+        return checks.call(rid, "computing the mean loss", impl.loss, tokens, labels)
+    if suite.claims("gradients"):
+        return checks.call(rid, "computing the mean loss", impl.gradients, tokens, labels)[0]
+    return None
+
 
 def _judge_wte_gradient(
     rid: str,
@@ -200,36 +218,44 @@ def _judge_wte_gradient(
     *,
     what: str,
     head_entry: np.ndarray | None = None,
+    ratio: float | None = None,
 ) -> None:
     """``actual`` [V, d] is the total of both contributions (``expected``: the oracle's
     gradients, with ``wte_from_lookup`` and ``wte_from_head``).
 
-    Against the oracle first, naming a missing half. When the total differs from the oracle's
-    in no recognisable way, the forward itself may deviate (other requirements judge that);
-    then the tie is judged where no oracle is needed: a row of wte whose token id is absent from
-    the batch receives the head's contribution alone, which follows from the implementation's
-    own logits and hidden states. ``head_entry`` is a gradient reported under lm_head.weight.
+    Against the oracle first, naming a missing half. The tie is judged by what the gradient is
+    made of, not by the loss's denominator: ``ratio`` is the implementation's own loss over the
+    spec's (:func:`tied.loss_ratio`), and a total at that scale is both contributions of a loss
+    normalised differently (the objective's requirements judge that). When the total differs
+    from the oracle's in no recognisable way, the forward itself may deviate (other requirements
+    judge that); then the tie is judged where no oracle is needed: a row of wte whose token id is
+    absent from the batch receives the head's contribution alone, which follows from the
+    implementation's own logits and hidden states. ``head_entry`` is a gradient reported under
+    lm_head.weight.
     """
     total = expected.grads[WTE]
-    if tied.agree_tensor(actual, total, tol):
+    scale, agrees = tied.at_loss_scale(actual, lambda s: s * total, tol, ratio)
+    if agrees:
         return
+    lookup, head = scale * expected.wte_from_lookup, scale * expected.wte_from_head
     note = ""
-    if tied.agree_tensor(actual, expected.wte_from_lookup, tol):
+    if tied.agree_tensor(actual, lookup, tol):
         note = (
             ": it equals the lookup contribution alone; the head's contribution Gᵀ Ĥ is missing "
             "(a head that reads a detached or separate copy of wte)"
         )
-        if head_entry is not None and tied.agree_tensor(head_entry, expected.wte_from_head, tol):
+        if head_entry is not None and tied.agree_tensor(head_entry, head, tol):
             note += "; the head's part was reported under lm_head.weight: two tensors (untied)"
-    elif tied.agree_tensor(actual, expected.wte_from_head, tol):
+    elif tied.agree_tensor(actual, head, tol):
         note = (
             ": it equals the head contribution alone; the lookup's scatter-add at the token ids "
             "is missing"
         )
-    elif tied.agree_tensor(actual, 2 * total, tol):
+    elif tied.agree_tensor(actual, 2 * scale * total, tol):
         note = ": it is twice the expected total (the shared tensor counted twice)"
+    note += tied.scale_note(scale)
     if note or own.hidden is None:
-        checks.tensors_agree(rid, actual, total, tol, what=f"{what} (lookup + head){note};")
+        checks.tensors_agree(rid, actual, scale * total, tol, what=f"{what} (lookup + head){note};")
     head_part = own.head_part(targets)
     if head_part is None:
         return  # not a plain linear head: head.linear-no-bias judges it, and the forward too
@@ -237,7 +263,7 @@ def _judge_wte_gradient(
     checks.tensors_agree(
         rid,
         actual[absent],
-        head_part[absent],
+        scale * head_part[absent],
         tol,
         what=f"{what} differs from the oracle's total and, in the rows of the {len(absent)} "
         f"token id(s) absent from the batch (e.g. {int(absent[-1])}), which receive the head's "
@@ -335,25 +361,22 @@ def test_block_zero_reads_token_row_plus_position_row(
 # The head
 
 
-@pytest.mark.requirement("head.linear-no-bias")
-@pytest.mark.capability("hidden-states")
-@given(data=st.data())
-def test_logits_are_hidden_states_times_the_head_matrix(
-    suite: Suite, data: st.DataObject, requirement: str
+def _logits_are_the_head_product(
+    rid: str,
+    suite: Suite,
+    impl: Implementation,
+    config: GPT2Config,
+    tokens: np.ndarray,
+    *,
+    after: str = "",
 ) -> None:
     """Raw logits (not log-probabilities: a bias or a scale must show) equal h Wᵀ computed in
-    float64 from the implementation's own hidden states and head matrix."""
-    draw = data.draw(strategies.models(suite), label="model")
-    config = draw.config
-    impl, _ = strategies.build(suite, draw, requirement)
-    tokens = data.draw(strategies.tokens(config, min_length=4), label="tokens")
-    logits = checks.logits_of(requirement, impl, tokens, vocab_size=config.vocab_size)
-    hidden = checks.hidden_states_of(requirement, impl, tokens, n_embd=config.n_embd)
+    float64 from the implementation's own hidden states and head matrix; ``after`` names what
+    happened to the model before (", after one SGD step")."""
+    logits = checks.logits_of(rid, impl, tokens, vocab_size=config.vocab_size)
+    hidden = checks.hidden_states_of(rid, impl, tokens, n_embd=config.n_embd)
     W = checks.head_matrix(
-        requirement,
-        impl,
-        shape=(config.vocab_size, config.n_embd),
-        from_params=suite.claims("params"),
+        rid, impl, shape=(config.vocab_size, config.n_embd), from_params=suite.claims("params")
     )
     expected = hidden @ W.T
     tol = suite.tolerance("self")
@@ -373,14 +396,54 @@ def test_logits_are_hidden_states_times_the_head_matrix(
                 f"(1/sqrt(d) = {1 / np.sqrt(config.n_embd):.4g}): a scale factor"
             )
     checks.rows_agree(
-        requirement,
+        rid,
         logits,
         expected,
         tol,
         describe=lambda i, e, t: (
-            f"raw logits {list(i)} differ from hidden_states @ head_weightᵀ by {e:.2e} "
+            f"raw logits {list(i)}{after} differ from hidden_states @ head_weightᵀ by {e:.2e} "
             f"(tolerance {t:.1e}){note}"
         ),
+    )
+
+
+@pytest.mark.requirement("head.linear-no-bias")
+@pytest.mark.capability("hidden-states")
+@given(data=st.data())
+def test_logits_are_hidden_states_times_the_head_matrix(
+    suite: Suite, data: st.DataObject, requirement: str
+) -> None:
+    """Raw logits (not log-probabilities: a bias or a scale must show) equal h Wᵀ computed in
+    float64 from the implementation's own hidden states and head matrix."""
+    draw = data.draw(strategies.models(suite), label="model")
+    config = draw.config
+    impl, _ = strategies.build(suite, draw, requirement)
+    tokens = data.draw(strategies.tokens(config, min_length=4), label="tokens")
+    _logits_are_the_head_product(requirement, suite, impl, config, tokens)
+
+
+@pytest.mark.requirement("head.no-bias-after-training")
+@pytest.mark.capability("hidden-states", "train-step")
+@given(data=st.data())
+def test_logits_stay_the_head_product_after_an_sgd_step(
+    suite: Suite, data: st.DataObject, requirement: str
+) -> None:
+    """One plain SGD step, then the raw logits are still h Wᵀ with the stepped head matrix and
+    nothing else: a bias that starts at zero (invisible to head.linear-no-bias on a fresh model)
+    has moved by -lr times the column sums of the logits' gradient."""
+    draw = data.draw(strategies.gradient_models(suite), label="model")
+    config = draw.config
+    impl, _ = strategies.build(suite, draw, requirement)
+    convention = checks.label_convention(suite.adapter)
+    tokens, labels = data.draw(
+        strategies.labelled_batches(config, convention, min_length=2, p_ignore_max=0.3),
+        label="tokens and labels",
+    )
+    assume(checks.counted_targets(convention, labels) > 0)
+    lr = data.draw(st.sampled_from([0.5, 1.0, 2.0]), label="lr")
+    checks.call(requirement, f"taking one SGD step (lr={lr})", impl.sgd_step, tokens, labels, lr=lr)
+    _logits_are_the_head_product(
+        requirement, suite, impl, config, tokens, after=f", after one SGD step with lr={lr},"
     )
 
 
@@ -433,7 +496,7 @@ def test_wte_gradient_is_lookup_plus_head_contribution(
     )
     tokens, labels = _leave_out_last_token(config, tokens, labels)
     assume(checks.counted_targets(convention, labels) > 0)
-    _, grads = checks.call(
+    loss, grads = checks.call(
         requirement, "computing gradients", impl.gradients, tokens, labels, reduction="mean"
     )
     shape = (config.vocab_size, config.n_embd)
@@ -446,16 +509,18 @@ def test_wte_gradient_is_lookup_plus_head_contribution(
             requirement, grads[HEAD], what="the gradient of lm_head.weight", shape=shape
         )
     own = _OwnOutputs(requirement, suite, impl, config, tokens, params[WTE])
+    targets = _targets(convention, labels)
     _judge_wte_gradient(
         requirement,
         actual,
         expected,
         own,
-        _targets(convention, labels),
+        targets,
         tokens,
         tol,
         what=f"the gradient of {WTE}",
         head_entry=head_entry,
+        ratio=own.loss_ratio(requirement, loss, targets),
     )
     if head_entry is not None:
         checks.tensors_agree(
@@ -489,6 +554,9 @@ def test_still_tied_after_an_sgd_step(suite: Suite, data: st.DataObject, require
     tol = suite.tolerance("oracle")
     before = _read_params(impl, config, requirement)
     own = _OwnOutputs(requirement, suite, impl, config, tokens, before[WTE])
+    targets = _targets(convention, labels)
+    own_loss = _own_mean_loss(requirement, suite, impl, tokens, labels)
+    ratio = None if own_loss is None else own.loss_ratio(requirement, own_loss, targets)
     checks.call(requirement, f"taking one SGD step (lr={lr})", impl.sgd_step, tokens, labels, lr=lr)
     named_after = checks.call(requirement, "reading get_params() after the step", impl.get_params)
     after = _canonical(named_after, config, requirement)
@@ -513,10 +581,11 @@ def test_still_tied_after_an_sgd_step(suite: Suite, data: st.DataObject, require
         (before[WTE] - after[WTE]) / lr,
         grads,
         own,
-        _targets(convention, labels),
+        targets,
         tokens,
         suite.tolerance("gradient"),
         what=f"the change of wte in one SGD step with lr={lr}, divided by -lr,",
+        ratio=ratio,
     )
     _follows_wte(
         requirement, impl, config, tokens, after, before[WTE], tol, after="after one SGD step"
@@ -716,16 +785,43 @@ def test_still_tied_after_resizing_the_vocabulary(
 def test_still_tied_after_a_device_or_dtype_move(
     suite: Suite, data: st.DataObject, requirement: str
 ) -> None:
+    """Away and back: the copy owns its weights (writing the original's leaves it alone, and
+    writing its wte leaves the original alone), its head is its wte, and set_params() of wte
+    changes its head too."""
     tied.declared_tied(suite, requirement)
     draw = data.draw(strategies.models(suite), label="model")
     config = draw.config
-    impl, _ = strategies.build(suite, draw, requirement)
-    moved, route = tied.move_away_and_back(requirement, suite, impl)
-    params = _read_params(moved, config, requirement)
-    _head_is_wte(
-        requirement, moved, config, params[WTE], suite.tolerance("self"), after=f"after {route}"
-    )
+    impl, original = strategies.build(suite, draw, requirement)
+    assert original is not None
     tokens = data.draw(strategies.tokens(config, min_length=4), label="tokens")
+    self_tol = suite.tolerance("self")
+    V = config.vocab_size
+    original_logits = checks.logits_of(requirement, impl, tokens, vocab_size=V)
+    moved, route = tied.move_away_and_back(requirement, suite, impl)
+    rng = np.random.default_rng([draw.seed, 11])
+    std = 0.02 if draw.scale is None else draw.scale
+    other = {k: v + rng.normal(0.0, std, np.shape(v)) for k, v in original.items()}
+    modules: dict[str, list[str]] = {}  # the original's weights, by the module that holds them
+    for name in sorted(original):
+        if name != HEAD:
+            modules.setdefault(name.rpartition(".")[0], []).append(name)
+
+    def write(names: list[str], values: Params, what: str) -> None:
+        checks.call(
+            requirement,
+            f"{what} the original's {names[0].rpartition('.')[0]}",
+            impl.set_params,
+            {name: values[name] for name in names},
+        )
+
+    writes = [
+        (module, lambda n=names: write(n, other, "overwriting"),
+         lambda n=names: write(n, original, "restoring"))
+        for module, names in modules.items()
+    ]  # fmt: skip
+    tied.copy_is_independent(requirement, moved, tokens, V, self_tol, writes, route=route)
+    params = _read_params(moved, config, requirement)
+    _head_is_wte(requirement, moved, config, params[WTE], self_tol, after=f"after {route}")
     new = _new_wte(config, draw.scale, draw.seed)
     checks.call(requirement, "setting wte after the move", moved.set_params, {WTE: new})
     changed = dict(params)
@@ -739,6 +835,17 @@ def test_still_tied_after_a_device_or_dtype_move(
         params[WTE],
         suite.tolerance("oracle"),
         after=f"after moving {route}, then set_params() of wte",
+    )
+    checks.rows_agree(
+        requirement,
+        checks.logits_of(requirement, impl, tokens, vocab_size=V),
+        original_logits,
+        self_tol,
+        describe=lambda i, e, t: (
+            f"set_params() of wte on the model moved {route} changed the original's logits "
+            f"{list(i)} by {e:.2e} (tolerance {t:.1e}): the copy shares storage with the "
+            "original; moved() must return a model that owns its weights"
+        ),
     )
 
 

@@ -6,6 +6,11 @@ always; hidden_states, last_logits, prefill, loss and gradients where claimed) a
 ("accepted token id 97 >= vocab_size 97 and returned logits"); raising anything else fails too,
 naming what was raised (an ``IndexError`` from inside an embedding lookup is a late error, not a
 refusal).
+
+One property here checks chapter 1's ``model.no-result-for-invalid-input`` with the same invalid
+inputs, and needs no capability: whether or not the adapter claims ``input-validation``, an id
+outside the vocabulary or a position beyond the context must raise (any exception will do there);
+a returned result never conforms.
 """
 
 from __future__ import annotations
@@ -208,6 +213,61 @@ def test_a_cache_plus_new_tokens_beyond_the_context_is_refused(
         cache,
         rng.integers(0, config.vocab_size, (B, T)),
     )
+
+
+def no_result(rid: str, entry: str, bad: str, function: Callable[..., Any], *args: Any) -> None:
+    """Call ``function`` on invalid input: any exception is enough, a result fails ``rid``."""
+    try:
+        result = function(*args)
+    except checks.ConformanceFailure:
+        raise  # the suite's own verdict on the call (an input it changed, say), not a refusal
+    except Exception:
+        return
+    checks.fail(
+        rid,
+        f"{entry} accepted {bad} and returned {_describe(result)}: GPT-2 has no output for it "
+        "(wte has rows for ids 0..V-1 only, wpe for positions 0..n_positions-1), so a result is "
+        "a silent wrong answer (ids clamped or wrapped, positions wrapped or reused). Raise "
+        "instead: without the input-validation capability any exception conforms",
+    )
+
+
+@pytest.mark.requirement("model.no-result-for-invalid-input")
+@given(data=st.data())
+def test_invalid_input_never_yields_a_result(
+    suite: Suite, data: st.DataObject, requirement: str
+) -> None:
+    """Ids V, beyond V, -1 and -100 at a random place, and a sequence longer than the context
+    (with a cache: cached plus new positions beyond it), to every claimed entry point. Only
+    logits are needed; an exception of any type passes, a returned result fails."""
+    config, impl, tokens = _valid(data, suite, rid=requirement)
+    V, n_ctx = config.vocab_size, config.n_positions
+    cases = [
+        (f"token id {value} {'>= vocab_size ' + str(V) if value >= V else '< 0'} at "
+         f"{list(where)}", bad)
+        for value, where, bad in _out_of_range(data, config, tokens)
+    ]  # fmt: skip
+    extra = data.draw(st.integers(1, 8), label="tokens beyond n_ctx")
+    rng = np.random.default_rng(data.draw(st.integers(0, 2**31 - 1), label="seed"))
+    long = rng.integers(0, V, (tokens.shape[0], n_ctx + extra))
+    cases.append((f"{n_ctx + extra} tokens > n_positions {n_ctx}", long))
+    for bad, array in cases:
+        for entry, function in _entries(suite, impl, tokens):
+            no_result(requirement, entry, bad, function, array)
+    if suite.claims("kv-cache"):
+        P = data.draw(st.integers(1, n_ctx), label="cached positions")
+        _, cache = checks.call(
+            requirement, f"prefilling {P} tokens", impl.prefill, rng.integers(0, V, (1, P))
+        )
+        T = n_ctx - P + extra
+        no_result(
+            requirement,
+            "extend()",
+            f"{T} new tokens after {P} cached ({P + T} > n_positions {n_ctx})",
+            impl.extend,
+            cache,
+            rng.integers(0, V, (1, T)),
+        )
 
 
 @pytest.mark.requirement("input.empty")

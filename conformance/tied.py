@@ -10,6 +10,7 @@ bound: those pieces live here, once.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
@@ -121,3 +122,100 @@ def kept_rows_agree(
 def agree_tensor(actual: np.ndarray, expected: np.ndarray, tol: Any) -> bool:
     """One tensor, one bound (spec chapter 7: a gradient's bound scales with its largest entry)."""
     return bool(S.agree(actual.reshape(1, -1), expected.reshape(1, -1), tol))
+
+
+def loss_ratio(own_loss: float, spec_loss: float) -> float | None:
+    """The implementation's own loss over the spec's loss of the same logits and targets, when
+    both are finite and positive: the factor by which its normalisation differs from the spec's.
+
+    Tying is judged by what the gradient is made of (spec ``head.tied-gradient``: the lookup's
+    contribution plus the head's), and both contributions are linear in the gradient of the
+    logits. A loss that divides by another count (every position, ignored ones included) scales
+    both by the same factor, which its own loss shows; the tie is then intact, and the objective's
+    requirements judge the normalisation. None when the ratio says nothing."""
+    if not (np.isfinite(own_loss) and np.isfinite(spec_loss)) or own_loss <= 0 or spec_loss <= 0:
+        return None
+    return float(own_loss / spec_loss)
+
+
+def at_loss_scale(
+    actual: np.ndarray, expected_at: Any, tol: Any, ratio: float | None
+) -> tuple[float, bool]:
+    """``(scale, agrees)``: ``actual`` against ``expected_at(1.0)``, and when that fails and the
+    implementation's own loss differs from the spec's by ``ratio`` (:func:`loss_ratio`), against
+    ``expected_at(ratio)``. ``scale`` is the factor the failure message should compare at: 1
+    when the ratio is within the bound's relative tolerance of 1 (rounding, not a normalisation)."""
+    if agree_tensor(actual, expected_at(1.0), tol):
+        return 1.0, True
+    if ratio is None or abs(ratio - 1.0) <= max(float(tol.rtol), 1e-6):
+        return 1.0, False
+    return ratio, agree_tensor(actual, expected_at(ratio), tol)
+
+
+def scale_note(scale: float) -> str:
+    """Words for a comparison made at the implementation's own loss scale."""
+    if scale == 1.0:
+        return ""
+    return (
+        f" (compared at {scale:.6g} times the spec's value: the ratio of the implementation's own "
+        "loss to the spec's mean over counted targets of the same logits)"
+    )
+
+
+#: A module of the original: its name, a function that overwrites its weights, one that restores
+#: them.
+Write = tuple[str, Callable[[], None], Callable[[], None]]
+
+
+def copy_is_independent(
+    requirement: str,
+    copy: Implementation,
+    tokens: np.ndarray,
+    vocab_size: int,
+    tol: Any,
+    writes: Sequence[Write],
+    *,
+    route: str,
+) -> None:
+    """What ``moved()`` returned owns its modules: overwriting the original's weights (those of
+    each module in ``writes``) leaves the copy's logits as they were.
+
+    A move that trusts ``copy.deepcopy`` can return a copy that still computes with the
+    original's modules (deepcopy keeps a lambda or closure captured in ``__init__`` as it is, and
+    the closure points at the original) or shares a tensor with it. The tie after a move cannot
+    be judged on such a copy, so this is checked first and said plainly, naming the modules of
+    the original that the copy still computes with."""
+    before = checks.logits_of(
+        requirement, copy, tokens, vocab_size=vocab_size, what="computing the copy's logits"
+    )
+
+    def changed() -> float:
+        now = checks.logits_of(
+            requirement, copy, tokens, vocab_size=vocab_size, what="computing the copy's logits"
+        )
+        return 0.0 if S.agree(now, before, tol) else float(np.abs(now - before).max())
+
+    for _, write, _ in writes:
+        write()
+    moved_by = changed()
+    for _, _, restore in writes:
+        restore()
+    if not moved_by:
+        return
+    shared = []
+    for name, write, restore in writes:
+        write()
+        if changed():
+            shared.append(name)
+        restore()
+    names = ", ".join(shared[:4]) + (f" and {len(shared) - 4} more" if len(shared) > 4 else "")
+    which = f"the original's {names}" if shared else "the original's weights"
+    checks.fail(
+        requirement,
+        f"the model moved {route} is not independent of the original: overwriting the "
+        f"original's weights changed the copy's logits by up to {moved_by:.2e}, so the copy "
+        f"still computes with {which} (a copy.deepcopy keeps a lambda or closure captured in "
+        "__init__ as it is, pointing at the original's modules, or a tensor is shared instead of "
+        "copied). moved() must return a model that owns its modules and weights; until it does, "
+        "whether the head stays tied after a move cannot be judged",
+    )

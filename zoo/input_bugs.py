@@ -1,11 +1,15 @@
-"""GPT-2s that write into the arrays they are given (spec chapter 1, ``model.inputs-unchanged``).
+"""GPT-2s that mishandle their input (spec chapter 1): most write into the arrays they are given
+(``model.inputs-unchanged``); one answers input GPT-2 has no output for
+(``model.no-result-for-invalid-input``).
 
 Each adapter is the reference with one way of changing an input: a plain NumPy assignment, a write
 through a tensor that shares the array's memory (NumPy's read-only flag does not stop it), a write
 through the array's base made writeable again, a write into a kept reference at a later call, and
 a write into the canonical weights given to ``build``. Each computes honestly on what it changed:
 before the suite isolated its inputs, the oracle computed on the same corrupted arrays and every
-one of them conformed.
+one of them conformed. The last one does not claim ``input-validation`` and repairs what it
+cannot compute (ids clamped, positions wrapped): before the suite gave invalid input to adapters
+without that capability, it conformed too.
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ from torch import nn
 
 from gpt2_conformance.adapter import Implementation, Params
 from gpt2_conformance.adapters.reference import ReferenceAdapter, ReferenceImplementation
+from gpt2_reference.model import GPT2, GPT2Output
 from gpt2_spec import GPT2Config
 
 RID = "model.inputs-unchanged"
@@ -121,10 +126,57 @@ class BuildWritesWeights(InputBug):
         return super().build(config, params=params, seed=seed, device=device, dtype=dtype)
 
 
-ALL: dict[type[InputBug], str] = {
+class _RepairingGPT2(GPT2):
+    """Checks nothing; clamps ids into [0, V) and takes positions modulo n_positions."""
+
+    def _validate(self, input_ids: torch.Tensor, labels: Any, targets: Any, mask: Any,
+                  positions: Any, past: Any, *rest: Any) -> int:  # type: ignore[override]  # fmt: skip
+        return 0 if past is None else int(past[0][0].shape[2])
+
+    def forward(self, input_ids: torch.Tensor, **kwargs: Any) -> GPT2Output:  # type: ignore[override]
+        past = kwargs.get("past_key_values")
+        P = 0 if past is None else int(past[0][0].shape[2])
+        T = input_ids.shape[-1]
+        if kwargs.get("position_ids") is None:  # wrap around: position n_ctx reads row 0
+            positions = torch.arange(P, P + T, device=input_ids.device)
+            kwargs["position_ids"] = positions % self.config.n_positions
+        ids = input_ids.clamp(0, self.config.vocab_size - 1)  # an unknown id reads a known row
+        return super().forward(ids, **kwargs)
+
+
+class RepairsInvalidInput(ReferenceAdapter):
+    """Claims no input validation and "repairs" what it cannot compute instead of raising: ids
+    are clamped into [0, V - 1], positions past the context wrap around to row 0, and every call
+    returns logits. Valid input is computed exactly as the reference does."""
+
+    name = "broken-repairs-invalid-input"
+    validates_input = False
+    must_fail: ClassVar[tuple[str, ...]] = ("model.no-result-for-invalid-input",)
+    diagnosis: ClassVar[dict[str, str]] = {
+        "model.no-result-for-invalid-input": "returned a result of shape"
+    }
+
+    def make_module(self, config: GPT2Config, seed: int) -> nn.Module:
+        model = super().make_module(config, seed)
+        model.__class__ = _RepairingGPT2
+        return model
+
+    def load_module(self, directory: Any, config: GPT2Config, template: nn.Module) -> nn.Module:
+        model = super().load_module(directory, config, template)
+        model.__class__ = _RepairingGPT2
+        return model
+
+    def load_checkpoint_module(self, path: Any, config: GPT2Config) -> tuple[nn.Module, GPT2Config]:
+        model, config = super().load_checkpoint_module(path, config)
+        model.__class__ = _RepairingGPT2
+        return model, config
+
+
+ALL: dict[type[ReferenceAdapter], str] = {
     WritesFirstToken: "float32",
     WritesThroughTensor: "float32",
     WritesThroughBase: "float32",
     ScramblesLater: "float32",
     BuildWritesWeights: "float32",
+    RepairsInvalidInput: "float32",
 }

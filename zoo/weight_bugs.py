@@ -222,6 +222,39 @@ class HeadWithBias(WeightBug):
         return model
 
 
+class _TrainableBiasGPT2(_AdjustedLogitsGPT2):
+    head_bias: nn.Parameter
+
+    def adjust(self, logits: Tensor) -> Tensor:
+        return logits + self.head_bias
+
+
+class TrainableZeroHeadBias(WeightBug):
+    """The head is ``nn.Linear(d, V)`` with its default ``bias=True`` (the weight tied to wte),
+    and the initialisation zeroes every bias, the head's included: built or loaded, the logits
+    are exactly h Wᵀ; the first optimiser step moves the bias. The adapter maps GPT-2's names
+    only, and the converter writes them only, so the bias never shows in the weights."""
+
+    must_fail = ("head.no-bias-after-training",)
+    must_pass = ("head.linear-no-bias", "head.tied-to-embedding", LOGP)
+    diagnosis: ClassVar[dict[str, str]] = {"head.no-bias-after-training": "the head has a bias"}
+
+    def patch(self, model: GPT2) -> GPT2:
+        weight = model.transformer.wte.weight
+        model.__class__ = _TrainableBiasGPT2
+        model.head_bias = nn.Parameter(torch.zeros(weight.shape[0]).to(weight))
+        return model
+
+    def canonical_name(self, name: str) -> str | None:
+        return None if name == "head_bias" else name
+
+    def save_module(self, module: nn.Module, config: GPT2Config, directory: Path) -> None:
+        from gpt2_reference.checkpoint import save_checkpoint
+
+        state = {k: v for k, v in module.state_dict().items() if k != "head_bias"}
+        save_checkpoint(directory, config, state)
+
+
 class _ScaledLogitsGPT2(_AdjustedLogitsGPT2):
     def adjust(self, logits: Tensor) -> Tensor:
         return logits / math.sqrt(self.config.n_embd)
@@ -239,6 +272,39 @@ class ScaledLogits(WeightBug):
 
     def patch(self, model: GPT2) -> GPT2:
         model.__class__ = _ScaledLogitsGPT2
+        return model
+
+
+class _ClosureBlock(Block):
+    """A block whose MLP is called through ``feed_forward``, a plain function attribute."""
+
+    feed_forward: Any
+
+    def forward(
+        self, x: Tensor, mask: Tensor | None, is_causal: bool, past: tuple[Tensor, Tensor] | None
+    ) -> tuple[Tensor, tuple[Tensor, Tensor]]:
+        a, present = self.attn(self.ln_1(x), mask, is_causal, past)
+        x = x + a
+        return x + self.feed_forward(self.ln_2(x)), present
+
+
+class MovedCopyKeepsOriginalMLP(WeightBug):
+    """Each block calls its MLP through a lambda made in ``__init__`` that closes over the
+    block's ``mlp``. ``copy.deepcopy`` copies a function by reference, so a deep copy (what a
+    device or dtype move starts from) still calls the original's MLP with the original's weights:
+    forward values are right until the two models' weights differ."""
+
+    must_fail = ("head.tied-after-move",)
+    must_pass = ("head.tied-to-embedding", "head.tied-after-save-load", LOGP)
+    diagnosis: ClassVar[dict[str, str]] = {
+        "head.tied-after-move": "is not independent of the original"
+    }
+
+    def patch(self, model: GPT2) -> GPT2:
+        for block in model.transformer.h:
+            block.__class__ = _ClosureBlock
+            mlp = block.mlp
+            block.feed_forward = lambda x, mlp=mlp: mlp(x)  # the original's mlp, for good
         return model
 
 
@@ -566,7 +632,7 @@ class _ClampingImplementation(ReferenceImplementation):
 class ClampedTokenIds(WeightBug):
     """Out-of-range ids are clamped to [0, V - 1] silently instead of refused."""
 
-    must_fail = ("input.token-range", "input.clear-error")
+    must_fail = ("input.token-range", "input.clear-error", "model.no-result-for-invalid-input")
     diagnosis: ClassVar[dict[str, str]] = {"input.token-range": "never wrapped or clamped"}
 
     def implementation(
@@ -714,7 +780,7 @@ class NegativeIdsWrap(WeightBug):
     way NumPy does: -1 silently reads the last row, -100 (an ignore label passed as an input) row
     V - 100."""
 
-    must_fail = ("input.token-range",)
+    must_fail = ("input.token-range", "model.no-result-for-invalid-input")
     diagnosis: ClassVar[dict[str, str]] = {"input.token-range": "< 0"}
 
     def patch(self, model: GPT2) -> GPT2:
@@ -729,7 +795,9 @@ ALL: dict[type[WeightBug], str] = {
         UntiedHeadCopy,
         DeclaredUntiedHead,
         DetachedHeadGradient,
+        MovedCopyKeepsOriginalMLP,
         HeadWithBias,
+        TrainableZeroHeadBias,
         ScaledLogits,
         ExactGelu,
         LayerNormEpsilon1e12,
