@@ -127,10 +127,12 @@ def apply_declared_deviations(adapter: Adapter, items: Sequence[pytest.Item]) ->
     Returns the node ids so marked."""
     declared = dict(getattr(adapter, "declared_deviations", {}) or {})
     if not adapter.tied_head:
+        from .tied import TIED_TO_EMBEDDING
+
         # An untied head is one declared deviation; the other head.tied-* failures follow from it
         # (spec/diagnosis.md) and are reported as its consequences.
         declared.setdefault(
-            "head.tied-to-embedding", "the adapter declares an untied head (tied_head=False)"
+            TIED_TO_EMBEDDING, "the adapter declares an untied head (tied_head=False)"
         )
     unknown = sorted(set(declared) - set(known_requirements()))
     if unknown:

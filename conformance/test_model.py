@@ -11,7 +11,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from gpt2_conformance import checks, diagnose, strategies, timing
+from gpt2_conformance import checks, diagnose, strategies, tied, timing
 from gpt2_conformance.adapter import Implementation, Params, to_numpy
 from gpt2_conformance.suite import Suite
 from gpt2_conformance.timing import oracle
@@ -63,8 +63,8 @@ def test_parameters_are_exposed_under_the_canonical_names(
         head = checks.array(requirement, named[HEAD], what=HEAD, shape=expected[WTE])
         wte = checks.array(requirement, named[WTE], what=WTE, shape=expected[WTE])
         if not np.array_equal(head, wte):
-            checks.fail(  # an untied head, seen through the names: head.tied-to-embedding
-                "head.tied-to-embedding",
+            checks.fail(  # an untied head, seen through the names
+                tied.TIED_TO_EMBEDDING,
                 f"get_params() lists lm_head.weight with values that differ from "
                 f"transformer.wte.weight by up to {np.abs(head - wte).max():.2e}: if present it "
                 "must be the token embedding itself",

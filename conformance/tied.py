@@ -23,9 +23,11 @@ from gpt2_spec import spec_definitions
 
 S = spec_definitions()
 
+#: The requirement an untied head breaks first; the other head.tied-* presuppose it.
+TIED_TO_EMBEDDING = "head.tied-to-embedding"
 #: The requirements a declared-untied head does not claim.
 TIED_IDS = (
-    "head.tied-to-embedding",
+    TIED_TO_EMBEDDING,
     "head.tied-gradient",
     "head.tied-after-update",
     "head.tied-after-save-load",
