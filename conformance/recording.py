@@ -45,6 +45,10 @@ class TestState:
     oracle_s: float = 0.0
     message: str = ""
     details: str = ""
+    builds: int = 0
+    build_s: float = 0.0
+    configs: set[str] = dataclasses.field(default_factory=set)
+    shapes: set[str] = dataclasses.field(default_factory=set)
 
 
 def property_values(user_properties: Iterable[tuple[str, object]], key: str) -> tuple[str, ...]:
@@ -133,6 +137,10 @@ class Recording:
         timing = getattr(report, "conformance_timing", None) or {}
         test.implementation_s += float(timing.get("implementation", 0.0))
         test.oracle_s += float(timing.get("oracle", 0.0))
+        test.builds += int(timing.get("builds", 0))
+        test.build_s += float(timing.get("build_s", 0.0))
+        test.configs.update(timing.get("configs", ()))
+        test.shapes.update(timing.get("shapes", ()))
         xfailed = hasattr(report, "wasxfail")
         if report.failed:
             if report.when == "call":
@@ -174,6 +182,10 @@ class Recording:
                 oracle_s=t.oracle_s,
                 message=t.message,
                 details=t.details,
+                builds=t.builds,
+                build_s=t.build_s,
+                configs=frozenset(t.configs),
+                shapes=frozenset(t.shapes),
             )
             for nodeid, t in self.tests.items()
             if t.outcome is not None

@@ -9,6 +9,7 @@ into an adapter's internals.
 from __future__ import annotations
 
 import dataclasses
+import time
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +17,7 @@ from gpt2_spec import GPT2Config, spec_definitions
 
 from .adapter import Adapter, Implementation, Params
 from .checks import ConformanceFailure, ImplementationError
-from .timing import STOPWATCH, InputIsolation, oracle, timed
+from .timing import STOPWATCH, InputIsolation, config_key, oracle, timed
 
 S = spec_definitions()
 
@@ -113,6 +114,7 @@ class Suite:
         else:
             params = None
         isolation = InputIsolation()
+        started = time.perf_counter()
         try:
             implementation = isolation.run(
                 "the adapter's build()",
@@ -132,10 +134,12 @@ class Suite:
                 requirement,
                 f"the adapter could not build {config} ({type(error).__name__}: {error})",
             ) from error
+        finally:
+            STOPWATCH.built(config_key(config), time.perf_counter() - started)
         if not isinstance(implementation, Implementation):
             raise ImplementationError(
                 requirement,
                 f"{type(self.adapter).__name__}.build returned {type(implementation).__name__}, "
                 "not a gpt2_conformance.Implementation",
             )
-        return timed(implementation, isolation), params
+        return timed(implementation, isolation, config_key(config)), params
