@@ -37,3 +37,18 @@ class AlwaysRaises(ReferenceAdapter):
 
     def implementation(self, module: Any, config: Any, device: str, dtype: str) -> Any:
         return _Raising(module, device, dtype, adapter=self)
+
+
+class SlowBuildCopies(SlowBuild):
+    """:class:`SlowBuild` that lets the suite copy a model it built instead of building it
+    again (``reuse = "copy"``)."""
+
+    name = "reference-slow-build-copies"
+    reuse = "copy"
+
+
+class ReferenceCopies(ReferenceAdapter):
+    """The reference, copied instead of rebuilt (``reuse = "copy"``)."""
+
+    name = "reference-copies"
+    reuse = "copy"

@@ -37,12 +37,15 @@ from typing import Any
 #: The mutants ``failing`` runs by default: a subtle numeric bug, an input-isolation bug and a
 #: model that raises on every call.
 DEFAULT_MUTANTS = ("CausalLeak", "WritesFirstToken", "AlwaysRaises")
-#: ``--impl`` values of the implementations ``builds`` runs by default.
+#: ``--impl`` values of the implementations ``builds`` can run (all by default; the ``-copy``
+#: ones declare ``reuse = "copy"``).
 BUILD_IMPLS = {
     "reference": "reference",
     "numpy": "numpy",
     "transformers": "transformers",
     "slow": "speed_adapters:SlowBuild",
+    "slow-copy": "speed_adapters:SlowBuildCopies",
+    "reference-copy": "speed_adapters:ReferenceCopies",
 }
 #: The folder of ``speed_adapters`` (the slow-to-build and the always-raising implementations),
 #: put on every run's ``PYTHONPATH``: another checkout's interpreter (``--compare``) imports it too.
