@@ -194,6 +194,11 @@ class Adapter(abc.ABC):
     declared_deviations: Mapping[str, str] = {}
     #: Fixed configurations the implementation supports; None means any drawn configuration.
     supported_configs: Sequence[GPT2Config] | None = None
+    #: How the suite gets another model of a configuration and weights it built before:
+    #: "rebuild" calls :meth:`build` again; "copy" (for models slow to build and cheap to copy)
+    #: builds once, keeps that model unused, and hands out ``copy.deepcopy`` copies of it, which
+    #: must share no state with it (the suite checks the original's weights before each copy).
+    reuse: Literal["rebuild", "copy"] = "rebuild"
     #: Devices and dtypes the adapter can run (the suite's --device/--dtype must be among them).
     devices: Sequence[str] = ("cpu",)
     dtypes: Sequence[str] = ("float32",)

@@ -49,6 +49,10 @@ class TestState:
     hint: str = ""
     hint_requirements: tuple[str, ...] = ()
     hint_matched: bool = False
+    builds: int = 0
+    build_s: float = 0.0
+    configs: set[str] = dataclasses.field(default_factory=set)
+    shapes: set[str] = dataclasses.field(default_factory=set)
 
 
 def property_values(user_properties: Iterable[tuple[str, object]], key: str) -> tuple[str, ...]:
@@ -246,6 +250,10 @@ class Recording:
         timing = getattr(report, "conformance_timing", None) or {}
         test.implementation_s += float(timing.get("implementation", 0.0))
         test.oracle_s += float(timing.get("oracle", 0.0))
+        test.builds += int(timing.get("builds", 0))
+        test.build_s += float(timing.get("build_s", 0.0))
+        test.configs.update(timing.get("configs", ()))
+        test.shapes.update(timing.get("shapes", ()))
         xfailed = hasattr(report, "wasxfail")
         if report.failed:
             if report.when == "call":
@@ -293,6 +301,10 @@ class Recording:
                 hint=t.hint,
                 hint_requirements=t.hint_requirements,
                 hint_matched=t.hint_matched,
+                builds=t.builds,
+                build_s=t.build_s,
+                configs=frozenset(t.configs),
+                shapes=frozenset(t.shapes),
             )
             for nodeid, t in self.tests.items()
             if t.outcome is not None

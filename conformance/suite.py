@@ -8,15 +8,20 @@ into an adapter's internals.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
+import time
+from collections import OrderedDict
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from gpt2_spec import GPT2Config, spec_definitions
 
-from .adapter import Adapter, Implementation, Params
+from .adapter import Adapter, AdapterError, Implementation, Params, to_numpy
 from .checks import ConformanceFailure, ImplementationError
-from .timing import STOPWATCH, InputIsolation, oracle, timed
+from .timing import STOPWATCH, InputIsolation, config_key, oracle, timed
 
 S = spec_definitions()
 
@@ -41,6 +46,19 @@ SHAPES: dict[str, GPT2Config | None] = {
 }
 
 
+#: Built models an adapter with ``reuse = "copy"`` has copies made of: the most recent this many.
+ORIGINALS_KEPT = 64
+
+
+@dataclasses.dataclass
+class _Original:
+    """A model built for copies (``Adapter.reuse == "copy"``), never handed to a property, and
+    its weights as built (None when the adapter does not claim ``params``)."""
+
+    implementation: Implementation
+    weights: dict[str, np.ndarray] | None
+
+
 @dataclasses.dataclass
 class Suite:
     """What a property needs to know about the run.
@@ -61,6 +79,11 @@ class Suite:
     checkpoint: tuple[GPT2Config, Params] | None = None
     checkpoint_path: Path | None = None
     shape: GPT2Config | None = None
+    #: Models kept for copies (``Adapter.reuse == "copy"``). Not an init field: hypothesis
+    #: prints a falsifying example's dataclasses by their init fields.
+    _originals: OrderedDict[tuple[Any, ...], _Original] = dataclasses.field(
+        default_factory=OrderedDict, init=False, repr=False
+    )
 
     def claims(self, capability: str) -> bool:
         return capability in self.adapter.capabilities
@@ -106,13 +129,46 @@ class Suite:
         The adapter gets its own read-only copy of ``params``; the returned params are the
         suite's, which the oracle uses (an adapter that writes into what it was given fails
         ``model.inputs-unchanged``: see :class:`~gpt2_conformance.timing.InputIsolation`).
+
+        An adapter whose ``reuse`` is "copy" builds each drawn model (configuration, seed, scale)
+        once: that model is kept unused and every property gets a ``copy.deepcopy`` of it, so a
+        model trained, moved or resized by one example never reaches the next. Before each copy
+        the original's weights are compared with those it was built with; a change means a copy
+        shares state with it (an :class:`AdapterError`). Models built from weights a property
+        gives (``params``) are always built.
         """
+        reuse = getattr(self.adapter, "reuse", "rebuild")
+        if reuse not in ("rebuild", "copy"):
+            raise AdapterError(
+                f"{type(self.adapter).__name__}.reuse is {reuse!r}: give 'rebuild' or 'copy'"
+            )
+        key = (config, int(seed), scale) if reuse == "copy" and params is None else None
         if self.claims("params"):
             if params is None:  # memoised: see gpt2_conformance.timing
                 params = oracle.random_params(config, seed=seed, scale=scale)
         else:
             params = None
+        if key is None:
+            implementation, isolation = self._build(config, params, seed, requirement)
+            return timed(implementation, isolation, config_key(config)), params
+        original = self._originals.get(key)
+        if original is None:
+            built, _ = self._build(config, params, seed, requirement)
+            weights = self._weights(built, requirement) if self.claims("params") else None
+            original = self._originals[key] = _Original(built, weights)
+            while len(self._originals) > ORIGINALS_KEPT:
+                self._originals.popitem(last=False)
+        else:
+            self._originals.move_to_end(key)
+            self._check_unchanged(original, config, requirement)
+        return timed(self._copy(original.implementation), None, config_key(config)), params
+
+    def _build(
+        self, config: GPT2Config, params: Params | None, seed: int, requirement: str
+    ) -> tuple[Implementation, InputIsolation]:
+        """The adapter's ``build``, timed and counted, its inputs isolated."""
         isolation = InputIsolation()
+        started = time.perf_counter()
         try:
             implementation = isolation.run(
                 "the adapter's build()",
@@ -132,10 +188,49 @@ class Suite:
                 requirement,
                 f"the adapter could not build {config} ({type(error).__name__}: {error})",
             ) from error
+        finally:
+            STOPWATCH.built(config_key(config), time.perf_counter() - started)
         if not isinstance(implementation, Implementation):
             raise ImplementationError(
                 requirement,
                 f"{type(self.adapter).__name__}.build returned {type(implementation).__name__}, "
                 "not a gpt2_conformance.Implementation",
             )
-        return timed(implementation, isolation), params
+        return implementation, isolation
+
+    def _copy(self, implementation: Implementation) -> Implementation:
+        """A deep copy of a kept model (the adapter itself is shared, not copied)."""
+        try:
+            return STOPWATCH.call(
+                "implementation",
+                copy.deepcopy,
+                implementation,
+                {id(self.adapter): self.adapter},
+            )
+        except Exception as error:
+            raise AdapterError(
+                f"{type(self.adapter).__name__}.reuse is 'copy', but copy.deepcopy of its "
+                f"model failed ({type(error).__name__}: {error}); set reuse = 'rebuild'"
+            ) from error
+
+    def _weights(self, implementation: Implementation, requirement: str) -> dict[str, np.ndarray]:
+        """The model's canonical weights as NumPy arrays."""
+        got = STOPWATCH.call("implementation", implementation.get_params)
+        return {name: to_numpy(value).copy() for name, value in got.items()}
+
+    def _check_unchanged(self, original: _Original, config: GPT2Config, requirement: str) -> None:
+        if original.weights is None:
+            return
+        now = self._weights(original.implementation, requirement)
+        changed = sorted(
+            name
+            for name, value in original.weights.items()
+            if name not in now or not np.array_equal(now[name], value, equal_nan=True)
+        )
+        if changed:
+            raise AdapterError(
+                f"{type(self.adapter).__name__}.reuse is 'copy', but the model of {config} the "
+                f"suite built and only copied has changed ({', '.join(changed[:3])}): its copies "
+                "share state with it (a tensor or submodule copy.deepcopy does not copy), so one "
+                "example's model leaks into the next; set reuse = 'rebuild'"
+            )

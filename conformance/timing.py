@@ -49,16 +49,50 @@ KINDS = ("implementation", "oracle")
 
 
 class Stopwatch:
-    """Accumulates wall seconds per kind; nested timed calls count once, for the outermost."""
+    """Accumulates wall seconds per kind; nested timed calls count once, for the outermost.
+
+    It also counts the models built (:meth:`built`: how many, their seconds, which are part of
+    the implementation's) and the distinct configurations and input shapes the implementation
+    was called with (:meth:`called`): an implementation that compiles per shape pays once per
+    distinct shape.
+    """
 
     def __init__(self) -> None:
         self.seconds: dict[str, float] = dict.fromkeys(KINDS, 0.0)
         self._inside: str | None = None
+        self._clear_counts()
 
-    def take(self) -> dict[str, float]:
-        """The seconds gathered since the last :meth:`take`, and start again from zero."""
-        taken, self.seconds = self.seconds, dict.fromkeys(KINDS, 0.0)
+    def _clear_counts(self) -> None:
+        self.builds = 0
+        self.build_s = 0.0
+        self.configs: set[str] = set()
+        self.shapes: set[str] = set()
+
+    def take(self) -> dict[str, Any]:
+        """The seconds gathered since the last :meth:`take` (per kind), with ``builds``,
+        ``build_s``, and the sorted ``configs`` and ``shapes`` seen (plain values: they travel
+        from an xdist worker); then start again from zero."""
+        taken: dict[str, Any] = self.seconds
+        self.seconds = dict.fromkeys(KINDS, 0.0)
+        taken.update(
+            builds=self.builds,
+            build_s=self.build_s,
+            configs=sorted(self.configs),
+            shapes=sorted(self.shapes),
+        )
+        self._clear_counts()
         return taken
+
+    def built(self, config: str, seconds: float) -> None:
+        """Note one model of ``config`` built in ``seconds``."""
+        self.builds += 1
+        self.build_s += seconds
+        self.configs.add(config)
+
+    def called(self, config: str, shape: tuple[int, ...]) -> None:
+        """Note a call of a model of ``config`` on an input of ``shape``."""
+        self.configs.add(config)
+        self.shapes.add(f"{config} {'x'.join(map(str, shape))}")
 
     def call(self, kind: str, function: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         """``function(*args, **kwargs)``, its wall time added to ``kind`` unless already timed."""
@@ -77,12 +111,28 @@ class Stopwatch:
 STOPWATCH = Stopwatch()
 
 
+def config_key(config: Any) -> str:
+    """A short name of a configuration for the build counts, e.g. ``V97 P32 d16 L2 H4``."""
+    try:
+        return (
+            f"V{config.vocab_size} P{config.n_positions} d{config.n_embd} L{config.n_layer} "
+            f"H{config.n_head}"
+        )
+    except AttributeError:
+        return repr(config)
+
+
 def _timed_method(name: str) -> Callable[..., Any]:
     def method(self: TimedImplementation, *args: Any, **kwargs: Any) -> Any:
+        if self.config is not None and args and isinstance(args[0], np.ndarray):
+            STOPWATCH.called(self.config, args[0].shape)
         function = functools.partial(STOPWATCH.call, "implementation", getattr(self.inner, name))
         result = self.isolation.run(f"{name}()", function, *args, **kwargs)
         if name in _RETURNS_IMPLEMENTATION and isinstance(result, Implementation):
-            return timed(result)
+            again = timed(result)
+            if isinstance(again, TimedImplementation) and again.config is None:
+                again.config = None if name == "load_checkpoint" else self.config
+            return again
         return result
 
     method.__name__ = method.__qualname__ = name
@@ -96,10 +146,17 @@ _RETURNS_IMPLEMENTATION = frozenset({"load", "load_checkpoint", "moved"})
 class TimedImplementation(Implementation):
     """An implementation whose protocol calls are timed; everything else reaches ``inner``."""
 
-    def __init__(self, inner: Implementation, isolation: InputIsolation | None = None) -> None:
+    def __init__(
+        self,
+        inner: Implementation,
+        isolation: InputIsolation | None = None,
+        config: str | None = None,
+    ) -> None:
         self.inner = inner
         #: The arrays handed to ``inner`` (each call gets read-only copies; see InputIsolation).
         self.isolation = isolation or InputIsolation()
+        #: :func:`config_key` of the model's configuration, when known (for the shape counts).
+        self.config = config
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.inner, name)
@@ -122,13 +179,16 @@ for _name in PROTOCOL:
 
 
 def timed(
-    implementation: Implementation, isolation: InputIsolation | None = None
+    implementation: Implementation,
+    isolation: InputIsolation | None = None,
+    config: str | None = None,
 ) -> Implementation:
     """``implementation`` with its protocol calls timed and its inputs isolated (unchanged if it
-    already is); ``isolation``: the arrays already handed to it (by its adapter's ``build``)."""
+    already is); ``isolation``: the arrays already handed to it (by its adapter's ``build``);
+    ``config``: its configuration's :func:`config_key`, for the shape counts."""
     if isinstance(implementation, TimedImplementation):
         return implementation
-    return TimedImplementation(implementation, isolation)
+    return TimedImplementation(implementation, isolation, config)
 
 
 def check_inputs(implementation: Implementation) -> None:
@@ -396,6 +456,7 @@ __all__ = [
     "Stopwatch",
     "TimedImplementation",
     "check_inputs",
+    "config_key",
     "oracle",
     "timed",
 ]

@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from gpt2_conformance.adapter import Implementation, Params, Reduction
+from gpt2_conformance.adapter import Implementation, Params, Reduction, to_numpy
 from gpt2_conformance.adapters.reference import ReferenceAdapter, ReferenceImplementation
 from gpt2_reference.model import GPT2, CausalSelfAttention, GPT2Output
 from gpt2_spec import GPT2Config
@@ -574,6 +574,36 @@ class CacheInBFloat16(SequenceBug):
         )
 
 
+# --- State across calls --------------------------------------------------------------------------
+
+
+class _MemoisedLogits(ReferenceImplementation):
+    """Logits memoised in a dict on the class, keyed on the token ids alone."""
+
+    memo: ClassVar[dict[tuple[tuple[int, ...], bytes], np.ndarray]] = {}
+
+    def logits(self, tokens: np.ndarray, **kwargs: Any) -> Any:
+        if any(value is not None for value in kwargs.values()):
+            return super().logits(tokens, **kwargs)
+        key = (tokens.shape, np.ascontiguousarray(tokens).tobytes())
+        if key not in self.memo:
+            self.memo[key] = to_numpy(super().logits(tokens)).copy()
+        return self.memo[key]
+
+
+class LogitsMemoisedOnTokens(SequenceBug):
+    """A serving wrapper memoises the logits of repeated prompts in a dict on its class, keyed on
+    the token ids alone: another model (other weights, or the same one a training step later)
+    asked for a prompt seen before gets the first model's answer. Its adapter lets the suite copy
+    built models instead of rebuilding them (``reuse = "copy"``): hidden state that outlives a
+    model must be caught with copies too."""
+
+    name = "broken-logits-memoised-on-tokens"
+    must_fail = ("numerics.log-probs-match-oracle",)
+    reuse = "copy"
+    implementation = _MemoisedLogits
+
+
 #: Every broken adapter of this module, and the dtype the suite must run it at.
 ALL: dict[type[SequenceBug], str] = {
     FullAttention: "float32",
@@ -597,6 +627,7 @@ ALL: dict[type[SequenceBug], str] = {
     LastRowScoredAsToken0: "float32",
     SumReturnsMean: "float32",
     CacheInBFloat16: "float32",
+    LogitsMemoisedOnTokens: "float32",
 }
 
 #: Correct implementations that differ from the reference in a declared way: they must pass.

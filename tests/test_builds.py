@@ -1,0 +1,188 @@
+"""Builds: how the suite counts the models it builds, and how an adapter that declares
+``reuse = "copy"`` gets copies of one built model without letting state leak between them."""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+import numpy as np
+import pytest
+
+from gpt2_conformance import options, report, timing
+from gpt2_conformance.adapter import AdapterError
+from gpt2_conformance.adapters.reference import ReferenceAdapter
+from gpt2_conformance.suite import Suite
+from gpt2_spec import GPT2Config
+
+CONFIG = GPT2Config(vocab_size=11, n_positions=8, n_embd=8, n_layer=1, n_head=2)
+OTHER = GPT2Config(vocab_size=13, n_positions=8, n_embd=8, n_layer=1, n_head=2)
+TOKENS = np.array([[1, 2, 3]], dtype=np.int64)
+WTE = "transformer.wte.weight"
+
+
+class Counting(ReferenceAdapter):
+    """The reference, counting its builds."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.builds = 0
+
+    def build(self, config: GPT2Config, **kwargs: Any) -> Any:
+        self.builds += 1
+        return super().build(config, **kwargs)
+
+
+class Copying(Counting):
+    reuse = "copy"
+
+
+def _wte(implementation: Any) -> np.ndarray:
+    return np.asarray(implementation.get_params()[WTE], dtype=np.float64)
+
+
+def test_the_stopwatch_counts_builds_configurations_and_shapes() -> None:
+    suite = Suite(Counting())
+    timing.STOPWATCH.take()
+    first, _ = suite.build(CONFIG, requirement="r", seed=1)
+    second, _ = suite.build(OTHER, requirement="r", seed=1)
+    first.logits(TOKENS)
+    first.logits(TOKENS)
+    first.logits(np.zeros((2, 5), dtype=np.int64))
+    second.logits(TOKENS)
+    taken = timing.STOPWATCH.take()
+    assert taken["builds"] == 2 == suite.adapter.builds
+    assert taken["build_s"] > 0.0
+    assert taken["build_s"] <= taken["implementation"]
+    assert taken["configs"] == sorted({timing.config_key(CONFIG), timing.config_key(OTHER)})
+    assert taken["shapes"] == sorted(
+        {
+            f"{timing.config_key(CONFIG)} 1x3",
+            f"{timing.config_key(CONFIG)} 2x5",
+            f"{timing.config_key(OTHER)} 1x3",
+        }
+    )
+    again = timing.STOPWATCH.take()  # taken: counting starts again from zero
+    assert (again["builds"], again["configs"], again["shapes"]) == (0, [], [])
+
+
+def test_rebuild_is_the_default_and_builds_every_time() -> None:
+    adapter = Counting()
+    assert adapter.reuse == "rebuild"
+    suite = Suite(adapter)
+    for _ in range(3):
+        suite.build(CONFIG, requirement="r", seed=4)
+    assert adapter.builds == 3
+
+
+def test_copy_builds_each_drawn_model_once_and_hands_out_independent_copies() -> None:
+    adapter = Copying()
+    suite = Suite(adapter)
+    first, params = suite.build(CONFIG, requirement="r", seed=4, scale=0.1)
+    second, params_again = suite.build(CONFIG, requirement="r", seed=4, scale=0.1)
+    assert adapter.builds == 1
+    assert params is not None and params_again is not None
+    np.testing.assert_array_equal(params[WTE], params_again[WTE])
+    assert first is not second
+    before = second.logits(TOKENS)
+    # The first copy is trained: the second, and every later one, is still the model as built.
+    labels = TOKENS.copy()
+    first.sgd_step(TOKENS, labels, lr=1.0)
+    assert not np.array_equal(_wte(first), params[WTE].astype(np.float32))
+    third, _ = suite.build(CONFIG, requirement="r", seed=4, scale=0.1)
+    assert adapter.builds == 1
+    np.testing.assert_array_equal(_wte(third), _wte(second))
+    np.testing.assert_array_equal(np.asarray(third.logits(TOKENS)), np.asarray(before))
+    # Another seed, scale or configuration is another model: built.
+    suite.build(CONFIG, requirement="r", seed=5, scale=0.1)
+    suite.build(CONFIG, requirement="r", seed=4, scale=None)
+    suite.build(OTHER, requirement="r", seed=4, scale=0.1)
+    assert adapter.builds == 4
+
+
+def test_copy_never_reuses_a_model_built_from_weights_the_property_gave() -> None:
+    adapter = Copying()
+    suite = Suite(adapter)
+    _, params = suite.build(CONFIG, requirement="r", seed=4)
+    assert params is not None
+    params[WTE][0] = 1.0  # a property's own weights: no key names them
+    for _ in range(2):
+        built, _ = suite.build(CONFIG, requirement="r", params=params, seed=4)
+        assert _wte(built)[0, 0] == np.float32(1.0)
+    assert adapter.builds == 3
+
+
+class SharesItsModule(Copying):
+    """Claims copies are independent, but its copies share the torch module of the original
+    (a ``__deepcopy__`` that copies only the wrapper)."""
+
+    def implementation(self, module: Any, config: GPT2Config, device: str, dtype: str) -> Any:
+        built = super().implementation(module, config, device, dtype)
+
+        class Shallow(type(built)):  # type: ignore[misc]
+            def __deepcopy__(self, memo: dict[int, Any]) -> Any:
+                return copy.copy(self)
+
+        built.__class__ = Shallow
+        return built
+
+
+def test_a_copy_that_shares_state_with_its_original_is_refused() -> None:
+    suite = Suite(SharesItsModule())
+    first, _ = suite.build(CONFIG, requirement="r", seed=4)
+    first.sgd_step(TOKENS, TOKENS.copy(), lr=1.0)  # trains the original through the copy
+    with pytest.raises(AdapterError, match="share state with it.*reuse = 'rebuild'"):
+        suite.build(CONFIG, requirement="r", seed=4)
+
+
+def test_an_unknown_reuse_is_refused() -> None:
+    adapter = Counting()
+    adapter.reuse = "share"  # type: ignore[assignment]
+    with pytest.raises(AdapterError, match="reuse is 'share': give 'rebuild' or 'copy'"):
+        Suite(adapter).build(CONFIG, requirement="r", seed=0)
+
+
+def _record(nodeid: str, builds: int, configs: set[str], shapes: set[str]) -> report.TestRecord:
+    return report.TestRecord(
+        nodeid=nodeid,
+        requirements=("r",),
+        outcome="passed",
+        duration_s=2.0,
+        implementation_s=1.0,
+        builds=builds,
+        build_s=0.25 * builds,
+        configs=frozenset(configs),
+        shapes=frozenset(shapes),
+    )
+
+
+def test_timing_counts_builds_and_distinct_configurations_and_shapes() -> None:
+    tests = [
+        _record("a", 3, {"V5", "V7"}, {"V5 1x2", "V7 1x2"}),
+        _record("b", 2, {"V7", "V9"}, {"V7 1x2", "V9 3x1", "V9 1x1"}),
+    ]
+    summary = report.timing_summary(tests, wall_s=5.0)
+    assert (summary["builds"], summary["build_s"]) == (5, 1.25)
+    assert (summary["configs"], summary["shapes"]) == (3, 4)  # distinct over the run
+    line = report.timing_line({"timing": summary})
+    assert line.endswith("; 5 models built in 1.2 s (3 configurations, 4 shapes)")
+    # The JSON keeps the counts per test, not the sets: a report read back (merged) says so.
+    again = [report.TestRecord.from_dict(t.as_dict(), t.requirements) for t in tests]
+    assert [t.builds for t in again] == [3, 2]
+    merged = report.timing_summary(again, wall_s=5.0)
+    assert (merged["builds"], merged["configs"], merged["shapes"]) == (5, None, None)
+    assert report.timing_line({"timing": merged}).endswith("; 5 models built in 1.2 s")
+    none = report.timing_summary([_record("c", 0, set(), set())], wall_s=1.0)
+    assert "built" not in report.timing_line({"timing": none})
+
+
+def test_ci_runs_without_the_explain_phase_and_the_other_profiles_with_it() -> None:
+    from hypothesis import Phase, settings
+
+    options.register_profiles()
+    ci = settings.get_profile(options.profile_name("ci"))
+    assert Phase.explain not in ci.phases
+    assert set(ci.phases) == {Phase[name] for name in options.CI_PHASES}
+    assert Phase.shrink in ci.phases  # a failure is still shrunk to a readable example
+    for name in ("dev", "thorough"):
+        assert Phase.explain in settings.get_profile(options.profile_name(name)).phases
