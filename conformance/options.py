@@ -259,6 +259,34 @@ def hypothesis_settings(
     return settings(parent=parent, **overrides)
 
 
+#: Where hypothesis keeps its files (example database, constants cache) when set; the suite
+#: then leaves them there.
+ENV_HYPOTHESIS_STORAGE = "HYPOTHESIS_STORAGE_DIRECTORY"
+
+
+def hypothesis_storage() -> str | None:
+    """Where a conformance run keeps hypothesis' files, instead of ``.hypothesis/`` in the
+    directory it was started from: ``$XDG_CACHE_HOME/gpt2-conformance/hypothesis`` (default
+    ``~/.cache/...``). None when ``$HYPOTHESIS_STORAGE_DIRECTORY`` already says where (set it to
+    ``.hypothesis`` to keep them in the current directory)."""
+    import os
+    from pathlib import Path
+
+    if os.environ.get(ENV_HYPOTHESIS_STORAGE):
+        return None
+    cache = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return str(Path(cache) / "gpt2-conformance" / "hypothesis")
+
+
+def use_hypothesis_storage() -> None:
+    """Point hypothesis at :func:`hypothesis_storage` (before any property runs)."""
+    where = hypothesis_storage()
+    if where is not None:
+        from hypothesis.configuration import set_hypothesis_home_dir
+
+        set_hypothesis_home_dir(where)
+
+
 def without_shrinking(chosen: Any) -> Any:
     """``chosen`` without the shrink and explain phases (for properties expected to fail)."""
     from hypothesis import Phase, settings

@@ -34,7 +34,7 @@ import pytest
 from . import SUITE_VERSION, options, selection
 from . import report as reports
 from .adapter import Adapter
-from .loading import LoadError, read_xfails
+from .loading import LoadError, missing_xfails, read_xfails
 from .options import ENV_IMPL, OptionError
 from .properties import requirement  # noqa: F401  (the properties' fixture, registered here)
 from .recording import (
@@ -150,6 +150,9 @@ def pytest_configure(config: pytest.Config) -> None:
                 raise OptionError(str(error)) from None
         if run.xfails_path:
             run.xfails = read_xfails(run.xfails_path)
+            missing = missing_xfails(run.xfails_path)
+            if missing is not None and not _is_worker(config):
+                config.issue_config_time_warning(pytest.PytestConfigWarning(missing), 2)
         config.stash[_REPLAY] = options.parse_replay(config.getoption("conformance_replay"))
     if run.impl is None:
         return
@@ -232,6 +235,7 @@ def pytest_collection_modifyitems(
     if not properties:
         return
     run.collected = True
+    options.use_hypothesis_storage()  # not .hypothesis/ in the user's directory
     adapter = _require_adapter(run)
     chosen = run.settings()
     with_timeout = run.timeout_s > 0 and config.pluginmanager.hasplugin("timeout")
