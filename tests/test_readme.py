@@ -38,3 +38,11 @@ def test_readme_says_how_to_install() -> None:
     ]
     for extra in re.findall(r'pip install "gpt2-conformance\[(\w+)\]"', README):
         assert extra in extras, f"the README installs the extra {extra!r}, which is not defined"
+
+
+def test_the_site_is_published_where_the_package_says() -> None:
+    """mkdocs.yml's site_url is pyproject's Documentation URL, which reports link to."""
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))["project"]
+    site = re.search(r"^site_url: (\S+)$", (ROOT / "mkdocs.yml").read_text(), re.MULTILINE)
+    assert site, "mkdocs.yml has no site_url"
+    assert site.group(1) == project["urls"]["Documentation"]
