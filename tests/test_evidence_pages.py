@@ -101,3 +101,43 @@ def test_benchmarks_prose_quotes_no_gpu_without_gpu_data() -> None:
     if gpu.data_missing():
         cards = re.findall(r"\b(?:H100|H200|A100|A10G|V100|L4|T4|RTX ?\d+)\b", page)
         assert not cards, f"{gpu.data} is missing, yet the page quotes {cards}"
+
+
+def test_readme_benchmark_figures_are_the_committed_benchmarks() -> None:
+    """The README's benchmark sentence quotes docs/data/benchmarks.json as the benchmarks page
+    renders it: the speed ratios and the share of the matmul ceiling at GPT-2 small."""
+    from gpt2_benchmarks import run
+
+    readme = " ".join((ROOT / "README.md").read_text(encoding="utf-8").split())
+    rendered = run.render_markdown(json.loads((DATA / "benchmarks.json").read_text()))
+    said = re.search(
+        r"the reference is ([\d.]+)× / ([\d.]+)× as fast at a tiny config \(forward / training "
+        r"step\) and ([\d.]+)× / ([\d.]+)× at GPT-2 small's shape \(batch (\d+) × (\d+)\), and "
+        r"its GPT-2 small forward reaches (\d+)% of the measured matmul ceiling "
+        r"\(transformers (\d+)%\)",
+        readme,
+    )
+    assert said, "the README's benchmark sentence was reworded: update this test"
+
+    def ratio(row: str) -> float:
+        found = re.search(rf"^\| {row} \| ([\d.]+) \[", rendered, re.MULTILINE)
+        assert found, row
+        return float(found.group(1))
+
+    def ceiling(implementation: str) -> float:
+        found = re.search(
+            rf"^\| small, forward \| {implementation} \|[^|]+\|[^|]+\|[^|]+\| ([\d.]+) \[",
+            rendered,
+            re.MULTILINE,
+        )
+        assert found, implementation
+        return float(found.group(1))
+
+    rows = ("tiny, forward", "tiny, train", "small, forward", "small, train")
+    assert [float(said.group(i)) for i in range(1, 5)] == [ratio(r) for r in rows]
+    assert (
+        f"small: d=768, L=12, H=12, V=50257; batch {said.group(5)} x sequence {said.group(6)}"
+        in (rendered)
+    )
+    assert int(said.group(7)) == round(ceiling("reference"))
+    assert int(said.group(8)) == round(ceiling("transformers"))
