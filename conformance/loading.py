@@ -196,8 +196,25 @@ def load_checkpoint(path_text: str) -> tuple[tuple[Any, Params], Path]:
     return (config, params), path
 
 
+def missing_xfails(path: str) -> str | None:
+    """The warning for an xfails file that does not exist (None when it does).
+
+    A missing file lists no expected failure: the run is then as strict as it can be, so a CI
+    job whose file is not created yet (or was deleted when its last entry was fixed) runs on,
+    and is told how to create one."""
+    if Path(path).exists():
+        return None
+    return (
+        f"--xfails-file={path}: no such file, so no failure is expected; to expect some, create "
+        "it with one requirement id or property name per line (# starts a comment)"
+    )
+
+
 def read_xfails(path: str) -> list[str]:
-    """The entries of an xfails file: one per line; ``#`` starts a comment; blanks ignored."""
+    """The entries of an xfails file: one per line; ``#`` starts a comment; blanks ignored.
+    A file that does not exist has no entries (:func:`missing_xfails` says so)."""
+    if missing_xfails(path) is not None:
+        return []
     try:
         text = Path(path).read_text(encoding="utf-8")
     except OSError as error:

@@ -6,6 +6,7 @@ value raises :class:`OptionError`, which the plugin reports as a usage error.
 
 from __future__ import annotations
 
+import re
 from typing import TYPE_CHECKING, Any
 
 from .adapters import BUILTINS
@@ -187,6 +188,14 @@ def add_options(parser: pytest.Parser) -> None:
         help="run every property once per hypothesis seed A, A+1, ..., B-1 in this one session "
         "(node ids get [seed=N]; seed N draws what --hypothesis-seed=N draws)",
     )
+    group.addoption(
+        "--conformance-replay",
+        default=None,
+        metavar="BLOB",
+        help="run the one selected property on exactly the example of a failure: the blob of "
+        "the @reproduce_failure('VERSION', b'BLOB') line hypothesis printed (or that whole "
+        "line); a failure prints the complete command",
+    )
 
 
 # ---- hypothesis ------------------------------------------------------------------------------
@@ -256,6 +265,34 @@ def hypothesis_settings(
     if seeds is not None:
         overrides["database"] = None  # seed N must draw the same examples on every machine
     return settings(parent=parent, **overrides)
+
+
+#: Where hypothesis keeps its files (example database, constants cache) when set; the suite
+#: then leaves them there.
+ENV_HYPOTHESIS_STORAGE = "HYPOTHESIS_STORAGE_DIRECTORY"
+
+
+def hypothesis_storage() -> str | None:
+    """Where a conformance run keeps hypothesis' files, instead of ``.hypothesis/`` in the
+    directory it was started from: ``$XDG_CACHE_HOME/gpt2-conformance/hypothesis`` (default
+    ``~/.cache/...``). None when ``$HYPOTHESIS_STORAGE_DIRECTORY`` already says where (set it to
+    ``.hypothesis`` to keep them in the current directory)."""
+    import os
+    from pathlib import Path
+
+    if os.environ.get(ENV_HYPOTHESIS_STORAGE):
+        return None
+    cache = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return str(Path(cache) / "gpt2-conformance" / "hypothesis")
+
+
+def use_hypothesis_storage() -> None:
+    """Point hypothesis at :func:`hypothesis_storage` (before any property runs)."""
+    where = hypothesis_storage()
+    if where is not None:
+        from hypothesis.configuration import set_hypothesis_home_dir
+
+        set_hypothesis_home_dir(where)
 
 
 def without_shrinking(chosen: Any) -> Any:
@@ -337,3 +374,71 @@ def torch_threads(option: str, *, checkpoint: bool, shape: str, device: str) -> 
         return int(option)
     except ValueError:
         raise OptionError(f"--torch-threads must be auto or a number, got {option!r}") from None
+
+
+# ---- replaying one failure (--conformance-replay) -------------------------------------------
+
+_REPRODUCE_LINE = re.compile(
+    r"""@reproduce_failure\(\s*['"]([^'"]+)['"]\s*,\s*b['"]([^'"]+)['"]\s*\)"""
+)
+_BLOB = re.compile(r"""^b?['"]?([A-Za-z0-9+/=]+)['"]?$""")
+
+
+def parse_replay(text: str | None) -> tuple[str, bytes] | None:
+    """``--conformance-replay``: the hypothesis version and blob of a failure to replay.
+
+    ``text`` is the blob hypothesis printed in ``@reproduce_failure('VERSION', b'BLOB')`` (with
+    or without ``b'...'``), or that whole line; a bare blob is taken to come from the installed
+    hypothesis. A blob from another hypothesis version is refused (its examples would differ).
+    """
+    if text is None:
+        return None
+    from hypothesis import __version__ as installed
+
+    line = _REPRODUCE_LINE.search(text)
+    if line is not None:
+        version, blob = line.group(1), line.group(2)
+    else:
+        bare = _BLOB.match(text.strip())
+        if bare is None:
+            raise OptionError(
+                f"--conformance-replay={text!r}: give the blob hypothesis printed in "
+                "@reproduce_failure('VERSION', b'BLOB') (the part between b' and '), or the "
+                "whole @reproduce_failure(...) line"
+            )
+        version, blob = installed, bare.group(1)
+    if version != installed:
+        raise OptionError(
+            f"--conformance-replay: the failure was found with hypothesis {version}, and "
+            f"hypothesis {installed} is installed; a blob replays only under the version that "
+            f"printed it: pip install 'hypothesis=={version}'"
+        )
+    return version, blob.encode("ascii")
+
+
+def printed_blob(text: str) -> bytes | None:
+    """The blob of the ``@reproduce_failure`` line in hypothesis' output ``text``, if any."""
+    line = _REPRODUCE_LINE.search(text)
+    return None if line is None else line.group(2).encode("ascii")
+
+
+def installed_nodeid(module: str, name: str) -> str:
+    """The argument that selects property ``name`` of module ``module`` (e.g.
+    ``gpt2_conformance.test_causality``) with ``--pyargs``, from any directory and from a wheel
+    install as well as a checkout."""
+    return f"{module}::{name}"
+
+
+def replay_command(nodeid: str, blob: bytes, *, impl: str | None, options: dict[str, str]) -> str:
+    """The command that replays one failing example: ``nodeid`` as :func:`installed_nodeid`
+    gives it, ``blob`` as hypothesis printed it, and the run's options that change what the
+    property computes (``options``: name without ``--`` to value, those that differ from their
+    default)."""
+    import shlex
+
+    parts = ["python", "-m", "pytest", "--pyargs", shlex.quote(nodeid)]
+    if impl is not None:
+        parts.append(shlex.quote(f"--impl={impl}"))
+    parts += [shlex.quote(f"--{name}={value}") for name, value in options.items()]
+    parts.append(shlex.quote(f"--conformance-replay={blob.decode('ascii')}"))
+    return " ".join(parts)

@@ -34,7 +34,7 @@ import pytest
 from . import SUITE_VERSION, options, selection
 from . import report as reports
 from .adapter import Adapter
-from .loading import LoadError, read_xfails
+from .loading import LoadError, missing_xfails, read_xfails
 from .options import ENV_IMPL, OptionError
 from .properties import requirement  # noqa: F401  (the properties' fixture, registered here)
 from .recording import (
@@ -60,6 +60,8 @@ _PHASE_TIMES = pytest.StashKey[dict[str, float]]()
 #: The outcome the plugin decided for a property it skips (e.g. not-claimed).
 _STATUS = pytest.StashKey[str]()
 _CANCEL = pytest.StashKey[Callable[[], None]]()
+#: ``--conformance-replay``: the hypothesis version and blob of the example to replay.
+_REPLAY = pytest.StashKey["tuple[str, bytes] | None"]()
 _RECORDER = "gpt2-conformance-recorder"
 _PHASES = "gpt2-conformance-phases"
 SEED_FIXTURE = "gpt2_conformance_seed"
@@ -150,6 +152,10 @@ def pytest_configure(config: pytest.Config) -> None:
                 raise OptionError(str(error)) from None
         if run.xfails_path:
             run.xfails = read_xfails(run.xfails_path)
+            missing = missing_xfails(run.xfails_path)
+            if missing is not None and not _is_worker(config):
+                config.issue_config_time_warning(pytest.PytestConfigWarning(missing), 2)
+        config.stash[_REPLAY] = options.parse_replay(config.getoption("conformance_replay"))
     if run.impl is None:
         return
     try:
@@ -231,6 +237,7 @@ def pytest_collection_modifyitems(
     if not properties:
         return
     run.collected = True
+    options.use_hypothesis_storage()  # not .hypothesis/ in the user's directory
     adapter = _require_adapter(run)
     chosen = run.settings()
     with_timeout = run.timeout_s > 0 and config.pluginmanager.hasplugin("timeout")
@@ -256,8 +263,54 @@ def pytest_collection_modifyitems(
         run.unmatched_xfails = selection.apply_xfails(run.xfails, run.xfails_path, properties)
 
 
+def _apply_replay(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """``--conformance-replay``: once ``-k`` and node ids have chosen, the one property left
+    runs the given example and nothing else."""
+    replay = config.stash.get(_REPLAY, None)
+    if replay is None:
+        return
+    functions = {selection.function_of(i): i for i in items if selection.is_property(i)}
+    if len(functions) != 1:
+        raise pytest.UsageError(
+            f"--conformance-replay replays the example of one property; {len(functions)} are "
+            "selected: select the property by its node id (as the failure printed it) or -k NAME"
+        )
+    from hypothesis import reproduce_failure
+
+    (item,) = functions.values()
+    reproduce_failure(*replay)(item.obj)  # type: ignore[attr-defined]
+
+
+def _replay_command(item: pytest.Item, details: str) -> str | None:
+    """The command that replays the example hypothesis printed in ``details``, if it did."""
+    replaying = item.config.stash.get(_REPLAY, None)  # hypothesis prints no blob then
+    blob = options.printed_blob(details) or (replaying[1] if replaying else None)
+    module = getattr(item, "module", None)
+    if blob is None or module is None:
+        return None
+    run = _run(item.config)
+    package = __name__.rpartition(".")[0]  # the properties run from the installed package
+    nodeid = options.installed_nodeid(
+        f"{package}.{module.__name__.rpartition('.')[2]}",
+        getattr(item, "originalname", item.name),
+    )
+    changed = {
+        "device": run.device if run.device != "cpu" else None,
+        "dtype": run.dtype if run.dtype != "float32" else None,
+        "checkpoint": item.config.getoption("checkpoint"),
+        "conformance-shape": run.shape if run.shape != "tiny" else None,
+        "conformance-requirements": item.config.getoption("conformance_requirements")
+        if run.requirements_profile is not None
+        else None,
+    }
+    return options.replay_command(
+        nodeid, blob, impl=run.impl, options={k: str(v) for k, v in changed.items() if v}
+    )
+
+
 def pytest_collection_finish(session: pytest.Session) -> None:
     """Note the properties this run will run (those that never report are ``not-run``)."""
+    _apply_replay(session.config, session.items)
     run = _run(session.config)
     for item in session.items:
         ids = item.stash.get(REQUIREMENT_IDS, None)
@@ -409,8 +462,15 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
         report.conformance_hint_matched = bool(getattr(failure, "hint_matched", False))
     else:
         message = f"{type(error).__name__}: {error}"
+    details = hypothesis_notes(error)
+    replay = _replay_command(item, details)
     report.conformance_message = message[:MESSAGE_LIMIT]
-    report.conformance_details = hypothesis_notes(error)[:MESSAGE_LIMIT]
+    if replay is None:
+        report.conformance_details = details[:MESSAGE_LIMIT]
+    else:
+        report.sections.append(("gpt2-conformance: replay this example", replay))
+        line = f"\nReplay this example: {replay}"
+        report.conformance_details = details[: max(0, MESSAGE_LIMIT - len(line))] + line
     return report
 
 

@@ -948,9 +948,45 @@ def _cell(text: str, limit: int = 200) -> str:
     return line.replace("|", "\\|")
 
 
-def to_markdown(report: Mapping[str, Any]) -> str:
+#: Overrides the documentation site that Markdown reports link requirements to.
+ENV_DOCS_URL = "GPT2_CONFORMANCE_DOCS_URL"
+
+
+def docs_url() -> str | None:
+    """The documentation site Markdown reports link to: ``$GPT2_CONFORMANCE_DOCS_URL``, else the
+    installed package's ``Documentation`` project URL (pyproject.toml), unless that still holds
+    the ``OWNER`` placeholder; None: no site, links stay relative."""
+    import os
+    from importlib import metadata
+
+    if os.environ.get(ENV_DOCS_URL):
+        return os.environ[ENV_DOCS_URL]
+    try:
+        urls = metadata.metadata("gpt2-conformance").get_all("Project-URL") or []
+    except metadata.PackageNotFoundError:
+        return None
+    for entry in urls:
+        label, _, url = entry.partition(",")
+        if label.strip().lower() == "documentation" and "OWNER" not in url:
+            return url.strip()
+    return None
+
+
+def requirement_link(anchor: str, base_url: str | None) -> str:
+    """A report's ``anchor`` (``spec/02-objective.md#objective.ignore-index``) as a link: on the
+    site at ``base_url`` (``BASE/spec/02-objective/#objective.ignore-index``), or as it is."""
+    if not base_url:
+        return anchor
+    page, _, rid = anchor.partition("#")
+    return f"{base_url.rstrip('/')}/{page.removesuffix('.md')}/#{rid}"
+
+
+def to_markdown(report: Mapping[str, Any], *, base_url: str | None = None) -> str:
     """Render a report (as built by :func:`build_report`) as Markdown, e.g. for a CI job summary
-    (``>> $GITHUB_STEP_SUMMARY``)."""
+    (``>> $GITHUB_STEP_SUMMARY``). Requirements link to the documentation site at ``base_url``
+    (None: :func:`docs_url`), so that the links work in a job summary or a PR comment; with no
+    site (``""``, or none configured) they are relative to the repository."""
+    base_url = docs_url() if base_url is None else base_url
     impl = report.get("implementation", {})
     hyp = report.get("hypothesis", {})
     summary = report.get("summary", {})
@@ -996,7 +1032,8 @@ def to_markdown(report: Mapping[str, Any]) -> str:
         ]
         for r in primary:
             lines.append(
-                f"- [`{r['id']}`]({r['anchor']}) ({r['level']}): {_cell(r['message'], 400)}"
+                f"- [`{r['id']}`]({requirement_link(r['anchor'], base_url)}) ({r['level']}): "
+                f"{_cell(r['message'], 400)}"
             )
         lines.append("")
     lines += [
@@ -1009,7 +1046,8 @@ def to_markdown(report: Mapping[str, Any]) -> str:
         if _role(r) == "consequence":
             status += f" (follows from {', '.join(f'`{c}`' for c in _explained(r))})"
         lines.append(
-            f"| [`{r['id']}`]({r['anchor']}) {_cell(r['title'], 80)} | {r['level']} "
+            f"| [`{r['id']}`]({requirement_link(r['anchor'], base_url)}) "
+            f"{_cell(r['title'], 80)} | {r['level']} "
             f"| {status} | {note} | {_seconds(r)} |"
         )
     tests = {t["nodeid"]: t for r in report.get("requirements", []) for t in r.get("tests", [])}

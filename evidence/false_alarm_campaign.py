@@ -153,8 +153,8 @@ def read_session(
                     "property": base,
                     "requirements": test["requirements"],
                     "outcome": outcome,
-                    "message": test.get("message", ""),
-                    "counterexample": test.get("hypothesis", ""),
+                    "message": strip_machine_paths(test.get("message", "")),
+                    "counterexample": strip_machine_paths(test.get("hypothesis", "")),
                 }
             )
     wanted = set(properties)
@@ -660,13 +660,56 @@ def _failure_count(failures: Sequence[dict[str, Any]]) -> str:
     return f"{still_open} ({cleared} cleared)" if cleared else str(still_open)
 
 
+def installed_property(nodeid: str) -> str:
+    """A property's node id in a checkout (``conformance/test_x.py::name``) as ``--pyargs``
+    selects it from an installed package, in any directory (``gpt2_conformance.test_x::name``)."""
+    path, sep, name = nodeid.partition("::")
+    module = Path(path).with_suffix("").name
+    return f"gpt2_conformance.{module}{sep}{name}"
+
+
 def reproduce_command(failure: dict[str, Any], row: dict[str, Any]) -> str:
     extra = " ".join(row["extra_args"])
     return (
-        f"python -m pytest --pyargs gpt2_conformance --impl={row['impl']} --dtype={row['dtype']} "
-        f"--conformance-profile={row['profile']} --hypothesis-seed={failure['seed']} "
-        f"'{failure['property']}'" + (f" {extra}" if extra else "")
+        f"python -m pytest --pyargs '{installed_property(failure['property'])}' "
+        f"--impl={row['impl']} --dtype={row['dtype']} "
+        f"--conformance-profile={row['profile']} --hypothesis-seed={failure['seed']}"
+        + (f" {extra}" if extra else "")
     )
+
+
+#: An absolute path to a file of this project's packages, in a checkout or installed: the part
+#: before the package's folder is the machine's, and is dropped from committed data.
+_MACHINE_PATH = re.compile(
+    r"(?<![\w.])(?:[A-Za-z]:)?[/\\](?:[^\s/\\:'\"]+[/\\])*?"
+    r"(?=(?:conformance|spec|reference|zoo|evidence|benchmarks|gpt2_\w+)[/\\][\w/\\.-]+\.py\b)"
+)
+
+
+def strip_machine_paths(text: str) -> str:
+    """``text`` with absolute paths to the project's files made relative to the repository
+    (``/home/me/repo/conformance/test_x.py:12`` -> ``conformance/test_x.py:12``)."""
+    return _MACHINE_PATH.sub("", text)
+
+
+def software_lines(software: Sequence[dict[str, str]]) -> list[str]:
+    """The sessions' software as Markdown: the versions all share on one line, then one line per
+    combination of the rest (e.g. the commits)."""
+    sets = sorted({json.dumps(s, sort_keys=True) for s in software})
+    parsed = [json.loads(s) for s in sets]
+    if not parsed:
+        return []
+    shared = {k: v for k, v in parsed[0].items() if all(p.get(k) == v for p in parsed)}
+    lines = ["Software of every session: " + ", ".join(f"{k} {v}" for k, v in shared.items())]
+    varying = [{k: v for k, v in p.items() if k not in shared} for p in parsed]
+    if any(varying):
+        lines[0] = (lines[0] + "; and, by session:") if shared else "Software, by session:"
+        lines += [""] + [
+            "- " + ", ".join(f"{k} {v}" for k, v in sorted(v.items())) for v in varying if v
+        ]
+    else:
+        lines[0] += "."
+    return [*lines, ""]
 
 
 def render_markdown(data: dict[str, Any]) -> str:
@@ -707,18 +750,13 @@ def render_markdown(data: dict[str, Any]) -> str:
             + "."
         )
         lines.append("")
-    software = {json.dumps(s, sort_keys=True) for r in rows for s in r["software"]}
-    lines.append(
-        "Software: "
-        + " / ".join(
-            ", ".join(f"{k} {v}" for k, v in json.loads(s).items()) for s in sorted(software)
-        )
-        + "."
-    )
-    lines.append("")
+    lines += software_lines([s for r in rows for s in r["software"]])
     findings = [(r, f) for r in rows for f in r["failures"]]
     still_open = sum(f["cleared_by"] is None for _, f in findings)
-    lines.append(f"### Findings ({len(findings)}: {still_open} open)")
+    lines.append(
+        f"### Failures recorded ({len(findings)}: {still_open} open, "
+        f"{len(findings) - still_open} cleared by a rerun)"
+    )
     lines.append("")
     if not findings:
         lines.append("No property failed on any seed.")

@@ -97,7 +97,7 @@ def test_a_reference_slice_is_recorded_as_a_clean_seed(tmp_path: Path) -> None:
     assert row["examples"] == 5 * session["properties_run"]["0"]
     markdown = campaign.render_markdown(data)
     assert "| `reference` | float32 | dev (5 per property) | 1 (0) |" in markdown
-    assert "### Findings (0: 0 open)" in markdown
+    assert "### Failures recorded (0: 0 open, 0 cleared by a rerun)" in markdown
 
     # A rerun with the same --out resumes: the seed is done, nothing runs again.
     again = _run_script(
@@ -130,7 +130,7 @@ def test_a_broken_implementation_is_recorded_as_a_failure(tmp_path: Path) -> Non
     assert "reproduce_failure" in failure["counterexample"]
     assert prop in failure["counterexample"]
     markdown = campaign.render_markdown(json.loads(out.read_text(encoding="utf-8")))
-    assert "### Findings (1: 1 open)" in markdown
+    assert "### Failures recorded (1: 1 open, 0 cleared by a rerun)" in markdown
     assert "--hypothesis-seed=3" in markdown
 
     # --rerun-findings runs only the seed with the open finding; the bug is still there.
@@ -320,7 +320,9 @@ def test_sessions_of_both_provenance_layouts_are_summarised_together() -> None:
     assert row["seeds"] == [0, 1, 2]
     assert row["machines"] == ["A", "B"]
     assert row["software"] == [{"torch": "2.13"}, {"torch": "2.14", "commit": "ccc"}]
-    assert "Software: commit ccc, torch 2.14 / torch 2.13." in campaign.render_markdown(data)
+    assert "Software, by session:\n\n- commit ccc, torch 2.14\n- torch 2.13\n" in (
+        campaign.render_markdown(data)
+    )
 
 
 def test_a_finding_is_cleared_by_a_later_session_that_passes_its_seed() -> None:
@@ -354,7 +356,7 @@ def test_a_finding_is_cleared_by_a_later_session_that_passes_its_seed() -> None:
     assert [f["cleared_by"]["commit"] for f in row["failures"]] == ["bbb", "bbb"]
     markdown = campaign.render_markdown(data)
     assert "| 0 (2 cleared) |" in markdown
-    assert "### Findings (2: 0 open)" in markdown
+    assert "### Failures recorded (2: 0 open, 2 cleared by a rerun)" in markdown
     assert "**Cleared:** seed 1 passes from commit bbb on (2026-01-03)." in markdown
     # A session of another dtype clears nothing.
     other = _session([1], "A", id="other", dtype="bfloat16", started="2026-01-04T00:00:00+00:00")

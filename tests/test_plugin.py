@@ -481,9 +481,19 @@ def test_bad_option_values_are_usage_errors(fake: pytest.Pytester) -> None:
     fake.makepyfile(test_props=PASSING)
     assert run(fake, "--impl=fake_gpt2:Fake", "--max-examples=0").ret == USAGE_ERROR
     assert run(fake, "--impl=fake_gpt2:Fake", "--conformance-profile=fast").ret == USAGE_ERROR
-    missing = run(fake, "--impl=fake_gpt2:Fake", "--xfails-file=nope.txt")
-    assert missing.ret == USAGE_ERROR
-    missing.stderr.fnmatch_lines(["*--xfails-file=nope.txt: cannot read it*"])
+    fake.mkdir("a_folder")
+    unreadable = run(fake, "--impl=fake_gpt2:Fake", "--xfails-file=a_folder")
+    assert unreadable.ret == USAGE_ERROR
+    unreadable.stderr.fnmatch_lines(["*--xfails-file=a_folder: cannot read it*"])
+
+
+def test_a_missing_xfails_file_expects_no_failure_and_says_how_to_create_it(
+    fake: pytest.Pytester,
+) -> None:
+    fake.makepyfile(test_props=PASSING)
+    missing = run(fake, "--impl=fake_gpt2:Fake", "--xfails-file=nope.txt", "-W", "always")
+    assert missing.ret == 0
+    missing.stdout.fnmatch_lines(["*--xfails-file=nope.txt: no such file*create it*"])
 
 
 # --------------------------------------------------------------------------------------------

@@ -93,6 +93,12 @@ REGISTRY: dict[str, Generator] = {
             "python -m gpt2_evidence.kill_matrix",
         ),
         Generator(
+            "kill-matrix-method",
+            None,
+            "docs/data/kill-matrix.json",
+            "python -m gpt2_evidence.kill_matrix",
+        ),
+        Generator(
             "false-alarms",
             "gpt2_evidence.false_alarm_campaign",
             "docs/data/false-alarms.json",
@@ -195,6 +201,36 @@ def render_traceability() -> str:
 # ---- producers ---------------------------------------------------------------------------------
 
 
+def _count(n: int, word: str) -> str:
+    return f"{n} {word}" if n == 1 else f"{n} {word}s"
+
+
+def render_kill_matrix_method(data: dict[str, Any]) -> str:
+    """What the published kill matrix ran, from its data: the command, the seeds, the examples
+    per property (so that the page's method is the method its data came from)."""
+    seeds = data["seeds"]
+    profile = data["profile"]
+    examples = profile["max_examples"]
+    own = profile.get("ci_max_examples", examples)
+    count = (
+        f"{examples} examples per property"
+        if examples == own
+        else f"{examples} examples per property (the `{profile['name']}` profile's own count is "
+        f"{own})"
+    )
+    return (
+        "```bash\n"
+        f"{data['command']}\n"
+        "```\n\n"
+        f"is the command the published matrix below came from (its data, "
+        "[`kill-matrix.json`](../data/kill-matrix.json), records it): "
+        f"{_count(len(seeds), 'hypothesis seed')} ({', '.join(str(s) for s in seeds)}) and "
+        f"{count}, on {data['provenance']['machine'].get('label', 'an unnamed machine')}. "
+        "A stricter run gives more seeds and the profile's own count "
+        "(`--seeds 5`, no `--max-examples`).\n"
+    )
+
+
 def load_data(generator: Generator) -> dict[str, Any]:
     path = generator.data_path()
     assert path is not None
@@ -242,7 +278,11 @@ def render(name: str) -> str:
             "(docs/hooks/generated.py)"
         )
     if generator.module is None:
-        return render_traceability()
+        if generator.data is None:
+            return render_traceability()
+        if generator.data_missing():
+            return missing_data_box(generator)
+        return render_kill_matrix_method(load_data(generator))
     if generator.data_missing():
         return missing_data_box(generator)
     try:

@@ -1,0 +1,58 @@
+"""A run of the suite leaves nothing in the directory it was started from unless asked:
+hypothesis' files go to the user's cache (``$XDG_CACHE_HOME/gpt2-conformance/hypothesis``), and
+pytest's own ``.pytest_cache/`` is left out with ``-p no:cacheprovider``, as the docs' commands
+say (docs/running-the-suite.md, "Files a run writes")."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from gpt2_conformance import options
+
+
+def test_a_run_writes_nothing_in_its_directory(tmp_path: Path) -> None:
+    here, cache = tmp_path / "here", tmp_path / "cache"
+    here.mkdir()
+    env = {**os.environ, "XDG_CACHE_HOME": str(cache)}
+    env.pop(options.ENV_HYPOTHESIS_STORAGE, None)
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pytest",
+            "--pyargs",
+            "gpt2_conformance",
+            "--impl=numpy",
+            "--conformance-profile=dev",
+            "--max-examples=2",
+            "-p",
+            "no:cacheprovider",
+            "-q",
+        ],
+        cwd=here,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=600,
+    )
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr
+    assert sorted(p.name for p in here.iterdir()) == []
+    # the dev profile keeps an example database: it is in the user's cache
+    assert (cache / "gpt2-conformance" / "hypothesis" / "examples").is_dir()
+
+
+def test_hypothesis_storage_follows_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv(options.ENV_HYPOTHESIS_STORAGE, raising=False)
+    monkeypatch.setenv("XDG_CACHE_HOME", "/somewhere")
+    assert options.hypothesis_storage() == str(Path("/somewhere/gpt2-conformance/hypothesis"))
+    monkeypatch.delenv("XDG_CACHE_HOME")
+    expected = Path.home() / ".cache" / "gpt2-conformance" / "hypothesis"
+    assert options.hypothesis_storage() == str(expected)
+    monkeypatch.setenv(options.ENV_HYPOTHESIS_STORAGE, ".hypothesis")
+    assert options.hypothesis_storage() is None  # asked for: left where the user says
