@@ -443,15 +443,20 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
         return report
     error = call.excinfo.value
     failure = find_failure(error)
+    details = hypothesis_notes(error)
+    replay = _replay_command(item, details)
+    block = False
     if failure is not None:
         message = str(failure)
         if item.config.option.tbstyle == "auto" and report.when == "call":
             report.longrepr = FailureBlock(
                 message,
                 failure_site(failure, str(item.path)),
-                hypothesis_notes(error),
+                details,
                 getattr(report.longrepr, "reprcrash", None),
+                replay=replay,
             )
+            block = True
         elif hasattr(report.longrepr, "toterminal"):
             report.longrepr = HeadedFailure(message, report.longrepr)
         # What the failure names, for the report's triage (plain strings: they travel to the
@@ -462,13 +467,12 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
         report.conformance_hint_matched = bool(getattr(failure, "hint_matched", False))
     else:
         message = f"{type(error).__name__}: {error}"
-    details = hypothesis_notes(error)
-    replay = _replay_command(item, details)
     report.conformance_message = message[:MESSAGE_LIMIT]
     if replay is None:
         report.conformance_details = details[:MESSAGE_LIMIT]
     else:
-        report.sections.append(("gpt2-conformance: replay this example", replay))
+        if not block:  # the failure block shows it already
+            report.sections.append(("gpt2-conformance: replay this example", replay))
         line = f"\nReplay this example: {replay}"
         report.conformance_details = details[: max(0, MESSAGE_LIMIT - len(line))] + line
     return report

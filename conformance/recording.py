@@ -201,10 +201,15 @@ class FailureBlock:
         site: tuple[str, int, str, str] | None,
         notes: str,
         reprcrash: Any = None,
+        *,
+        replay: str | None = None,
     ) -> None:
         self.message = message.rstrip("\n")
         self.site = site
         self.example = counterexample(notes)
+        if replay:  # the command replaces hypothesis' edit-the-source recipe
+            self.example = [x for x in self.example if "@reproduce_failure(" not in x]
+        self.replay = replay
         self.reprcrash = reprcrash
 
     def lines(self) -> list[tuple[str, dict[str, bool]]]:
@@ -217,6 +222,8 @@ class FailureBlock:
         if self.example:
             out += [("", {}), ("counterexample (shrunk by hypothesis):", {})]
             out += [(f"    {line}", {}) for line in self.example]
+        if self.replay:
+            out += [("", {}), ("replay this example:", {}), (f"    {self.replay}", {})]
         return out
 
     def toterminal(self, tw: Any) -> None:
