@@ -290,11 +290,18 @@ def class_verdicts(
             if r["status"] in ("fail", "xfail")
             and (r.get("triage") or {}).get("role", "primary") == "primary"
         ]
+        causes = [
+            c
+            for r in must
+            if r["status"] in ("fail", "xfail")
+            for c in (r.get("triage") or {}).get("explained_by", [])
+        ]
         standing[name] = {
             "status": status,
             "must": len(must),
             "must_passed": len(passed),
             "primary": primary,
+            "causes": list(dict.fromkeys(causes)),
             "failed": failed,
             "expected_to_fail": expected,
             "not_claimed": not_claimed,
@@ -336,11 +343,17 @@ def class_headline(report: Mapping[str, Any]) -> str:
     )
 
 
-def _failed_phrase(ids: Sequence[str], primary: Sequence[str], how: str) -> str:
-    """``3 MUST requirements fail: a, b, c``, or, when some of them are consequences, ``24 MUST
-    requirements fail; primary: a, b (the other 22 are their consequences)``."""
+def _failed_phrase(
+    ids: Sequence[str], primary: Sequence[str], how: str, causes: Sequence[str] = ()
+) -> str:
+    """``3 MUST requirements fail: a, b, c``; when some of them are consequences, ``24 MUST
+    requirements fail; primary: a, b (22 others follow from them)``; when all of them are
+    consequences of failures in another class, ``1 MUST requirement fail, following from x: a``.
+    """
     first = [r for r in ids if r in primary]
     text = f"{_count(len(ids), 'MUST requirement')} fail{how}"
+    if not first and causes:
+        return f"{text}, following from {_ids(causes, limit=3)}: {_ids(ids)}"
     if first and len(first) < len(ids):
         rest = len(ids) - len(first)
         follow = "follows" if rest == 1 else "follow"
@@ -356,10 +369,11 @@ def _class_phrase(name: str, standing: Mapping[str, Any], collection_errors: int
     if status == DOES_NOT_CONFORM:
         parts = []
         primary = standing.get("primary", [])
+        causes = standing.get("causes", [])
         if standing["failed"]:
-            parts.append(_failed_phrase(standing["failed"], primary, ""))
+            parts.append(_failed_phrase(standing["failed"], primary, "", causes))
         for source, ids in standing["expected_to_fail"].items():
-            parts.append(_failed_phrase(ids, primary, f" {_SOURCE_WORDS[source]}"))
+            parts.append(_failed_phrase(ids, primary, f" {_SOURCE_WORDS[source]}", causes))
         return f"{words} ({'; '.join(parts)})"
     if status == INCOMPLETE:
         why = []
