@@ -137,8 +137,18 @@ def failure_site(error: BaseException, path: str) -> tuple[str, int, str, str] |
     while tb is not None:
         code = tb.tb_frame.f_code
         if code.co_filename == path:
-            line = linecache.getline(code.co_filename, tb.tb_lineno).strip()
-            found = (code.co_filename, tb.tb_lineno, code.co_name, line)
+            first = last = tb.tb_lineno
+            positions = list(code.co_positions())  # the whole statement, not its first line
+            if 0 <= tb.tb_lasti // 2 < len(positions):
+                start, end = positions[tb.tb_lasti // 2][:2]
+                if start and end and start <= first <= end and end - start < 12:
+                    first, last = start, end
+            lines = [
+                linecache.getline(code.co_filename, n).rstrip() for n in range(first, last + 1)
+            ]
+            indent = min((len(x) - len(x.lstrip()) for x in lines if x.strip()), default=0)
+            source = "\n".join(x[indent:] for x in lines)
+            found = (code.co_filename, first, code.co_name, source)
         tb = tb.tb_next
     return found
 
@@ -218,7 +228,9 @@ class FailureBlock:
             path, number, function, source = self.site
             out += [("", {}), (f"{path}:{number}: in {function}", {})]
             if source:
-                out += [(f"    {source}", {}), (f"    {'^' * len(source)}", {"red": True})]
+                out += [(f"    {line}", {}) for line in source.splitlines()]
+                width = max(len(line) for line in source.splitlines())
+                out.append((f"    {'^' * width}", {"red": True}))
         if self.example:
             out += [("", {}), ("counterexample (shrunk by hypothesis):", {})]
             out += [(f"    {line}", {}) for line in self.example]

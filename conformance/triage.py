@@ -156,16 +156,21 @@ def _reason(
     if not causes:
         return ""
     target = causes[0]
-    for step, kind in edges[r].items():
-        if step == target or target in reach[step]:
-            if kind == OBSERVED:
-                link = f"its test observed a violation of {step}"
-            else:
-                link = f"it presupposes {step} (spec/diagnosis.md)"
-            if step != target:
-                link += f", which is explained by {target}"
-            return link
-    return ""
+    steps = [
+        (step, kind) for step, kind in edges[r].items() if step == target or target in reach[step]
+    ]
+    # The plainest link first: straight to the cause, then what the test itself observed.
+    steps.sort(key=lambda sk: (sk[0] != target, sk[1] != OBSERVED))
+    if not steps:
+        return ""
+    step, kind = steps[0]
+    if kind == OBSERVED:
+        link = f"its test observed a violation of {step}"
+    else:
+        link = f"it presupposes {step} (spec/diagnosis.md)"
+    if step != target:
+        link += f", which is explained by {target}"
+    return link
 
 
 def summary(

@@ -696,7 +696,9 @@ def test_a_broken_implementation_fails_its_requirement_and_the_run_goes_on(
             "    *test_rows(",  # hypothesis' failing example (its wording varies by version)
             "        length=1,*",
             "    )",
-            "*@reproduce_failure(*",
+            "",
+            "replay this example:",
+            "    python -m pytest --pyargs *::test_rows *--conformance-replay=*",
             "FAILED test_props.py::test_rows - gpt2_conformance.checks.*",
         ]
     )

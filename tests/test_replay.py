@@ -18,7 +18,8 @@ from gpt2_conformance import options
 
 MUTANT = "gpt2_zoo.sequence_bugs:CausalLeak"
 PROPERTY = "test_changing_future_tokens_changes_no_earlier_row"
-REPLAY = re.compile(r"^python -m pytest --pyargs .*--conformance-replay=\S+$", re.MULTILINE)
+# The failure block indents the command under "replay this example:".
+REPLAY = re.compile(r"^ *(python -m pytest --pyargs .*--conformance-replay=\S+)$", re.MULTILINE)
 
 
 def _pytest(args: list[str], cwd: Path) -> subprocess.CompletedProcess[str]:

@@ -225,3 +225,29 @@ def test_a_declared_deviation_and_its_consequences_read_as_one_declaration(
     }
     assert "fail as the adapter declares; primary: forward.gelu-tanh" in data["verdict"]
     assert data["conforms"] is False
+
+
+GUIDE = Path(__file__).resolve().parents[1] / "docs" / "guides" / "reading-a-failure.md"
+LEAK_REPORT = (
+    Path(__file__).resolve().parents[1] / "docs" / "data" / "examples" / "causal-leak.json"
+)
+
+
+def test_the_failure_guide_shows_the_committed_run_as_the_suite_prints_it() -> None:
+    """The guide's cascade is the terminal summary of a committed report of the run it names
+    (python -m pytest --pyargs gpt2_conformance --impl=gpt2_zoo.sequence_bugs:CausalLeak
+    --conformance-report=docs/data/examples/causal-leak.json), rendered by the current code."""
+    import json
+
+    data = json.loads(LEAK_REPORT.read_text(encoding="utf-8"))
+    assert data["implementation"]["adapter"].endswith("CausalLeak")
+    lines = report.summary_lines(data)
+    text = GUIDE.read_text(encoding="utf-8")
+    for line in lines:
+        assert line in text, line
+    failing = data["summary"]["fail"]
+    assert f"ends with {failing} failing requirements out of {len(data['requirements'])}" in text
+    assert data["triage"]["primary"] == [
+        "causality.future-invisible",
+        "causality.jacobian-lower-triangular",
+    ]
