@@ -419,13 +419,7 @@ def load_presuppositions(
             direct[subject].update(o for o in objects if o != subject)
     closed: dict[str, frozenset[str]] = {}
     for rid in ids:
-        seen: set[str] = set()
-        stack = list(direct[rid])
-        while stack:
-            x = stack.pop()
-            if x not in seen:
-                seen.add(x)
-                stack.extend(direct[x])
+        seen = _reach(direct, rid)
         if rid in seen:
             cycle = sorted(x for x in seen if rid in _reach(direct, x))
             raise SpecFormatError(
