@@ -45,6 +45,7 @@ class TestState:
     oracle_s: float = 0.0
     message: str = ""
     details: str = ""
+    margin: float | None = None
 
 
 def property_values(user_properties: Iterable[tuple[str, object]], key: str) -> tuple[str, ...]:
@@ -133,6 +134,8 @@ class Recording:
         timing = getattr(report, "conformance_timing", None) or {}
         test.implementation_s += float(timing.get("implementation", 0.0))
         test.oracle_s += float(timing.get("oracle", 0.0))
+        margin = getattr(report, "conformance_margin", None)
+        test.margin = reports.worst_margin((test.margin, margin))
         xfailed = hasattr(report, "wasxfail")
         if report.failed:
             if report.when == "call":
@@ -174,6 +177,7 @@ class Recording:
                 oracle_s=t.oracle_s,
                 message=t.message,
                 details=t.details,
+                margin=t.margin,
             )
             for nodeid, t in self.tests.items()
             if t.outcome is not None

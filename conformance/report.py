@@ -66,6 +66,8 @@ class TestRecord:
             (its adapter's ``build`` and every protocol method: logits, loss, gradients, cache,
             save/load...).
         oracle_s: of ``duration_s``, the seconds spent in the NumPy oracle (suite work).
+        margin: the largest error as a fraction of its bound over the test's comparisons
+            (:class:`gpt2_conformance.checks.Margins`); None when it compared nothing numeric.
     """
 
     __test__ = False  # not a pytest test class, despite the name
@@ -78,6 +80,7 @@ class TestRecord:
     details: str = ""
     implementation_s: float = 0.0
     oracle_s: float = 0.0
+    margin: float | None = None
 
     def as_dict(self) -> dict[str, Any]:
         entry: dict[str, Any] = {
@@ -90,6 +93,8 @@ class TestRecord:
         }
         if self.details:
             entry["hypothesis"] = self.details
+        if self.margin is not None:
+            entry["margin"] = round(self.margin, 6)
         return entry
 
     @classmethod
@@ -104,6 +109,7 @@ class TestRecord:
             oracle_s=float(entry.get("oracle_s", 0.0)),
             message=str(entry.get("message", "")),
             details=str(entry.get("hypothesis", "")),
+            margin=worst_margin((entry.get("margin"),)),
         )
 
 
@@ -505,6 +511,7 @@ def build_report(
                 **_shared_times(its_tests),
                 "tests": [t.as_dict() for t in its_tests],
                 "message": _first_message(status, its_tests),
+                "margin": worst_margin(t.margin for t in its_tests),
             }
         )
     summary = {s: 0 for s in (*STATUSES, NOT_IN_PROFILE) if s != NOT_IN_PROFILE or partial}
@@ -549,6 +556,13 @@ def build_report(
     if shard:
         report["shard"] = shard
     return report
+
+
+def worst_margin(margins: Iterable[Any]) -> float | None:
+    """The largest of ``margins`` (errors as fractions of their bounds; None entries are tests
+    that compared nothing), rounded for the report; None when there is none."""
+    numbers = [float(m) for m in margins if m is not None]
+    return round(max(numbers), 6) if numbers else None
 
 
 def _shared_times(tests: Sequence[TestRecord]) -> dict[str, float]:
