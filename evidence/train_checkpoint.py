@@ -32,9 +32,10 @@ Run (about 11 minutes on one core)::
 
 The corpus includes the project's Markdown, so it is the same only on the same commit (the
 record lists every file with its sha256; the committed checkpoint was trained on commit f0937c4's
-docs). Verify the determinism: rerun on that commit, with the same Python and torch, and compare the printed
-sha256 with the one in ``training.json`` (``--out`` elsewhere keeps the committed files). A quick
-check of the machinery is two short runs into two directories whose hashes must be equal::
+docs). Verify the determinism: rerun on that commit, with the same Python and torch, and
+compare the printed sha256 with the one in ``training.json`` (``--out`` elsewhere keeps the
+committed files). A quick check of the machinery is two short runs into two directories whose
+hashes must be equal::
 
     python -m gpt2_evidence.train_checkpoint --steps 5 --out /tmp/a
     python -m gpt2_evidence.train_checkpoint --steps 5 --out /tmp/b
