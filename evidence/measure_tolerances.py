@@ -14,6 +14,14 @@ oracle's backward, per tensor, on the gradient domain), and self-consistency: ``
 implementation on a prefix vs on the full sequence), ``head`` (logits vs the implementation's own
 final hidden states times its head matrix, in float64) and, for the reference, ``cache`` (cached
 decoding vs the full forward).
+
+``--checkpoint DIR`` measures the same comparisons on a trained checkpoint instead (the project's
+``docs/data/trained``, from ``python -m gpt2_evidence.train_checkpoint``), on windows of its
+training text and on random token ids, and ``--out`` writes the result as JSON (the *trained* rows
+of chapter 7's table)::
+
+    python -m gpt2_evidence.measure_tolerances --checkpoint docs/data/trained --draws 12 \
+        --gradient-draws 4 --out docs/data/tolerances-trained.json
 """
 
 from __future__ import annotations
