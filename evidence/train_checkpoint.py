@@ -387,6 +387,24 @@ def measure_statistics(path: Path, *, batch: int = 4, seed: int = 0) -> dict[str
     }
 
 
+def conformance_run(report: dict[str, Any]) -> dict[str, Any]:
+    """A suite report (``--conformance-report``) of a ``--checkpoint`` run, in brief: what ran,
+    the requirement statuses, and every requirement's margin (worst error over its bound)."""
+    implementation, hypothesis = report["implementation"], report["hypothesis"]
+    margins = {r["id"]: r["margin"] for r in report["requirements"] if r.get("margin") is not None}
+    return {
+        "impl": implementation.get("adapter", implementation.get("name")),
+        "dtype": implementation.get("dtype"),
+        "checkpoint": implementation.get("checkpoint"),
+        "profile": hypothesis.get("profile"),
+        "max_examples": hypothesis.get("max_examples"),
+        "summary": report["summary"],
+        "classes": {name: c["status"] for name, c in report.get("classes", {}).items()},
+        "duration_s": round(float(report.get("duration_s", 0.0)), 1),
+        "margins": dict(sorted(margins.items(), key=lambda item: -item[1])),
+    }
+
+
 # ------------------------------------------------------------------------------------------
 # Markdown (the docs build imports this; it needs neither torch nor the checkpoint)
 # ------------------------------------------------------------------------------------------
@@ -561,6 +579,32 @@ def render_markdown(data: dict[str, Any]) -> str:
             f"| {np.mean([x['attention_peaked_rows'] for x in layers]):.1%} |"
         )
     lines += ["", _statistics_svg(data["weights"]), "", f"Inputs: {data['tokens']}.", ""]
+    runs = data.get("conformance_runs", [])
+    if runs:
+        lines += [
+            "### The built-ins on the trained checkpoint",
+            "",
+            "`python -m pytest --pyargs gpt2_conformance --impl=IMPL "
+            "--checkpoint=docs/data/trained --dtype=DTYPE`; the margin is the worst error as a "
+            "fraction of its bound over the run (see the false-alarms page), with its "
+            "requirement.",
+            "",
+            "| implementation | dtype | profile | requirements | classes | worst margin "
+            "| next worst | time |",
+            "| --- | --- | --- | --- | --- | ---: | --- | ---: |",
+        ]
+        for run in runs:
+            counts = ", ".join(f"{n} {k}" for k, n in run["summary"].items() if n)
+            classes = ", ".join(f"{k}: {v}" for k, v in run["classes"].items())
+            ranked = list(run["margins"].items())
+            worst = f"{ranked[0][1]:.3f} (`{ranked[0][0]}`)" if ranked else "-"
+            rest = ", ".join(f"`{k}` {v:.3f}" for k, v in ranked[1:3])
+            lines.append(
+                f"| `{run['impl']}` | {run['dtype']} | {run['profile']} ({run['max_examples']} "
+                f"per property) | {counts} | {classes} | {worst} | {rest} "
+                f"| {run['duration_s'] / 60:.0f} min |"
+            )
+        lines.append("")
     return "\n".join(lines)
 
 
@@ -575,7 +619,24 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help=f"do not train: measure the checkpoint in --out beside random weights -> {STATISTICS}",
     )
+    parser.add_argument(
+        "--add-runs",
+        nargs="+",
+        default=[],
+        metavar="REPORT",
+        help=f"record these --checkpoint runs' JSON reports in {STATISTICS.name} (replacing a run "
+        "of the same implementation and dtype)",
+    )
     args = parser.parse_args(argv)
+    if args.add_runs:
+        data = json.loads(STATISTICS.read_text(encoding="utf-8"))
+        runs = {(r["impl"], r["dtype"]): r for r in data.get("conformance_runs", [])}
+        for path in args.add_runs:
+            run = conformance_run(json.loads(Path(path).read_text(encoding="utf-8")))
+            runs[(run["impl"], run["dtype"])] = run
+        data["conformance_runs"] = sorted(runs.values(), key=lambda r: (r["impl"], r["dtype"]))
+        STATISTICS.write_text(json.dumps(data, indent=1) + "\n", encoding="utf-8")
+        return 0
     if args.statistics:
         data = measure_statistics(args.out)
         STATISTICS.write_text(json.dumps(data, indent=1) + "\n", encoding="utf-8")
