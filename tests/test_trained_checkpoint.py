@@ -79,3 +79,24 @@ def test_the_plateau_measure_tells_a_flat_curve_from_a_falling_one() -> None:
     ]
     assert trained.plateau(falling)["tail_share_of_drop"] == pytest.approx(0.2)
     assert trained.plateau(flat)["tail_share_of_drop"] < 0.01
+
+
+def test_a_checkpoint_run_is_recorded_with_its_worst_margins_first() -> None:
+    report = {
+        "implementation": {"adapter": "reference", "dtype": "bfloat16", "checkpoint": "x"},
+        "hypothesis": {"profile": "dev", "max_examples": 5},
+        "summary": {"pass": 3, "fail": 0},
+        "classes": {"function": {"status": "conforms"}},
+        "duration_s": 60.0,
+        "requirements": [
+            {"id": "a", "margin": 0.1},
+            {"id": "b", "margin": 0.4},
+            {"id": "c", "margin": None},
+        ],
+    }
+    run = trained.conformance_run(report)
+    assert list(run["margins"].items()) == [("b", 0.4), ("a", 0.1)]
+    data = json.loads(trained.STATISTICS.read_text(encoding="utf-8"))
+    markdown = trained.render_markdown({**data, "conformance_runs": [run]})
+    assert "| `reference` | bfloat16 | dev (5 per property) | 3 pass |" in markdown
+    assert "0.400 (`b`)" in markdown
