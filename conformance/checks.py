@@ -61,6 +61,49 @@ class ImplementationError(ConformanceFailure):
     """The implementation raised (or returned garbage) where the spec expects a result."""
 
 
+class Margins:
+    """How close the current test's comparisons came to their bounds.
+
+    Every comparison made through these helpers (:func:`row_disagreement`, :func:`rows_agree`,
+    :func:`scalar_agrees`, :func:`tensors_agree`) notes its worst error as a fraction of its
+    bound (spec chapter 7: ``|actual - expected|`` over ``atol + rtol * max|expected|``, per row);
+    :meth:`take` gives the largest fraction since the last take (None when nothing was
+    compared) and starts again. A passing comparison has a fraction <= 1; a property whose
+    fraction stays near 1 over many examples is close to a false alarm. Rows whose bound is
+    exactly zero (exact comparisons) have no fraction and are not noted.
+    """
+
+    def __init__(self) -> None:
+        self.worst: float | None = None
+
+    def note(self, actual: Any, expected: Any, tol: Any) -> None:
+        actual = np.asarray(actual, dtype=np.float64)
+        expected = np.asarray(expected, dtype=np.float64)
+        if actual.shape != expected.shape or actual.size == 0:
+            return
+        if not (np.isfinite(actual).all() and np.isfinite(expected).all()):
+            return
+        if actual.ndim == 0:
+            actual, expected = actual[None], expected[None]
+        err = np.abs(actual - expected).max(axis=-1)
+        limit = tol.atol + tol.rtol * np.abs(expected).max(axis=-1)
+        positive = np.asarray(limit > 0)
+        if not positive.any():
+            return
+        fraction = float((np.asarray(err)[positive] / np.asarray(limit)[positive]).max())
+        if self.worst is None or fraction > self.worst:
+            self.worst = fraction
+
+    def take(self) -> float | None:
+        """The worst fraction since the last :meth:`take` (None if none), and start again."""
+        taken, self.worst = self.worst, None
+        return taken
+
+
+#: The process' margins (one per process, like :data:`~gpt2_conformance.timing.STOPWATCH`).
+MARGINS = Margins()
+
+
 def fail(
     requirement: str,
     message: str,
@@ -190,6 +233,7 @@ def row_disagreement(
 ) -> str | None:
     """None when every row (last axis) agrees under spec chapter 7's rule; otherwise
     ``describe(index, error, tolerance)`` for the worst row (see :func:`rows_agree`)."""
+    MARGINS.note(actual, expected, tol)
     if S.agree(actual, expected, tol):
         return None
     index, err = worst_row(actual, expected, tol)
@@ -200,6 +244,7 @@ def scalar_agrees(requirement: str, actual: float, expected: float, tol: Any, *,
     """A scalar (a loss) agrees with its expected value under the spec's rule."""
     if np.isnan(expected) and np.isnan(actual):
         return
+    MARGINS.note(np.float64(actual), np.float64(expected), tol)
     if not S.agree(np.float64(actual), np.float64(expected), tol):
         limit = bound(np.array([expected]), tol)
         fail(
@@ -332,6 +377,7 @@ def tensors_agree(
     expected = np.asarray(expected, dtype=np.float64)
     if actual.shape != expected.shape:
         fail(requirement, f"{what} has shape {actual.shape} where {expected.shape} was expected")
+    MARGINS.note(actual.reshape(1, -1), expected.reshape(1, -1), tol)
     if S.agree(actual.reshape(1, -1), expected.reshape(1, -1), tol):
         return
     error = np.abs(actual - expected)

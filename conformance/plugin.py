@@ -34,6 +34,7 @@ import pytest
 from . import SUITE_VERSION, options, selection
 from . import report as reports
 from .adapter import Adapter
+from .checks import MARGINS
 from .loading import LoadError, missing_xfails, read_xfails
 from .options import ENV_IMPL, OptionError
 from .properties import requirement  # noqa: F401  (the properties' fixture, registered here)
@@ -437,6 +438,7 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
     # Plain floats: they travel with the report from an xdist worker to the controller.
     report.conformance_timing = item.stash.get(_PHASE_TIMES, {})
     item.stash[_PHASE_TIMES] = {}
+    report.conformance_margin = MARGINS.take()  # worst error/bound of this phase's comparisons
     if report.skipped and _STATUS in item.stash:
         report.user_properties.append((STATUS_PROPERTY, item.stash[_STATUS]))
     if call.excinfo is None or call.excinfo.errisinstance(pytest.skip.Exception):

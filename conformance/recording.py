@@ -53,6 +53,7 @@ class TestState:
     build_s: float = 0.0
     configs: set[str] = dataclasses.field(default_factory=set)
     shapes: set[str] = dataclasses.field(default_factory=set)
+    margin: float | None = None
 
 
 def property_values(user_properties: Iterable[tuple[str, object]], key: str) -> tuple[str, ...]:
@@ -273,6 +274,8 @@ class Recording:
         test.build_s += float(timing.get("build_s", 0.0))
         test.configs.update(timing.get("configs", ()))
         test.shapes.update(timing.get("shapes", ()))
+        margin = getattr(report, "conformance_margin", None)
+        test.margin = reports.worst_margin((test.margin, margin))
         xfailed = hasattr(report, "wasxfail")
         if report.failed:
             if report.when == "call":
@@ -324,6 +327,7 @@ class Recording:
                 build_s=t.build_s,
                 configs=frozenset(t.configs),
                 shapes=frozenset(t.shapes),
+                margin=t.margin,
             )
             for nodeid, t in self.tests.items()
             if t.outcome is not None

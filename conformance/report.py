@@ -70,6 +70,8 @@ class TestRecord:
             of ``implementation_s``).
         configs, shapes: the distinct configurations, and (configuration, input shape) pairs,
             it built or called the implementation with (in memory only: not in the JSON).
+        margin: the largest error as a fraction of its bound over the test's comparisons
+            (:class:`gpt2_conformance.checks.Margins`); None when it compared nothing numeric.
     """
 
     __test__ = False  # not a pytest test class, despite the name
@@ -90,6 +92,7 @@ class TestRecord:
     build_s: float = 0.0
     configs: frozenset[str] = frozenset()
     shapes: frozenset[str] = frozenset()
+    margin: float | None = None
 
     def as_dict(self) -> dict[str, Any]:
         entry: dict[str, Any] = {
@@ -112,6 +115,8 @@ class TestRecord:
                 "names": list(self.hint_requirements),
                 "matched": self.hint_matched,
             }
+        if self.margin is not None:
+            entry["margin"] = round(self.margin, 6)
         return entry
 
     @classmethod
@@ -132,6 +137,7 @@ class TestRecord:
             hint=str((entry.get("hint") or {}).get("text", "")),
             hint_requirements=tuple((entry.get("hint") or {}).get("names", ())),
             hint_matched=bool((entry.get("hint") or {}).get("matched", False)),
+            margin=worst_margin((entry.get("margin"),)),
         )
 
 
@@ -572,6 +578,7 @@ def build_report(
                 **_shared_times(its_tests),
                 "tests": [t.as_dict() for t in its_tests],
                 "message": _first_message(status, its_tests),
+                "margin": worst_margin(t.margin for t in its_tests),
             }
         )
     triaged = apply_triage(entries, tests_by_id)
@@ -710,6 +717,13 @@ def apply_triage(
             )
     expected = [rid for rid, e in by_id.items() if e["status"] == "xfail"]
     return triage.summary(findings, order, expected)
+
+
+def worst_margin(margins: Iterable[Any]) -> float | None:
+    """The largest of ``margins`` (errors as fractions of their bounds; None entries are tests
+    that compared nothing), rounded for the report; None when there is none."""
+    numbers = [float(m) for m in margins if m is not None]
+    return round(max(numbers), 6) if numbers else None
 
 
 def _shared_times(tests: Sequence[TestRecord]) -> dict[str, float]:

@@ -134,12 +134,15 @@ def read_session(
     outcomes: dict[str, int] = {}
     failures: list[dict[str, Any]] = []
     deviations: set[str] = set()
+    margins: dict[str, dict[str, Any]] = {}
     for nodeid, test in sorted(tests.items()):
         base, seed = split_nodeid(nodeid)
         outcome = test["outcome"]
         if seed is None or seed not in done or outcome == "not-run":
             continue  # a selected property the session never reached (it was stopped)
         done[seed].add(base)
+        if outcome in ("passed", "failed") and test.get("margin") is not None:
+            _note_margin(margins, base, float(test["margin"]), seed, test["requirements"])
         outcomes[outcome] = outcomes.get(outcome, 0) + 1
         if outcome in RAN:
             ran[seed] += 1
@@ -164,11 +167,35 @@ def read_session(
         "properties_run": {str(s): ran[s] for s in complete},
         "outcomes": outcomes,
         "failures": failures,
+        "margins": margins,
         "declared_deviations": sorted(deviations),
         "max_examples": report.get("hypothesis", {}).get("max_examples"),
         "interrupted": bool(report.get("interrupted")),
         "implementation": report.get("implementation", {}),
     }
+
+
+def _note_margin(
+    margins: dict[str, dict[str, Any]],
+    prop: str,
+    margin: float,
+    seed: int | None,
+    requirements: Sequence[str],
+) -> None:
+    """Keep, per property, the largest margin (error as a fraction of its bound) and its seed."""
+    known = margins.get(prop)
+    if known is None or margin > known["margin"]:
+        margins[prop] = {"margin": margin, "seed": seed, "requirements": list(requirements)}
+
+
+#: A property whose worst margin exceeds this is investigated (issue 16's goal: every property
+#: stays within half of its bound over the whole campaign).
+MARGIN_GOAL = 0.5
+
+
+def weights_of(extra_args: Sequence[str]) -> str:
+    """ "trained" when the session's extra pytest arguments pass a --checkpoint, else "random"."""
+    return "trained" if any(a.startswith("--checkpoint") for a in extra_args) else "random"
 
 
 # ------------------------------------------------------------------------------------------
@@ -471,8 +498,11 @@ def summarize(data: dict[str, Any]) -> list[dict[str, Any]]:
                 "machines": [],
                 "software": [],
                 "declared_deviations": set(),
+                "margins": {},
             },
         )
+        for prop, worst in session.get("margins", {}).items():
+            _note_margin(row["margins"], prop, **worst)
         for seed in session["seeds_completed"]:
             if seed not in row["seeds"]:
                 row["seeds"].add(seed)
@@ -606,6 +636,7 @@ def campaign(args: argparse.Namespace, data: dict[str, Any], out: Path) -> int:
                 "properties_run": got["properties_run"],
                 "outcomes": got["outcomes"],
                 "failures": got["failures"],
+                "margins": got["margins"],
                 "declared_deviations": got["declared_deviations"],
                 "workers": args.workers,
                 "wall_s": round(wall, 1),
@@ -712,6 +743,138 @@ def software_lines(software: Sequence[dict[str, str]]) -> list[str]:
     return [*lines, ""]
 
 
+def _column(row: dict[str, Any]) -> str:
+    weights = weights_of(row["extra_args"])
+    return f"{row['impl']} {row['dtype']}" + (" trained" if weights == "trained" else "")
+
+
+def _short(prop: str) -> str:
+    """``conformance/test_forward.py::test_x[...]`` as ``test_forward::test_x[...]``."""
+    path, _, name = prop.partition("::")
+    return f"{Path(path).stem}::{name}" if name else prop
+
+
+def margin_table(rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """The worst margin per property and campaign row: ``columns`` (one per row with margins),
+    ``properties`` (worst first: name, requirements, the margin per column, the worst and where).
+    """
+    with_margins = [r for r in rows if r["margins"]]
+    columns = [_column(r) for r in with_margins]
+    names = sorted({p for r in with_margins for p in r["margins"]})
+    properties = []
+    for name in names:
+        cells = [r["margins"].get(name) for r in with_margins]
+        present = [(c["margin"], i) for i, c in enumerate(cells) if c is not None]
+        worst, at = max(present)
+        properties.append(
+            {
+                "property": name,
+                "requirements": next(c for c in cells if c is not None)["requirements"],
+                "margins": [None if c is None else c["margin"] for c in cells],
+                "worst": worst,
+                "worst_column": columns[at],
+                "worst_seed": cells[at]["seed"],
+            }
+        )
+    properties.sort(key=lambda p: (-p["worst"], p["property"]))
+    return {"columns": columns, "properties": properties}
+
+
+def margin_svg(table: dict[str, Any], *, top: int = 25) -> str:
+    """A horizontal bar chart (inline SVG) of the ``top`` properties' worst margins, with the
+    goal (:data:`MARGIN_GOAL`) and the bound (1.0) drawn as lines."""
+    shown = table["properties"][:top]
+    width, label_w, bar_w, row_h = 860, 430, 380, 16
+    height = 30 + row_h * len(shown) + 24
+    scale = bar_w / max(1.0, max((p["worst"] for p in shown), default=1.0))
+    parts = [
+        f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
+        f'viewBox="0 0 {width} {height}" role="img" font-family="sans-serif" font-size="12">',
+        f"<title>Worst error as a fraction of its bound, the {len(shown)} closest properties"
+        "</title>",
+    ]
+    for i, prop in enumerate(shown):
+        y = 24 + i * row_h
+        colour = "#c0392b" if prop["worst"] > MARGIN_GOAL else "#2e86c1"
+        parts.append(
+            f'<text x="{label_w - 6}" y="{y + 12}" text-anchor="end">'
+            f"{_escape(_short(prop['property']))[:62]}</text>"
+        )
+        parts.append(
+            f'<rect x="{label_w}" y="{y + 2}" width="{max(prop["worst"] * scale, 1):.1f}" '
+            f'height="{row_h - 4}" fill="{colour}"/>'
+        )
+        parts.append(
+            f'<text x="{label_w + prop["worst"] * scale + 4:.1f}" y="{y + 12}">'
+            f"{prop['worst']:.3f}</text>"
+        )
+    bottom = 24 + row_h * len(shown)
+    for value, name in ((MARGIN_GOAL, "goal 0.5"), (1.0, "bound")):
+        x = label_w + value * scale
+        parts.append(
+            f'<line x1="{x:.1f}" y1="18" x2="{x:.1f}" y2="{bottom}" stroke="#555" '
+            'stroke-dasharray="4 3"/>'
+        )
+        parts.append(f'<text x="{x:.1f}" y="14" text-anchor="middle">{name}</text>')
+    parts.append(
+        f'<text x="{label_w}" y="{bottom + 18}">worst |error| / bound over the campaign '
+        "(any implementation, dtype, weights)</text>"
+    )
+    parts.append("</svg>")
+    return "".join(parts)
+
+
+def _escape(text: str) -> str:
+    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
+def render_margins(rows: Sequence[dict[str, Any]]) -> list[str]:
+    """The margins section: summary, figure and the property x column table."""
+    table = margin_table(rows)
+    if not table["properties"]:
+        return [
+            "### Margins",
+            "",
+            "No session recorded margins yet (they are recorded from the suite's JSON report, "
+            "which carries them since the campaign's schema gained them).",
+            "",
+        ]
+    worst = table["properties"][0]
+    over = [p for p in table["properties"] if p["worst"] > MARGIN_GOAL]
+    lines = [
+        "### Margins",
+        "",
+        f"Every numeric comparison notes its worst error as a fraction of its bound; per "
+        f"property, the largest over every example of every seed. **Maximum: {worst['worst']:.3f}"
+        f"** (`{_short(worst['property'])}`, {worst['worst_column']}, seed {worst['worst_seed']})."
+        f" Properties above the goal of {MARGIN_GOAL}: "
+        + (", ".join(f"`{_short(p['property'])}` ({p['worst']:.3f})" for p in over) or "none")
+        + ".",
+        "",
+        margin_svg(table),
+        "",
+        "| property | requirements | " + " | ".join(table["columns"]) + " | worst (seed) |",
+        "| --- | --- | " + " | ".join("---:" for _ in table["columns"]) + " | --- |",
+    ]
+    for prop in table["properties"]:
+        cells = " | ".join("" if m is None else f"{m:.3f}" for m in prop["margins"])
+        lines.append(
+            f"| `{_short(prop['property'])}` | "
+            + ", ".join(f"`{r}`" for r in prop["requirements"])
+            + f" | {cells} | {prop['worst']:.3f} ({prop['worst_column']}, seed "
+            f"{prop['worst_seed']}) |"
+        )
+    lines += [
+        "",
+        "A blank cell: the property ran there but made no numeric comparison through the "
+        "suite's helpers (an exact check, or a capability the adapter does not claim), or that "
+        "combination has no session with margins. *trained*: the session passed "
+        "`--checkpoint=docs/data/trained` (the trained checkpoint), else random weights.",
+        "",
+    ]
+    return lines
+
+
 def render_markdown(data: dict[str, Any]) -> str:
     """The campaign's table, its findings and the commands to reproduce it, as Markdown."""
     rows = summarize(data)
@@ -724,8 +887,9 @@ def render_markdown(data: dict[str, Any]) -> str:
     ]
     for row in rows:
         seeds = f"{len(row['seeds'])} ({seed_ranges(row['seeds'])})" if row["seeds"] else "0"
+        weights = " (trained)" if weights_of(row["extra_args"]) == "trained" else ""
         lines.append(
-            f"| `{row['impl']}` | {row['dtype']} | {row['profile']} "
+            f"| `{row['impl']}` | {row['dtype']}{weights} | {row['profile']} "
             f"({row['max_examples']} per property) | {seeds} | {row['examples']:,} | "
             f"{_failure_count(row['failures'])} | {_duration(row['wall_s'])} | "
             f"{'; '.join(row['machines'])} |"
@@ -751,6 +915,8 @@ def render_markdown(data: dict[str, Any]) -> str:
         )
         lines.append("")
     lines += software_lines([s for r in rows for s in r["software"]])
+    lines.append("")
+    lines += render_margins(rows)
     findings = [(r, f) for r in rows for f in r["failures"]]
     still_open = sum(f["cleared_by"] is None for _, f in findings)
     lines.append(

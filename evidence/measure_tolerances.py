@@ -14,18 +14,30 @@ oracle's backward, per tensor, on the gradient domain), and self-consistency: ``
 implementation on a prefix vs on the full sequence), ``head`` (logits vs the implementation's own
 final hidden states times its head matrix, in float64) and, for the reference, ``cache`` (cached
 decoding vs the full forward).
+
+``--checkpoint DIR`` measures the same comparisons on a trained checkpoint instead (the project's
+``docs/data/trained``, from ``python -m gpt2_evidence.train_checkpoint``), on windows of its
+training text and on random token ids, and ``--out`` writes the result as JSON (the *trained* rows
+of chapter 7's table)::
+
+    python -m gpt2_evidence.measure_tolerances --checkpoint docs/data/trained --draws 12 \
+        --gradient-draws 4 --out docs/data/tolerances-trained.json
 """
 
 from __future__ import annotations
 
 import argparse
 import collections
+import json
 import time
 from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 
+from gpt2_evidence import provenance
 from gpt2_evidence.provenance import cpu_model
 from gpt2_reference import oracle
 from gpt2_reference.model import GPT2
@@ -111,17 +123,71 @@ def params_head(
     return torch.from_numpy(params["transformer.wte.weight"]).to(device=device, dtype=dtype)
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--draws", type=int, default=60)
-    parser.add_argument("--device", default="cpu")
-    parser.add_argument("--seed", type=int, default=0)
-    args = parser.parse_args()
-    rng = np.random.default_rng(args.seed)
+def measure(
+    config: GPT2Config,
+    params: oracle.Params,
+    tokens: np.ndarray,
+    k: int,
+    dtype_name: str,
+    device: str,
+    *,
+    gradients: bool,
+) -> dict[tuple[str, str], float]:
+    """Every comparison's largest error as a fraction of its bound, per implementation:
+    ``(comparison, implementation) -> fraction`` for one batch ``tokens`` (prefix length ``k``)
+    at one dtype; ``gradients``: compare the gradients too."""
+    dtype = DTYPES[dtype_name]
+    expected = oracle.forward(params, config, tokens).logits
+    expected_loss = S.causal_lm_loss(expected, S.shift_labels(tokens))
+    expected_grads = (
+        oracle.gradients(params, config, tokens, labels=tokens).grads if gradients else None
+    )
+    to_oracle = S.TOLERANCES[("oracle", dtype_name)]
+    to_self = S.TOLERANCES[("self", dtype_name)]
+    x = torch.from_numpy(tokens).to(device)
+    result: dict[tuple[str, str], float] = {}
+    for name, module, model in implementations(config, params, dtype, device):
+
+        def run(t: torch.Tensor, module: torch.nn.Module = module, ours: object = model) -> object:
+            return module(t, output_hidden_states=True) if ours is None else module(t)
+
+        head = params_head(model, config, params, dtype, device)
+        with torch.no_grad():
+            full, head_fraction = logits_and_head_error(run(x), head, to_self)
+            prefix = run(x[:, :k]).logits.double().cpu().numpy()  # type: ignore[attr-defined]
+        found = {
+            "head": head_fraction,
+            "logp": fraction_of_bound(S.log_softmax(full), S.log_softmax(expected), to_oracle),
+            "loss": fraction_of_bound(
+                np.array([S.causal_lm_loss(full, S.shift_labels(tokens))]),
+                np.array([expected_loss]),
+                to_oracle,
+            ),
+            "prefix": fraction_of_bound(S.log_softmax(prefix), S.log_softmax(full[:, :k]), to_self),
+        }
+        if dtype_name == "float32":
+            found["logits"] = fraction_of_bound(full, expected, to_oracle)
+        if expected_grads is not None:
+            to_gradient = S.TOLERANCES[("gradient", dtype_name)]
+            found["grads"] = gradient_fraction(module, x, expected_grads, to_gradient)
+        if model is not None:
+            with torch.no_grad():
+                first = model(x[:, :k], use_cache=True)
+                rest = model(x[:, k:], past_key_values=first.past_key_values)
+            cached = torch.cat([first.logits, rest.logits], 1).double().cpu().numpy()
+            found["cache"] = fraction_of_bound(S.log_softmax(cached), S.log_softmax(full), to_self)
+        for comparison, value in found.items():
+            result[(comparison, name)] = value
+    return result
+
+
+def measure_random(draws: int, seed: int, device: str) -> dict[tuple[str, str, str, str], float]:
+    """The random-weight measurement over ``DOMAIN``: (dtype, comparison, scale, implementation)
+    -> the largest fraction of the bound over ``draws`` draws."""
+    rng = np.random.default_rng(seed)
     domain = S.DOMAIN
     worst: dict[tuple[str, str, str, str], float] = collections.defaultdict(float)
-    start = time.perf_counter()
-    for draw in range(args.draws):
+    for draw in range(draws):
         n_head = int(rng.choice([1, 2, 4]))
         config = GPT2Config(
             vocab_size=int(rng.integers(8, 256)),
@@ -133,58 +199,109 @@ def main() -> None:
         shape = (int(rng.integers(1, 5)), int(rng.integers(2, domain["max_positions"] + 1)))
         tokens = rng.integers(0, config.vocab_size, shape)
         k = int(rng.integers(1, shape[1]))  # prefix length
-        for dtype_name, dtype in DTYPES.items():
+        for dtype_name in DTYPES:
             scales = domain["weight_scales"][dtype_name]
             scale = scales[draw % len(scales)]
             params = oracle.random_params(config, seed=draw, scale=scale)
-            expected = oracle.forward(params, config, tokens).logits
-            expected_loss = S.causal_lm_loss(expected, S.shift_labels(tokens))
-            expected_grads = oracle.gradients(params, config, tokens, labels=tokens).grads
-            to_oracle = S.TOLERANCES[("oracle", dtype_name)]
-            to_self = S.TOLERANCES[("self", dtype_name)]
             label = "init" if scale is None else str(scale)
-            x = torch.from_numpy(tokens).to(args.device)
-            for name, module, model in implementations(config, params, dtype, args.device):
+            gradients = scale in domain["gradient_weight_scales"][dtype_name]
+            found = measure(config, params, tokens, k, dtype_name, device, gradients=gradients)
+            for (comparison, name), value in found.items():
+                key = (dtype_name, comparison, label, name)
+                worst[key] = max(worst[key], value)
+    return worst
 
-                def run(
-                    t: torch.Tensor, module: torch.nn.Module = module, ours: object = model
-                ) -> object:
-                    return module(t, output_hidden_states=True) if ours is None else module(t)
 
-                head = params_head(model, config, params, dtype, args.device)
-                with torch.no_grad():
-                    full, head_fraction = logits_and_head_error(run(x), head, to_self)
-                    prefix = run(x[:, :k]).logits.double().cpu().numpy()
-                found = {
-                    "head": head_fraction,
-                    "logp": fraction_of_bound(
-                        S.log_softmax(full), S.log_softmax(expected), to_oracle
-                    ),
-                    "loss": fraction_of_bound(
-                        np.array([S.causal_lm_loss(full, S.shift_labels(tokens))]),
-                        np.array([expected_loss]),
-                        to_oracle,
-                    ),
-                    "prefix": fraction_of_bound(
-                        S.log_softmax(prefix), S.log_softmax(full[:, :k]), to_self
-                    ),
-                }
-                if dtype_name == "float32":
-                    found["logits"] = fraction_of_bound(full, expected, to_oracle)
-                if scale in domain["gradient_weight_scales"][dtype_name]:
-                    to_gradient = S.TOLERANCES[("gradient", dtype_name)]
-                    found["grads"] = gradient_fraction(module, x, expected_grads, to_gradient)
-                if model is not None:
-                    with torch.no_grad():
-                        first = model(x[:, :k], use_cache=True)
-                        rest = model(x[:, k:], past_key_values=first.past_key_values)
-                    cached = torch.cat([first.logits, rest.logits], 1).double().cpu().numpy()
-                    found["cache"] = fraction_of_bound(
-                        S.log_softmax(cached), S.log_softmax(full), to_self
-                    )
-                for comparison, value in found.items():
-                    key = (dtype_name, comparison, label, name)
-                    worst[key] = max(worst[key], value)
+def measure_trained(
+    path: str, draws: int, seed: int, device: str, *, gradient_draws: int
+) -> dict[str, Any]:
+    """The same comparisons on a trained checkpoint (``python -m gpt2_evidence.train_checkpoint``):
+    half the batches random token ids (what the suite draws), half windows of the training
+    corpus (text the model predicts well: peaked distributions), lengths up to its context.
+    Gradients are compared on the first ``gradient_draws`` draws of each dtype (the oracle's
+    float64 backward at T=256 is the slow part). Returns the JSON-ready record."""
+    from gpt2_evidence.train_checkpoint import build_corpus
+    from gpt2_reference.checkpoint import load_checkpoint, to_numpy_params
+
+    config, state = load_checkpoint(path)
+    params = to_numpy_params(state)
+    text, _ = build_corpus()
+    rng = np.random.default_rng(seed)
+    worst: dict[tuple[str, str, str], float] = collections.defaultdict(float)
+    started = time.perf_counter()
+    for draw in range(draws):
+        batch = int(rng.integers(1, 4))
+        length = int(rng.integers(2, config.n_positions + 1))
+        if draw % 2:
+            tokens = rng.integers(0, config.vocab_size, (batch, length))
+            kind = "random"
+        else:
+            starts = rng.integers(0, len(text) - length, batch)
+            tokens = np.stack([text[s : s + length] for s in starts]).astype(np.int64)
+            kind = "text"
+        k = int(rng.integers(1, length))
+        for dtype_name in DTYPES:
+            found = measure(
+                config, params, tokens, k, dtype_name, device, gradients=draw < gradient_draws
+            )
+            for (comparison, name), value in found.items():
+                key = (dtype_name, comparison, name)
+                worst[key] = max(worst[key], value)
+        print(f"draw {draw + 1}/{draws} ({kind}, {batch}x{length})", flush=True)
+    rows = [
+        {"dtype": d, "comparison": c, "implementation": n, "fraction": round(v, 6)}
+        for (d, c, n), v in sorted(worst.items())
+    ]
+    return {
+        "checkpoint": str(path),
+        "draws": draws,
+        "gradient_draws": gradient_draws,
+        "seed": seed,
+        "device": device,
+        "seconds": round(time.perf_counter() - started, 1),
+        "rows": rows,
+        "provenance": provenance.collect(),
+    }
+
+
+def trained_table(data: dict[str, Any]) -> dict[str, dict[str, float]]:
+    """dtype -> comparison -> the largest fraction over the implementations."""
+    table: dict[str, dict[str, float]] = {}
+    for row in data["rows"]:
+        cells = table.setdefault(row["dtype"], {})
+        cells[row["comparison"]] = max(cells.get(row["comparison"], 0.0), row["fraction"])
+    return table
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--draws", type=int, default=60)
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--checkpoint",
+        default=None,
+        help="measure on this trained checkpoint instead of random weights "
+        "(docs/data/trained, written by python -m gpt2_evidence.train_checkpoint)",
+    )
+    parser.add_argument(
+        "--gradient-draws", type=int, default=4, help="with --checkpoint: draws with gradients"
+    )
+    parser.add_argument("--out", default=None, help="with --checkpoint: write the JSON here")
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+    if args.checkpoint is not None:
+        data = measure_trained(
+            args.checkpoint, args.draws, args.seed, args.device, gradient_draws=args.gradient_draws
+        )
+        table = trained_table(data)
+        for dtype_name, cells in table.items():
+            print(dtype_name, " ".join(f"{c}={v:.3f}" for c, v in sorted(cells.items())))
+        if args.out:
+            Path(args.out).write_text(json.dumps(data, indent=1) + "\n", encoding="utf-8")
+        return
+    start = time.perf_counter()
+    worst = measure_random(args.draws, args.seed, args.device)
     seconds = time.perf_counter() - start
     print(f"{args.draws} draws in {seconds:.0f} s on {args.device} ({cpu_model()}),")
     print(f"torch {torch.__version__}; largest error as a fraction of the spec's bound:")

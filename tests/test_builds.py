@@ -81,7 +81,8 @@ def test_copy_builds_each_drawn_model_once_and_hands_out_independent_copies() ->
     first, params = suite.build(CONFIG, requirement="r", seed=4, scale=0.1)
     second, params_again = suite.build(CONFIG, requirement="r", seed=4, scale=0.1)
     assert adapter.builds == 1
-    assert params is not None and params_again is not None
+    assert params is not None
+    assert params_again is not None
     np.testing.assert_array_equal(params[WTE], params_again[WTE])
     assert first is not second
     before = second.logits(TOKENS)
@@ -131,7 +132,7 @@ def test_a_copy_that_shares_state_with_its_original_is_refused() -> None:
     suite = Suite(SharesItsModule())
     first, _ = suite.build(CONFIG, requirement="r", seed=4)
     first.sgd_step(TOKENS, TOKENS.copy(), lr=1.0)  # trains the original through the copy
-    with pytest.raises(AdapterError, match="share state with it.*reuse = 'rebuild'"):
+    with pytest.raises(AdapterError, match=r"share state with it.*reuse = 'rebuild'"):
         suite.build(CONFIG, requirement="r", seed=4)
 
 

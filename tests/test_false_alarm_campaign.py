@@ -98,6 +98,11 @@ def test_a_reference_slice_is_recorded_as_a_clean_seed(tmp_path: Path) -> None:
     markdown = campaign.render_markdown(data)
     assert "| `reference` | float32 | dev (5 per property) | 1 (0) |" in markdown
     assert "### Failures recorded (0: 0 open, 0 cleared by a rerun)" in markdown
+    # The suite's report carries margins, and the session keeps the worst per property.
+    assert session["margins"], "no property recorded a margin"
+    assert all(0 <= m["margin"] <= 1 and m["seed"] == 0 for m in session["margins"].values())
+    assert "### Margins" in markdown
+    assert "<svg" in markdown
 
     # A rerun with the same --out resumes: the seed is done, nothing runs again.
     again = _run_script(
@@ -273,6 +278,50 @@ def test_only_seeds_whose_every_property_finished_count_but_every_failure_is_kep
         ["req.2"],
     )
     assert got["max_examples"] == 200
+
+
+def test_the_worst_margin_per_property_is_kept_with_its_seed() -> None:
+    properties = ["t.py::a", "t.py::b"]
+    report = _report(
+        {
+            "t.py::a[seed=0]": "passed",
+            "t.py::b[seed=0]": "passed",
+            "t.py::a[seed=1]": "passed",
+            "t.py::b[seed=1]": "skipped",
+        }
+    )
+    margins = {"t.py::a[seed=0]": 0.25, "t.py::a[seed=1]": 0.5, "t.py::b[seed=0]": None}
+    for requirement in report["requirements"]:
+        for test in requirement["tests"]:
+            test["margin"] = margins.get(test["nodeid"])
+    got = campaign.read_session(report, [0, 1], properties)
+    assert got["margins"] == {"t.py::a": {"margin": 0.5, "seed": 1, "requirements": ["req.2"]}}
+
+
+def test_the_margins_table_takes_the_worst_over_sessions_per_column() -> None:
+    def margins(value: float, seed: int) -> dict[str, Any]:
+        return {"t.py::a": {"margin": value, "seed": seed, "requirements": ["r.a"]}}
+
+    trained = ["--checkpoint=docs/data/trained"]
+    sessions = [
+        _session([0], "A", margins=margins(0.2, 0)),
+        _session([1], "A", margins=margins(0.7, 1)),
+        _session([2], "A", margins=margins(0.1, 2), extra_args=trained),
+    ]
+    data = {"schema": campaign.SCHEMA, "sessions": sessions}
+    table = campaign.margin_table(campaign.summarize(data))
+    assert table["columns"] == ["reference float32", "reference float32 trained"]
+    [prop] = table["properties"]
+    assert prop["margins"] == [0.7, 0.1]
+    assert (prop["worst"], prop["worst_column"], prop["worst_seed"]) == (
+        0.7,
+        "reference float32",
+        1,
+    )
+    markdown = campaign.render_markdown(data)
+    assert "**Maximum: 0.700**" in markdown
+    assert "above the goal of 0.5: `t::a` (0.700)" in markdown
+    assert "| float32 (trained) |" in markdown
 
 
 def _session(seeds: list[int], machine: str, **extra: Any) -> dict[str, Any]:

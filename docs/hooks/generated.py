@@ -105,6 +105,12 @@ REGISTRY: dict[str, Generator] = {
             "python -m gpt2_evidence.false_alarm_campaign",
         ),
         Generator(
+            "trained-checkpoint",
+            "gpt2_evidence.train_checkpoint",
+            "docs/data/trained-checkpoint.json",
+            "python -m gpt2_evidence.train_checkpoint --statistics",
+        ),
+        Generator(
             "peers",
             "gpt2_evidence.peers_matrix",
             "docs/data/peers.json",
