@@ -115,6 +115,13 @@ def test_a_causal_leak_reads_as_causality_with_consequences() -> None:
         assert entry["status"] == "fail"  # every status stays as it is
         assert entry["triage"]["explained_by"] == ["causality.future-invisible"], rid
     assert "primary: causality.future-invisible" in data["verdict"]
+    markdown = report.to_markdown(data)
+    start = markdown.index("### Start here")
+    assert "causality.future-invisible" in markdown[start : markdown.index("| Requirement |")]
+    assert "(follows from `causality.future-invisible`)" in markdown
+    lines = report.summary_lines(data)
+    assert lines[0].startswith("start here")
+    assert lines[1].split()[0] == "causality.future-invisible"
     assert data["verdict"].index("causality.future-invisible") < data["verdict"].index(
         "follow from it"
     )
