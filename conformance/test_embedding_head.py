@@ -5,6 +5,11 @@ Tying is never judged from equal values (spec head.untied-is-declared): every ti
 changes wte (set_params, an optimiser step, a save and load, a resize, a move) and checks that the
 head changed with it, in the logits, against the oracle. When the head did not follow, the
 failure says so ("the logits match a head still holding the previous wte: a copy, untied").
+Each family is judged through its own observable: a gradient of wte is compared at the
+implementation's own loss scale (a loss normalised differently is the objective's failure, not
+the tie's), and a moved copy must first own its weights (a copy that still computes with the
+original's modules is named as such). head.no-bias-after-training reads the raw logits again
+after one SGD step, where a bias that started at zero has moved.
 """
 
 from __future__ import annotations

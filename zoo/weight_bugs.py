@@ -248,6 +248,15 @@ class TrainableZeroHeadBias(WeightBug):
     def canonical_name(self, name: str) -> str | None:
         return None if name == "head_bias" else name
 
+    def resize_module_vocab(self, module: nn.Module, vocab_size: int) -> None:
+        super().resize_module_vocab(module, vocab_size)
+        assert isinstance(module, _TrainableBiasGPT2)
+        old = module.head_bias.detach()
+        keep = min(old.shape[0], vocab_size)
+        bias = torch.zeros(vocab_size).to(old)
+        bias[:keep] = old[:keep]  # kept entries keep their values, new ones start at zero
+        module.head_bias = nn.Parameter(bias)
+
     def save_module(self, module: nn.Module, config: GPT2Config, directory: Path) -> None:
         from gpt2_reference.checkpoint import save_checkpoint
 
