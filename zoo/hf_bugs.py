@@ -324,7 +324,7 @@ class HFWrapsTokenIds(HFBug):
     last token and V becomes token 0, silently."""
 
     validates_input = True
-    must_fail = ("input.token-range",)
+    must_fail = ("input.token-range", "model.no-result-for-invalid-input")
 
     def _checked(self, module: nn.Module, ids: Tensor, past: int = 0) -> Tensor:
         config: Any = module.config
