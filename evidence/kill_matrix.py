@@ -323,14 +323,54 @@ def run(
             "caught_every_seed": caught_all,
             "kill_rate": round(caught_all / len(rows), 4) if rows else 0.0,
             "baselines_clean": all(not row["fails"] for row in baseline_rows),
+            "triage": triage_summary(rows),
         },
         "worker_log_tails": tails if any(row["problems"] for row in rows + baseline_rows) else {},
+    }
+
+
+def triage_summary(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """What the reports told each mutant's user to start with (the triage of issue 12), under
+    the first seed: how many requirements failed (fail or declared xfail), how many of them were
+    primary, and whether the primaries are the mutant's declared requirements."""
+    import statistics
+
+    failing, primaries, on_target, inside = [], [], 0, 0
+    for row in rows:
+        if not row.get("primary"):
+            continue
+        statuses = {rid: s.split("/")[0] for rid, s in row["outcomes"].items()}
+        failing.append(sum(s in CAUGHT for s in statuses.values()))
+        first = set(row["primary"][0]) | set(row["declared_primary"][0])
+        primaries.append(len(first))
+        on_target += bool(first & set(row["declared"]))
+        inside += bool(first) and first <= set(row["declared"])
+    if not failing:
+        return {}
+    return {
+        "mutants": len(failing),
+        "failing_median": statistics.median(failing),
+        "failing_max": max(failing),
+        "primary_median": statistics.median(primaries),
+        "primary_max": max(primaries),
+        "primary_at_most_3": sum(n <= 3 for n in primaries),
+        "primary_names_a_declared": on_target,
+        "primary_only_declared": inside,
     }
 
 
 # --------------------------------------------------------------------------------------------
 # Markdown
 # --------------------------------------------------------------------------------------------
+
+
+def _starts_with(row: dict[str, Any]) -> str:
+    """The first seed's primary failures (declared ones marked), or a dash."""
+    if not row.get("primary"):
+        return "—"
+    fresh = [_short(r) for r in row["primary"][0]]
+    declared = [f"{_short(r)} (declared)" for r in row["declared_primary"][0]]
+    return ", ".join(fresh + declared) or "—"
 
 
 def _cell(text: str) -> str:
@@ -389,10 +429,23 @@ def render_markdown(data: dict[str, Any]) -> str:
             + (f"{min(passes)}" if min(passes) == max(passes) else f"{min(passes)}-{max(passes)}")
             + f" requirements pass per seed{note}; {verdict}."
         )
+    tri = summary.get("triage") or {}
+    if tri:
+        lines += [
+            "",
+            f"What the report tells the user to start with (its primary failures, first seed): "
+            f"a mutant fails a median of {tri['failing_median']:g} requirements (at most "
+            f"{tri['failing_max']}), of which a median of {tri['primary_median']:g} are primary "
+            f"(at most {tri['primary_max']}; at most 3 for {tri['primary_at_most_3']} of "
+            f"{tri['mutants']} mutants). The primaries name one of the mutant's declared "
+            f"requirements for {tri['primary_names_a_declared']} of {tri['mutants']}, and only "
+            f"declared ones for {tri['primary_only_declared']}.",
+        ]
     lines += [
         "",
-        "| mutant | origin | how the bug arises | declared | caught (seeds) | also fails |",
-        "| --- | --- | --- | --- | --- | --- |",
+        "| mutant | origin | how the bug arises | declared | caught (seeds) | the report starts "
+        "with | also fails |",
+        "| --- | --- | --- | --- | --- | --- | --- |",
     ]
     for row in rows:
         caught = min(row["caught_seeds"].values()) if row["caught_seeds"] else 0
@@ -413,7 +466,7 @@ def render_markdown(data: dict[str, Any]) -> str:
         lines.append(
             f"| `{row['name']}` | {row['origin']} | {_cell(row['story'])} | "
             f"{', '.join(map(_short, row['declared']))} | {caught}/{n_seeds}{mark}{weakest} | "
-            f"{also or '—'} |"
+            f"{_starts_with(row)} | {also or '—'} |"
         )
     families = data["families"]
     lines += [
