@@ -8,7 +8,6 @@ from __future__ import annotations
 import json
 import re
 import sys
-from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -65,19 +64,12 @@ def test_false_alarm_prose_matches_its_data() -> None:
     says_uncleared = "not yet cleared in the data" in page
     assert says_uncleared == (still_open > 0)
 
-    status = re.search(
-        r"Status: (\d+) seeds per implementation and dtype(?: \((\d+) for `([\w-]+)` at (\w+)\))?",
-        page,
-    )
-    assert status, "the page's status line names the seeds run"
-    seeds = {(r["impl"], r["dtype"]): len(r["seeds"]) for r in rows}
-    usual = Counter(seeds.values()).most_common(1)[0][0]
-    assert int(status.group(1)) == usual
-    exceptions = {k: n for k, n in seeds.items() if n != usual}
-    stated_exceptions = (
-        {(status.group(3), status.group(4)): int(status.group(2))} if status.group(2) else {}
-    )
-    assert stated_exceptions == exceptions
+    # What ran is told by the generated tables only: the prose types no seed count.
+    assert "<!-- generated: false-alarms -->" in page
+    typed = re.findall(r"\b\d+ (?:thorough )?seeds (?:per|for|of) ", page)
+    aims = [t for t in typed if t.startswith(("200 ", "20 "))]  # the aims, old and new
+    assert typed == aims, f"hand-typed seed counts: {typed}"
+    assert rows, "the campaign data holds no session"
 
 
 def test_kill_matrix_method_is_its_data() -> None:
