@@ -4,17 +4,20 @@
 from __future__ import annotations
 
 import copy
+import importlib
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
 
-from gpt2_conformance import options, report, timing
-from gpt2_conformance.adapter import AdapterError
+from gpt2_conformance import checks, options, report, timing
+from gpt2_conformance.adapter import AdapterError, to_numpy
 from gpt2_conformance.adapters.reference import ReferenceAdapter
 from gpt2_conformance.suite import Suite
-from gpt2_spec import GPT2Config
+from gpt2_spec import GPT2Config, spec_definitions
 
+S = spec_definitions()
 CONFIG = GPT2Config(vocab_size=11, n_positions=8, n_embd=8, n_layer=1, n_head=2)
 OTHER = GPT2Config(vocab_size=13, n_positions=8, n_embd=8, n_layer=1, n_head=2)
 TOKENS = np.array([[1, 2, 3]], dtype=np.int64)
@@ -81,7 +84,8 @@ def test_copy_builds_each_drawn_model_once_and_hands_out_independent_copies() ->
     first, params = suite.build(CONFIG, requirement="r", seed=4, scale=0.1)
     second, params_again = suite.build(CONFIG, requirement="r", seed=4, scale=0.1)
     assert adapter.builds == 1
-    assert params is not None and params_again is not None
+    assert params is not None
+    assert params_again is not None
     np.testing.assert_array_equal(params[WTE], params_again[WTE])
     assert first is not second
     before = second.logits(TOKENS)
@@ -131,7 +135,7 @@ def test_a_copy_that_shares_state_with_its_original_is_refused() -> None:
     suite = Suite(SharesItsModule())
     first, _ = suite.build(CONFIG, requirement="r", seed=4)
     first.sgd_step(TOKENS, TOKENS.copy(), lr=1.0)  # trains the original through the copy
-    with pytest.raises(AdapterError, match="share state with it.*reuse = 'rebuild'"):
+    with pytest.raises(AdapterError, match=r"share state with it.*reuse = 'rebuild'"):
         suite.build(CONFIG, requirement="r", seed=4)
 
 
@@ -186,3 +190,43 @@ def test_ci_runs_without_the_explain_phase_and_the_other_profiles_with_it() -> N
     assert Phase.shrink in ci.phases  # a failure is still shrunk to a readable example
     for name in ("dev", "thorough"):
         assert Phase.explain in settings.get_profile(options.profile_name(name)).phases
+
+
+# ---- the guide's JAX example: fixed shapes ------------------------------------------------------
+
+ROOT = Path(__file__).resolve().parents[1]
+JAX_EXAMPLE = ROOT / "docs" / "examples" / "example_jax.py"
+
+
+def test_the_guide_shows_the_jax_example_verbatim() -> None:
+    guide = (ROOT / "docs" / "writing-an-adapter.md").read_text(encoding="utf-8")
+    marker = "tests/test_builds.py runs this file (as shown here) when JAX is installed -->\n"
+    shown = guide.split(marker, 1)[1].removeprefix("```python\n").split("```\n", 1)[0]
+    assert shown == JAX_EXAMPLE.read_text(encoding="utf-8")
+
+
+def test_the_jax_example_pads_to_few_shapes_and_agrees_with_the_oracle(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    pytest.importorskip("jax", reason="JAX is not installed (pip install jax)")
+    from gpt2_reference import oracle as numpy_oracle
+
+    monkeypatch.syspath_prepend(str(JAX_EXAMPLE.parent))
+    example = importlib.import_module("example_jax")
+    adapter = example.adapter
+    suite = Suite(adapter)
+    tolerance = suite.tolerance()
+    rng = np.random.default_rng(0)
+    asked = set()
+    for config in adapter.supported_configs:
+        built, params = suite.build(config, requirement="r", seed=3, scale=0.1)
+        for B, T in [(1, 1), (2, 3), (3, config.n_positions), (1, 5), (3, 2), (5, 4)]:
+            tokens = rng.integers(0, config.vocab_size, (B, T))
+            asked.add((config, B, T))
+            got = to_numpy(built.logits(tokens))
+            expected = numpy_oracle.forward(params, config, tokens).logits
+            assert got.shape == (B, T, config.vocab_size)
+            assert S.agree(checks.log_probs(got), checks.log_probs(expected), tolerance)
+    # Compiles: one per configuration and power-of-two row count (1, 2, 4, 8), not per shape.
+    buckets = {(c, 1 << (B - 1).bit_length()) for c, B, _ in asked}
+    assert example.forward._cache_size() == len(buckets) < len(asked)
