@@ -90,6 +90,7 @@ def run_suite(impl: str, extra: Sequence[str] = (), python: str | None = None) -
         "exit": proc.returncode,
         "timing": report.get("timing", {}),
         "summary": report.get("summary", {}),
+        "error": "" if report else (proc.stdout + proc.stderr)[-2000:],  # why no report
     }
 
 
