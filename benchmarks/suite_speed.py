@@ -45,6 +45,7 @@ BUILD_IMPLS = {
     "transformers": "transformers",
     "slow": "speed_adapters:SlowBuild",
     "slow-copy": "speed_adapters:SlowBuildCopies",
+    "slow-fixed": "speed_adapters:SlowBuildFixed",
     "reference-copy": "speed_adapters:ReferenceCopies",
 }
 #: The folder of ``speed_adapters`` (the slow-to-build and the always-raising implementations),

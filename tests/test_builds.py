@@ -10,8 +10,10 @@ from typing import Any
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from gpt2_conformance import checks, options, report, timing
+from gpt2_conformance import checks, options, report, strategies, timing
 from gpt2_conformance.adapter import AdapterError, to_numpy
 from gpt2_conformance.adapters.reference import ReferenceAdapter
 from gpt2_conformance.suite import Suite
@@ -230,3 +232,35 @@ def test_the_jax_example_pads_to_few_shapes_and_agrees_with_the_oracle(
     # Compiles: one per configuration and power-of-two row count (1, 2, 4, 8), not per shape.
     buckets = {(c, 1 << (B - 1).bit_length()) for c, B, _ in asked}
     assert example.forward._cache_size() == len(buckets) < len(asked)
+
+
+class FixedCopying(Copying):
+    supported_configs = (CONFIG, OTHER)
+
+
+class FixedRebuilding(Counting):
+    supported_configs = (CONFIG, OTHER)
+
+
+@settings(max_examples=40, deadline=None, database=None)
+@given(data=st.data())
+def test_fixed_configurations_that_are_copied_draw_few_seeds(data: st.DataObject) -> None:
+    copied = data.draw(strategies.models(Suite(FixedCopying())))
+    assert copied.config in (CONFIG, OTHER)
+    assert 0 <= copied.seed < strategies.SEEDS_PER_CONFIG
+    rebuilt = data.draw(strategies.models(Suite(FixedRebuilding())))
+    assert 0 <= rebuilt.seed < 2**31
+    anything = data.draw(strategies.models(Suite(Copying())))  # drawn configurations: any seed
+    assert 0 <= anything.seed < 2**31
+
+
+def test_rebuilding_adapters_still_draw_seeds_from_the_whole_range() -> None:
+    seeds = set()
+
+    @settings(max_examples=30, deadline=None, database=None, derandomize=True)
+    @given(data=st.data())
+    def collect(data: st.DataObject) -> None:
+        seeds.add(data.draw(strategies.models(Suite(FixedRebuilding()))).seed)
+
+    collect()
+    assert max(seeds) >= strategies.SEEDS_PER_CONFIG  # not the copied adapters' few seeds
