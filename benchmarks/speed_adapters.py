@@ -9,6 +9,7 @@ import time
 from typing import Any
 
 from gpt2_conformance.adapters.reference import ReferenceAdapter, ReferenceImplementation
+from gpt2_spec import GPT2Config
 
 #: Seconds every build of :class:`SlowBuild` sleeps: a model whose construction is slow (a JIT
 #: compile, a heavy framework's initialisation).
@@ -52,3 +53,15 @@ class ReferenceCopies(ReferenceAdapter):
 
     name = "reference-copies"
     reuse = "copy"
+
+
+class SlowBuildFixed(SlowBuildCopies):
+    """:class:`SlowBuildCopies` at three fixed configurations (``supported_configs``): the
+    suite draws a few weight seeds per configuration, so it builds a few dozen models."""
+
+    name = "reference-slow-build-fixed"
+    supported_configs = (
+        GPT2Config(vocab_size=61, n_positions=24, n_embd=16, n_layer=2, n_head=2),
+        GPT2Config(vocab_size=37, n_positions=16, n_embd=16, n_layer=1, n_head=4),
+        GPT2Config(vocab_size=97, n_positions=32, n_embd=8, n_layer=3, n_head=1),
+    )

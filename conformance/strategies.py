@@ -37,9 +37,20 @@ def longest_row(config: GPT2Config, max_length: int | None = None, min_length: i
     return longest
 
 
+#: Weight seeds per configuration and scale for an adapter with fixed ``supported_configs`` that
+#: asks for copies (``reuse = "copy"``): its models are then built once each and copied after.
+SEEDS_PER_CONFIG = 4
+
+
 def _seed(draw: st.DrawFn, suite: Suite) -> int:
-    """The weight seed: drawn, or 0 at a fixed shape (its weights are drawn once per scale)."""
-    return 0 if suite.shape is not None else draw(st.integers(0, 2**31 - 1))
+    """The weight seed: drawn; 0 at a fixed shape (its weights are drawn once per scale); one of
+    :data:`SEEDS_PER_CONFIG` for fixed configurations whose models are copied."""
+    if suite.shape is not None:
+        return 0
+    copied = getattr(suite.adapter, "reuse", "rebuild") == "copy"
+    if copied and suite.adapter.supported_configs is not None:
+        return draw(st.integers(0, SEEDS_PER_CONFIG - 1))
+    return draw(st.integers(0, 2**31 - 1))
 
 
 @st.composite

@@ -193,3 +193,98 @@ def test_command_line_refuses_bad_arguments() -> None:
     )
     assert proc.returncode == 2
     assert "invalid choice: 'fast'" in proc.stderr
+
+
+# ---- the suite's own speed (benchmarks/suite_speed.py) ----------------------------------------
+
+
+def test_suite_speed_ratio_summary_is_median_and_max() -> None:
+    from gpt2_benchmarks import suite_speed
+
+    assert suite_speed.ratio_summary([1.5, 3.0, 1.0]) == {"median": 1.5, "max": 3.0}
+    with pytest.raises(ValueError, match="at least one ratio"):
+        suite_speed.ratio_summary([])
+
+
+def test_suite_speed_runs_the_default_ci_suite_with_a_report() -> None:
+    from pathlib import Path
+
+    from gpt2_benchmarks import suite_speed
+
+    command = suite_speed.suite_command("reference", Path("r.json"), ["--max-examples=2"])
+    assert command[1:5] == ["-m", "pytest", "--pyargs", "gpt2_conformance"]
+    assert "--impl=reference" in command
+    assert "--conformance-report=r.json" in command
+    assert command[-1] == "--max-examples=2"
+    assert not any(c.startswith("--conformance-profile") for c in command)  # the default: ci
+
+
+def test_suite_speed_mutants_pair_each_with_its_baseline() -> None:
+    from gpt2_benchmarks import suite_speed
+    from gpt2_zoo import zoo
+
+    chosen = suite_speed.mutant_impls(["CausalLeak", "AlwaysRaises"])
+    assert chosen == [
+        ("CausalLeak", "gpt2_zoo.sequence_bugs:CausalLeak", "reference"),
+        ("AlwaysRaises", "speed_adapters:AlwaysRaises", "reference"),
+    ]
+    assert len(suite_speed.mutant_impls(None)) == len(zoo()) + 1
+    with pytest.raises(SystemExit, match="unknown mutants: NoSuchBug"):
+        suite_speed.mutant_impls(["NoSuchBug"])
+
+
+def test_suite_speed_prints_the_builds_from_the_report() -> None:
+    from gpt2_benchmarks import suite_speed
+
+    run = {
+        "wall_s": 20.0,
+        "exit": 0,
+        "timing": {
+            "tests_s": 18.0, "implementation_share": 0.44, "suite_share": 0.56,
+            "oracle_share": 0.15, "builds": 1919, "build_s": 3.6, "configs": 1031, "shapes": 1606,
+        },
+    }  # fmt: skip
+    line = suite_speed.builds_line("reference", run)
+    assert "20.0 s wall" in line
+    assert "1919 builds in 3.6 s, 1031 configurations, 1606 shapes" in line
+    no_report = {"wall_s": 1.0, "exit": 4, "timing": {}}
+    assert "no report: exit 4" in suite_speed.builds_line("x", no_report)
+
+
+def test_speed_adapters_sleep_per_build_and_raise_on_logits() -> None:
+    import time
+
+    import numpy as np
+
+    from gpt2_benchmarks import suite_speed
+
+    sys.path.insert(0, str(suite_speed.ADAPTERS))
+    try:
+        import speed_adapters
+    finally:
+        sys.path.remove(str(suite_speed.ADAPTERS))
+    from gpt2_spec import GPT2Config
+
+    config = GPT2Config(vocab_size=7, n_positions=4, n_embd=4, n_layer=1, n_head=1)
+    started = time.perf_counter()
+    built = speed_adapters.SlowBuild().build(
+        config, params=None, seed=0, device="cpu", dtype="float32"
+    )
+    assert time.perf_counter() - started >= speed_adapters.SLOW_BUILD_S
+    assert built.logits(np.zeros((1, 2), dtype=np.int64)).shape == (1, 2, 7)
+    assert speed_adapters.SlowBuildCopies.reuse == "copy"
+    raising = speed_adapters.AlwaysRaises().build(
+        config, params=None, seed=0, device="cpu", dtype="float32"
+    )
+    with pytest.raises(RuntimeError, match="cannot compute logits"):
+        raising.logits(np.zeros((1, 2), dtype=np.int64))
+
+
+def test_suite_speed_refuses_unknown_implementations() -> None:
+    proc = subprocess.run(
+        [sys.executable, "-m", "gpt2_benchmarks.suite_speed", "builds", "--impls", "nope"],
+        capture_output=True,
+        text=True,
+    )
+    assert proc.returncode == 1
+    assert "unknown implementations: nope" in proc.stderr

@@ -4,17 +4,22 @@
 from __future__ import annotations
 
 import copy
+import importlib
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from gpt2_conformance import options, report, timing
-from gpt2_conformance.adapter import AdapterError
+from gpt2_conformance import checks, options, report, strategies, timing
+from gpt2_conformance.adapter import AdapterError, to_numpy
 from gpt2_conformance.adapters.reference import ReferenceAdapter
 from gpt2_conformance.suite import Suite
-from gpt2_spec import GPT2Config
+from gpt2_spec import GPT2Config, spec_definitions
 
+S = spec_definitions()
 CONFIG = GPT2Config(vocab_size=11, n_positions=8, n_embd=8, n_layer=1, n_head=2)
 OTHER = GPT2Config(vocab_size=13, n_positions=8, n_embd=8, n_layer=1, n_head=2)
 TOKENS = np.array([[1, 2, 3]], dtype=np.int64)
@@ -187,3 +192,75 @@ def test_ci_runs_without_the_explain_phase_and_the_other_profiles_with_it() -> N
     assert Phase.shrink in ci.phases  # a failure is still shrunk to a readable example
     for name in ("dev", "thorough"):
         assert Phase.explain in settings.get_profile(options.profile_name(name)).phases
+
+
+# ---- the guide's JAX example: fixed shapes ------------------------------------------------------
+
+ROOT = Path(__file__).resolve().parents[1]
+JAX_EXAMPLE = ROOT / "docs" / "examples" / "example_jax.py"
+
+
+def test_the_guide_shows_the_jax_example_verbatim() -> None:
+    guide = (ROOT / "docs" / "writing-an-adapter.md").read_text(encoding="utf-8")
+    marker = "tests/test_builds.py runs this file (as shown here) when JAX is installed -->\n"
+    shown = guide.split(marker, 1)[1].removeprefix("```python\n").split("```\n", 1)[0]
+    assert shown == JAX_EXAMPLE.read_text(encoding="utf-8")
+
+
+def test_the_jax_example_pads_to_few_shapes_and_agrees_with_the_oracle(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    pytest.importorskip("jax", reason="JAX is not installed (pip install jax)")
+    from gpt2_reference import oracle as numpy_oracle
+
+    monkeypatch.syspath_prepend(str(JAX_EXAMPLE.parent))
+    example = importlib.import_module("example_jax")
+    adapter = example.adapter
+    suite = Suite(adapter)
+    tolerance = suite.tolerance()
+    rng = np.random.default_rng(0)
+    asked = set()
+    for config in adapter.supported_configs:
+        built, params = suite.build(config, requirement="r", seed=3, scale=0.1)
+        for B, T in [(1, 1), (2, 3), (3, config.n_positions), (1, 5), (3, 2), (5, 4)]:
+            tokens = rng.integers(0, config.vocab_size, (B, T))
+            asked.add((config, B, T))
+            got = to_numpy(built.logits(tokens))
+            expected = numpy_oracle.forward(params, config, tokens).logits
+            assert got.shape == (B, T, config.vocab_size)
+            assert S.agree(checks.log_probs(got), checks.log_probs(expected), tolerance)
+    # Compiles: one per configuration and power-of-two row count (1, 2, 4, 8), not per shape.
+    buckets = {(c, 1 << (B - 1).bit_length()) for c, B, _ in asked}
+    assert example.forward._cache_size() == len(buckets) < len(asked)
+
+
+class FixedCopying(Copying):
+    supported_configs = (CONFIG, OTHER)
+
+
+class FixedRebuilding(Counting):
+    supported_configs = (CONFIG, OTHER)
+
+
+@settings(max_examples=40, deadline=None, database=None)
+@given(data=st.data())
+def test_fixed_configurations_that_are_copied_draw_few_seeds(data: st.DataObject) -> None:
+    copied = data.draw(strategies.models(Suite(FixedCopying())))
+    assert copied.config in (CONFIG, OTHER)
+    assert 0 <= copied.seed < strategies.SEEDS_PER_CONFIG
+    rebuilt = data.draw(strategies.models(Suite(FixedRebuilding())))
+    assert 0 <= rebuilt.seed < 2**31
+    anything = data.draw(strategies.models(Suite(Copying())))  # drawn configurations: any seed
+    assert 0 <= anything.seed < 2**31
+
+
+def test_rebuilding_adapters_still_draw_seeds_from_the_whole_range() -> None:
+    seeds = set()
+
+    @settings(max_examples=30, deadline=None, database=None, derandomize=True)
+    @given(data=st.data())
+    def collect(data: st.DataObject) -> None:
+        seeds.add(data.draw(strategies.models(Suite(FixedRebuilding()))).seed)
+
+    collect()
+    assert max(seeds) >= strategies.SEEDS_PER_CONFIG  # not the copied adapters' few seeds
