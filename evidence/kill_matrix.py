@@ -341,7 +341,10 @@ def triage_summary(rows: list[dict[str, Any]]) -> dict[str, Any]:
             continue
         statuses = {rid: s.split("/")[0] for rid, s in row["outcomes"].items()}
         failing.append(sum(s in CAUGHT for s in statuses.values()))
-        first = set(row["primary"][0]) | set(row["declared_primary"][0])
+        # The fresh primaries; a mutant that declares its deviation has declared ones only. (A
+        # baseline's own declared deviation, such as transformers' initialisation, is not the
+        # mutant's and is left out.)
+        first = set(row["primary"][0]) or set(row["declared_primary"][0])
         primaries.append(len(first))
         on_target += bool(first & set(row["declared"]))
         inside += bool(first) and first <= set(row["declared"])

@@ -253,8 +253,11 @@ def test_the_failure_guide_shows_the_committed_run_as_the_suite_prints_it() -> N
     for line in lines:
         assert line in text, line
     failing = data["summary"]["fail"]
-    assert f"ends with {failing} failing requirements out of {len(data['requirements'])}" in text
+    prose = " ".join(text.split())
+    assert f"ends with {failing} failing requirements out of {len(data['requirements'])}" in prose
     assert data["triage"]["primary"] == [
         "causality.future-invisible",
         "causality.jacobian-lower-triangular",
     ]
+    gelu = next(e for e in data["requirements"] if e["id"] == "forward.gelu-tanh")
+    assert f'"reason": "{gelu["triage"]["reason"]}"' in prose  # the JSON the guide quotes
