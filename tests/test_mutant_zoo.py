@@ -207,9 +207,21 @@ def test_the_suite_fails_each_declared_requirement(
     assert result.ret == pytest.ExitCode.TESTS_FAILED, output
     for rid in mutant.must_fail:
         entry = entries[rid]
-        messages = _failures(entry)
-        assert entry["status"] == "fail", f"{mutant.name} passed {rid}:\n{output}"
-        assert any(m.startswith(f"{rid}:") for m in messages), messages
+        messages = _failures(entry) or [
+            t["message"] for t in entry["tests"] if t["outcome"] == "xfailed"
+        ]
+        # A deviation the mutant declares (tied_head=False), and its consequences, are expected
+        # failures; anything else must fail outright.
+        declared = entry["status"] == "xfail" and entry["message"].startswith("declared deviation")
+        assert entry["status"] == "fail" or declared, f"{mutant.name} passed {rid}:\n{output}"
+        # Each failure names the requirement it saw broken: this one, or another that the run
+        # also finds broken (its test observed that one's violation; spec/diagnosis.md).
+        named = {m.split(":", 1)[0] for m in messages}
+        assert (
+            declared
+            or rid in named
+            or any(entries[n]["status"] in ("fail", "xfail") for n in named if n in entries)
+        ), messages
         assert not any(word in m for m in messages for word in CRASHED), messages
         if rid in mutant.diagnosis:
             words = mutant.diagnosis[rid]
