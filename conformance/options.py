@@ -219,15 +219,22 @@ def suppressed_health_checks() -> list[Any]:
 
 
 def register_profiles() -> None:
-    """Register :data:`PROFILES` with hypothesis (as ``gpt2-conformance-NAME``)."""
+    """Register :data:`PROFILES` with hypothesis (as ``gpt2-conformance-NAME``).
+
+    Each is built on hypothesis' own ``default`` profile, not on whichever profile is loaded: in
+    an environment hypothesis takes for CI (``$CI``, ``$GITHUB_ACTIONS``, ...) it loads its
+    ``ci`` profile, which would otherwise make ``dev`` derandomized and without an example
+    database. A profile of ours means the same on every machine."""
     from hypothesis import Phase, settings
 
+    base = settings.get_profile("default")
     for name, values in PROFILES.items():
         values = dict(values)
         if "phases" in values:  # named here: hypothesis is imported only now
             values["phases"] = tuple(Phase[phase] for phase in values["phases"])
         settings.register_profile(
             profile_name(name),
+            parent=base,
             deadline=None,
             print_blob=True,
             report_multiple_bugs=False,
