@@ -47,6 +47,7 @@ from .recording import (
     HeadedFailure,
     failure_site,
     find_failure,
+    fold_explained_failures,
     hypothesis_notes,
     run_report,
 )
@@ -558,6 +559,12 @@ class _Recorder:
                 run.report, require=require, pytest_status=int(exitstatus)
             )
             session.exitstatus = run.required_status
+        terminal = self.config.pluginmanager.get_plugin("terminalreporter")
+        verbose = self.config.option.verbose >= 1
+        if terminal is not None and self.config.option.tbstyle == "auto" and not verbose:
+            failed = terminal.stats.get("failed")
+            if failed:  # primaries first; what the triage explains, in one line or two
+                failed[:] = fold_explained_failures(failed, run.report)
         json_path, markdown_path = self._paths()
         if json_path:
             run.written.append(reports.write_json(run.report, json_path))

@@ -247,6 +247,86 @@ class FailureBlock:
         return "\n".join(text for text, _ in self.lines())
 
 
+class FoldedFailure:
+    """A failure that the run's triage explains by another (a consequence, or a declared
+    deviation's), as the terminal shows it by default: its message (unless a failure shown in
+    full said the same) and what it follows from; not the property's source, hypothesis' example
+    or the replay command. The primary failures keep their full :class:`FailureBlock` and come
+    first; ``-v`` shows every failure in full."""
+
+    def __init__(self, message: str | None, causes: Sequence[str], reprcrash: Any = None) -> None:
+        self.message = message.rstrip("\n") if message else None
+        self.causes = tuple(causes)
+        self.reprcrash = reprcrash  # pytest's short summary takes the message from it
+
+    def lines(self) -> list[tuple[str, dict[str, bool]]]:
+        out: list[tuple[str, dict[str, bool]]] = []
+        if self.message:
+            out.append((self.message, {"red": True}))
+        said = "" if self.message else "the same message as above; "
+        out.append((f"{said}follows from {', '.join(self.causes)} (-v shows it in full)", {}))
+        return out
+
+    def toterminal(self, tw: Any) -> None:
+        for text, markup in self.lines():
+            tw.line(text, **markup)
+
+    def __str__(self) -> str:
+        return "\n".join(text for text, _ in self.lines())
+
+
+def fold_explained_failures(failed: list[Any], report: dict[str, Any]) -> list[Any]:
+    """``failed`` (pytest's failed reports, in run order) with the failures that show the
+    primary causes first, in full, and every failure the triage explains by them folded into a
+    :class:`FoldedFailure` after them.
+
+    Each primary requirement keeps one failure in full: the first of its own tests, or else the
+    first test that observed it. Any other failure is folded when each requirement it fails has
+    a cause in the report's triage (``explained_by``). Reports without a conformance message
+    (an error in the suite itself, say) are left as they are."""
+    roles: dict[str, dict[str, Any]] = {}  # nodeid -> {failing requirement: its triage}
+    for requirement in report.get("requirements", []):
+        for test in requirement.get("tests", []):
+            if test.get("outcome") == "failed":
+                roles.setdefault(test["nodeid"], {})[requirement["id"]] = (
+                    requirement.get("triage") or {}
+                )
+    shown: dict[int, Any] = {}  # index in ``failed`` -> report, kept in full
+    for primary in (report.get("triage") or {}).get("primary", []):
+        own = [i for i, e in enumerate(failed) if primary in roles.get(e.nodeid, {})]
+        seen = [
+            i
+            for i, e in enumerate(failed)
+            if str(getattr(e, "conformance_observed", "") or "") == primary
+        ]
+        if own or seen:
+            first = (own or seen)[0]
+            shown[first] = failed[first]
+    folded = []
+    for i, entry in enumerate(failed):
+        if i in shown:
+            continue
+        mine = roles.get(entry.nodeid) or {}
+        explained = bool(mine) and all(role.get("explained_by") for role in mine.values())
+        # A FailureBlock, or its text when the report came from an xdist worker.
+        if (
+            explained
+            and getattr(entry, "conformance_message", None)
+            and isinstance(entry.longrepr, (FailureBlock, str))
+        ):
+            folded.append(entry)
+        else:
+            shown[i] = entry
+    full = [shown[i] for i in sorted(shown)]
+    said = {str(getattr(entry, "conformance_message", "")) for entry in full}
+    for entry in folded:
+        message = str(entry.conformance_message)
+        causes = sorted({c for role in roles[entry.nodeid].values() for c in role["explained_by"]})
+        crash = getattr(entry.longrepr, "reprcrash", None)
+        entry.longrepr = FoldedFailure(None if message in said else message, causes, crash)
+    return full + folded
+
+
 @dataclasses.dataclass
 class Recording:
     """The tests of one run: what each selected property did, and the collection errors."""

@@ -1312,3 +1312,51 @@ def test_summary_lines_list_failures_and_end_with_the_verdict() -> None:
     assert quiet[2].strip() == "msg"
     assert quiet[-1] == data["verdict"]
     assert len(report.summary_lines(data, verbose=True)) == len(load_requirements()) + 4
+
+
+CASCADE = """
+import numpy as np
+import pytest
+from hypothesis import given, strategies as st
+
+from gpt2_conformance import checks
+
+
+@pytest.mark.requirement("objective.sum-of-terms")
+@given(n=st.integers(1, 3))
+def test_a_sum(suite, n):
+    # Run first, but its failure is what the other one observed: it follows from it.
+    checks.fail("objective.one-row-per-position", "two rows where one was expected")
+
+
+@pytest.mark.requirement("objective.one-row-per-position")
+@given(n=st.integers(1, 3))
+def test_b_rows(suite, n):
+    checks.fail("objective.one-row-per-position", "two rows where one was expected")
+"""
+
+
+def test_failures_the_triage_explains_are_folded_below_the_primary(fake: pytest.Pytester) -> None:
+    fake.makepyfile(test_props=CASCADE)
+    result = run(fake, "--impl=fake_gpt2:Fake", "--conformance-report=r.json")
+    result.assert_outcomes(failed=2)
+    triage = load(fake.path / "r.json")["triage"]
+    assert triage["primary"] == ["objective.one-row-per-position"]
+    assert triage["consequence"] == ["objective.sum-of-terms"]
+    out = result.stdout.str()
+    failures = out[out.index("= FAILURES =") : out.index("= gpt2-conformance: requirements")]
+    failures = failures[: failures.rindex("\n")]
+    # The primary comes first, in full, though it ran second; the consequence is two lines.
+    assert failures.index("_ test_b_rows _") < failures.index("_ test_a_sum _")
+    folded = failures[failures.index("_ test_a_sum _") :].splitlines()[1:]
+    assert folded == [
+        "the same message as above; follows from objective.one-row-per-position "
+        "(-v shows it in full)"
+    ]
+    assert failures.count("replay this example:") == 1
+    summary = out[out.index("short test summary") :]
+    assert summary.index("test_b_rows") < summary.index("test_a_sum")
+
+    verbose = run(fake, "--impl=fake_gpt2:Fake", "-v").stdout.str()
+    assert verbose.count("replay this example:") == 2
+    assert "follows from" not in verbose[: verbose.index("gpt2-conformance: requirements")]
