@@ -219,22 +219,16 @@ def suppressed_health_checks() -> list[Any]:
 
 
 def register_profiles() -> None:
-    """Register :data:`PROFILES` with hypothesis (as ``gpt2-conformance-NAME``).
-
-    Each is built on hypothesis' own ``default`` profile, not on whichever profile is loaded: in
-    an environment hypothesis takes for CI (``$CI``, ``$GITHUB_ACTIONS``, ...) it loads its
-    ``ci`` profile, which would otherwise make ``dev`` derandomized and without an example
-    database. A profile of ours means the same on every machine."""
+    """Register :data:`PROFILES` with hypothesis (as ``gpt2-conformance-NAME``), on top of the
+    profile loaded now (which carries ``--hypothesis-verbosity`` and ``--hypothesis-explain``)."""
     from hypothesis import Phase, settings
 
-    base = settings.get_profile("default")
     for name, values in PROFILES.items():
         values = dict(values)
         if "phases" in values:  # named here: hypothesis is imported only now
             values["phases"] = tuple(Phase[phase] for phase in values["phases"])
         settings.register_profile(
             profile_name(name),
-            parent=base,
             deadline=None,
             print_blob=True,
             report_multiple_bugs=False,
@@ -271,6 +265,11 @@ def hypothesis_settings(
         overrides["derandomize"] = False  # a derandomized run would ignore the seed
     if seeds is not None:
         overrides["database"] = None  # seed N must draw the same examples on every machine
+    elif hypothesis_profile is None and "database" not in PROFILES[profile]:
+        # Where hypothesis takes the environment for CI ($CI, $GITHUB_ACTIONS, ...) it loads
+        # its own ``ci`` profile, without an example database; a profile of ours that keeps one
+        # (``dev``, ``thorough``) keeps it there too. Read now: the storage folder is set.
+        overrides["database"] = settings.get_profile("default").database
     return settings(parent=parent, **overrides)
 
 

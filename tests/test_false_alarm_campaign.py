@@ -438,25 +438,28 @@ def test_render_markdown_without_results_says_so() -> None:
 
 # --- stopping a session: one SIGINT can be lost ---------------------------------------------------
 
-# A child that loses its first KeyboardInterrupt, as CPython does when the signal lands in a
+# A child that loses its first SIGINT, as CPython does when the KeyboardInterrupt lands in a
 # finaliser ("Exception ignored in ... __del__"), and takes the second as pytest would: it creates
-# the marker (what gpt2_evidence.interrupt_marker does) and exits with pytest's status 2.
+# the marker (what gpt2_evidence.interrupt_marker does) and exits with pytest's status 2. A handler,
+# not a try around the loop: a KeyboardInterrupt raised between the loop's statements (the first
+# signal can arrive just after "ready", on a busy machine it did) would escape the try.
 _LOSES_FIRST_SIGINT = """
 import pathlib, signal, sys, time
-signal.signal(signal.SIGINT, signal.default_int_handler)
 marker = pathlib.Path(sys.argv[1])
+seen = []
+
+def handler(signum, frame):
+    seen.append(signum)
+    if len(seen) == 1:
+        return  # lost
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # taken: ignore repeats, as the plugin does
+    marker.touch()
+    sys.exit(2)
+
+signal.signal(signal.SIGINT, handler)
 print("ready", flush=True)
-lost = False
 while True:
-    try:
-        time.sleep(0.02)
-    except KeyboardInterrupt:
-        if not lost:
-            lost = True
-            continue
-        signal.signal(signal.SIGINT, signal.SIG_IGN)  # taken: ignore repeats, as the plugin does
-        marker.touch()
-        sys.exit(2)
+    time.sleep(0.02)
 """
 
 
