@@ -56,3 +56,30 @@ def test_hypothesis_storage_follows_the_environment(monkeypatch: pytest.MonkeyPa
     assert options.hypothesis_storage() == str(expected)
     monkeypatch.setenv(options.ENV_HYPOTHESIS_STORAGE, ".hypothesis")
     assert options.hypothesis_storage() is None  # asked for: left where the user says
+
+
+def test_our_profiles_keep_their_database_where_hypothesis_loads_its_ci_profile() -> None:
+    from hypothesis import settings
+
+    before = settings.get_current_profile_name()
+    settings.load_profile("ci")  # what hypothesis does itself when $CI (or the like) is set
+    try:
+        options.register_profiles()
+
+        def chosen(profile: str) -> settings:
+            return options.hypothesis_settings(
+                profile=profile,
+                hypothesis_profile=None,
+                max_examples=None,
+                shape="tiny",
+                seed=None,
+                seeds=None,
+            )
+
+        assert chosen("dev").database is not None
+        assert chosen("dev").derandomize is False
+        assert chosen("thorough").database is not None
+        assert chosen("ci").database is None  # derandomized: nothing to keep
+    finally:
+        settings.load_profile(before)
+        options.register_profiles()
