@@ -546,7 +546,7 @@ def build_report(
     counts for each of them; its time is shared evenly among them, so that the requirements'
     times add up to the tests' (see :func:`timing_summary`).
     """
-    tests = list(tests)
+    tests = [dataclasses.replace(t) for t in tests]  # the caller's records stay as they were
     partial = profile is not None and len(profile.requirements) < len(requirements)
     tests_by_id: dict[str, list[TestRecord]] = {r.id: [] for r in requirements}
     for test in tests:
