@@ -247,6 +247,45 @@ class FailureBlock:
         return "\n".join(text for text, _ in self.lines())
 
 
+def describe_failure(
+    report: Any, error: BaseException, *, path: str, replay: str | None, block: bool
+) -> None:
+    """Put on a failed phase's ``report`` (a pytest TestReport) what the run's report and the
+    terminal say about ``error``: its message and hypothesis notes, what a conformance failure
+    names (for the report's triage), how to replay the example (``replay``: the command, if
+    any), and, with ``block``, a :class:`FailureBlock` (the property's file is ``path``) instead
+    of pytest's traceback; otherwise the message above the traceback (:class:`HeadedFailure`).
+    Everything put on it is plain data: it travels from an xdist worker to the controller."""
+    failure = find_failure(error)
+    details = hypothesis_notes(error)
+    if failure is not None:
+        message = str(failure)
+        if block:
+            report.longrepr = FailureBlock(
+                message,
+                failure_site(failure, path),
+                details,
+                getattr(report.longrepr, "reprcrash", None),
+                replay=replay,
+            )
+        elif hasattr(report.longrepr, "toterminal"):
+            report.longrepr = HeadedFailure(message, report.longrepr)
+        report.conformance_observed = str(getattr(failure, "requirement", "") or "")
+        report.conformance_hint = str(getattr(failure, "hint", "") or "")
+        report.conformance_hint_requirements = list(getattr(failure, "hint_requirements", ()))
+        report.conformance_hint_matched = bool(getattr(failure, "hint_matched", False))
+    else:
+        message = f"{type(error).__name__}: {error}"
+    report.conformance_message = message[:MESSAGE_LIMIT]
+    if replay is None:
+        report.conformance_details = details[:MESSAGE_LIMIT]
+    else:
+        if not (block and failure is not None):  # the failure block shows it already
+            report.sections.append(("gpt2-conformance: replay this example", replay))
+        line = f"\nReplay this example: {replay}"
+        report.conformance_details = details[: max(0, MESSAGE_LIMIT - len(line))] + line
+
+
 @dataclasses.dataclass
 class Recording:
     """The tests of one run: what each selected property did, and the collection errors."""
