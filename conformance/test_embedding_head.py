@@ -125,6 +125,25 @@ def _follows_wte(
     diagnose.unexplained(rid, f"{after}, {where}", diagnosis)
 
 
+def _set_wte_and_follow(
+    rid: str,
+    impl: Implementation,
+    config: GPT2Config,
+    tokens: np.ndarray,
+    params: Params,
+    new: np.ndarray,
+    tol: Any,
+    *,
+    setting: str,
+    after: str,
+) -> None:
+    """Set wte to ``new`` with set_params() (``setting`` names the call); the logits then follow
+    it: they are those of ``params`` with wte = ``new`` (:func:`_follows_wte`, which names a head
+    still holding ``params``' wte)."""
+    checks.call(rid, setting, impl.set_params, {WTE: new})
+    _follows_wte(rid, impl, config, tokens, {**params, WTE: new}, params[WTE], tol, after=after)
+
+
 def _head_is_wte(
     rid: str, impl: Implementation, config: GPT2Config, wte: np.ndarray, tol: Any, *, after: str
 ) -> None:
@@ -465,19 +484,15 @@ def test_changing_wte_changes_the_head(suite: Suite, data: st.DataObject, requir
     tokens = data.draw(strategies.tokens(config, min_length=4), label="tokens")
     tol = suite.tolerance("oracle")
     new = _new_wte(config, draw.scale, draw.seed)
-    checks.call(
-        requirement, "setting transformer.wte.weight with set_params()", impl.set_params, {WTE: new}
-    )
-    changed = dict(params)
-    changed[WTE] = new
-    _follows_wte(
+    _set_wte_and_follow(
         requirement,
         impl,
         config,
         tokens,
-        changed,
-        params[WTE],
+        params,
+        new,
         tol,
+        setting="setting transformer.wte.weight with set_params()",
         after="after set_params() of wte",
     )
     _head_is_wte(requirement, impl, config, new, tol, after="after set_params() of wte")
@@ -620,8 +635,6 @@ def test_still_tied_after_save_and_load(
             requirement, "loading what save() wrote", impl.load, Path(tmp) / "saved"
         )
     saved = _read_params(loaded, config, requirement)
-    changed = dict(params)
-    changed[WTE] = first
     checks.tensors_agree(requirement, saved[WTE], first, tol, what="wte after saving and loading")
     _follows_wte(
         requirement, loaded, config, tokens, saved, params[WTE], tol, after="after save and load"
@@ -685,20 +698,15 @@ def test_checkpoint_without_lm_head_loads_tied(
             after="after loading a checkpoint without lm_head.weight",
         )
         if suite.claims("params"):
-            new = _new_wte(config, draw.scale, draw.seed)
-            checks.call(
-                requirement, "setting wte of the loaded model", loaded.set_params, {WTE: new}
-            )
-            changed = dict(as_float64)
-            changed[WTE] = new
-            _follows_wte(
+            _set_wte_and_follow(
                 requirement,
                 loaded,
                 config,
                 tokens,
-                changed,
-                as_float64[WTE],
+                as_float64,
+                _new_wte(config, draw.scale, draw.seed),
                 tol,
+                setting="setting wte of the loaded model",
                 after="after loading a checkpoint without lm_head.weight, then set_params() of wte",
             )
         from safetensors.numpy import save_file
@@ -768,18 +776,15 @@ def test_still_tied_after_resizing_the_vocabulary(
     _follows_wte(
         requirement, impl, resized, tokens, after, None, tol, after=f"after resizing to {new_V}"
     )
-    new = _new_wte(resized, draw.scale, draw.seed)
-    checks.call(requirement, "setting wte after the resize", impl.set_params, {WTE: new})
-    changed = dict(after)
-    changed[WTE] = new
-    _follows_wte(
+    _set_wte_and_follow(
         requirement,
         impl,
         resized,
         tokens,
-        changed,
-        after[WTE],
+        after,
+        _new_wte(resized, draw.scale, draw.seed),
         tol,
+        setting="setting wte after the resize",
         after=f"after resizing to {new_V}, then set_params() of wte",
     )
 
@@ -827,18 +832,15 @@ def test_still_tied_after_a_device_or_dtype_move(
     tied.copy_is_independent(requirement, moved, tokens, V, self_tol, writes, route=route)
     params = _read_params(moved, config, requirement)
     _head_is_wte(requirement, moved, config, params[WTE], self_tol, after=f"after {route}")
-    new = _new_wte(config, draw.scale, draw.seed)
-    checks.call(requirement, "setting wte after the move", moved.set_params, {WTE: new})
-    changed = dict(params)
-    changed[WTE] = new
-    _follows_wte(
+    _set_wte_and_follow(
         requirement,
         moved,
         config,
         tokens,
-        changed,
-        params[WTE],
+        params,
+        _new_wte(config, draw.scale, draw.seed),
         suite.tolerance("oracle"),
+        setting="setting wte after the move",
         after=f"after moving {route}, then set_params() of wte",
     )
     checks.rows_agree(
