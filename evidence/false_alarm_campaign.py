@@ -559,6 +559,26 @@ def commits_cell(commits: dict[str, list[int]]) -> str:
     )
 
 
+def suite_revision(out: Path) -> str | None:
+    """The checkout's commit as :func:`provenance.commit` gives it, except that the results file
+    ``out`` does not make it ``-dirty``: a campaign that resumes writes into it, and a change there
+    changes no property (None: let provenance decide)."""
+    try:
+        head = provenance._git("rev-parse", "--short", "HEAD")
+        changed = provenance._git("status", "--porcelain", "--untracked-files=no")
+    except (OSError, subprocess.SubprocessError):
+        return None
+    if head.returncode != 0 or changed.returncode != 0:
+        return None
+    ours = out.resolve()
+    dirty = [
+        line
+        for line in changed.stdout.splitlines()
+        if line.strip() and (provenance.REPOSITORY / line[3:].strip()).resolve() != ours
+    ]
+    return head.stdout.strip() + ("-dirty" if dirty else "")
+
+
 def campaign(args: argparse.Namespace, data: dict[str, Any], out: Path) -> int:
     """Run the requested seeds that ``data`` lacks; save after every session. Returns failures."""
     allowed = spec_dtypes()
@@ -578,7 +598,8 @@ def campaign(args: argparse.Namespace, data: dict[str, Any], out: Path) -> int:
     extra = list(args.pytest_args)
     env = dict(os.environ)
     deadline = time.monotonic() + (args.budget_seconds or float("inf"))
-    origin = provenance.collect(label=args.machine_label, revision=args.suite_revision)
+    revision = args.suite_revision or suite_revision(out)
+    origin = provenance.collect(label=args.machine_label, revision=revision)
     log_dir = Path(args.log_dir)
     properties: dict[tuple[str, str], list[str]] = {}
     per_seed: dict[tuple[str, str], float] = {}

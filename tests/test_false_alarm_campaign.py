@@ -519,3 +519,22 @@ def test_the_marker_plugin_records_that_pytest_took_the_interrupt(
         assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN  # repeats cannot break the report
     finally:
         signal.signal(signal.SIGINT, previous)
+
+
+def test_the_results_file_does_not_make_the_recorded_commit_dirty(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from gpt2_evidence import provenance
+
+    status = {"text": " M docs/data/false-alarms.json\n"}
+
+    def git(*args: str) -> subprocess.CompletedProcess[str]:
+        text = "abc1234\n" if args[0] == "rev-parse" else status["text"]
+        return subprocess.CompletedProcess(["git", *args], 0, stdout=text, stderr="")
+
+    monkeypatch.setattr(provenance, "_git", git)
+    results = provenance.REPOSITORY / "docs" / "data" / "false-alarms.json"
+    assert campaign.suite_revision(results) == "abc1234"
+    assert campaign.suite_revision(Path("/elsewhere.json")) == "abc1234-dirty"
+    status["text"] += " M conformance/checks.py\n"
+    assert campaign.suite_revision(results) == "abc1234-dirty"
