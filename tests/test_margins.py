@@ -5,6 +5,7 @@ per requirement."""
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -204,32 +205,21 @@ def test_no_property_compares_outside_the_margin_noting_helpers() -> None:
     assert {f.split(":")[0] for f in found} <= {"diagnose.py"}, sorted(found)
 
 
-def test_a_reference_run_notes_a_margin_for_every_comparing_property(tmp_path: Path) -> None:
+def test_a_reference_run_notes_a_margin_for_every_comparing_property(
+    tmp_path: Path, installed_suite: Any
+) -> None:
     import json
-    import subprocess
-    import sys
 
     report = tmp_path / "reference.json"
-    done = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "pytest",
-            "--pyargs",
-            "gpt2_conformance",
-            "--impl=reference",
-            "--max-examples=2",
-            "--hypothesis-seed=0",
-            f"--conformance-report={report}",
-            "-p",
-            "no:cacheprovider",
-            "-q",
-        ],
+    done = installed_suite(
+        "--impl=reference",
+        "--max-examples=2",
+        "--hypothesis-seed=0",
+        f"--conformance-report={report}",
+        "-p",
+        "no:cacheprovider",
+        "-q",
         cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        check=False,
-        timeout=600,
     )
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr
     comparing, other = _comparing_properties()
