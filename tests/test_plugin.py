@@ -93,6 +93,10 @@ class Deviating(Fake):
     declared_deviations = {"objective.loss-in-float32": "computes its loss in float16"}
 
 
+class NoCpu(Fake):
+    devices = ("cuda",)
+
+
 class NoBuild(Adapter):
     name = "nobuild"
 
@@ -286,13 +290,17 @@ def test_a_bad_adapter_is_a_usage_error(fake: pytest.Pytester, impl: str, messag
     _usage_error(fake, f"--impl={impl}", says=f"ERROR: --impl={impl}: {message}")
 
 
-def test_a_dtype_the_adapter_does_not_declare_is_a_usage_error(fake: pytest.Pytester) -> None:
-    _usage_error(
-        fake,
-        "--impl=fake_gpt2:Fake",
-        "--dtype=bfloat16",
-        says="*--dtype=bfloat16: the adapter 'fake' supports float32, float16 (its `dtypes`)*",
-    )
+@pytest.mark.parametrize(
+    ("impl", "option", "message"),
+    [
+        ("Fake", "--dtype=bfloat16", "the adapter 'fake' supports float32, float16 (its `dtypes`)"),
+        ("NoCpu", "--device=cpu", "the adapter 'fake' supports cuda (its `devices`); choose one"),
+    ],
+)
+def test_an_option_value_the_adapter_does_not_declare_is_a_usage_error(
+    fake: pytest.Pytester, impl: str, option: str, message: str
+) -> None:
+    _usage_error(fake, f"--impl=fake_gpt2:{impl}", option, says=f"*{option}: {message}*")
 
 
 def test_cuda_without_cuda_is_a_usage_error(fake: pytest.Pytester) -> None:
@@ -307,18 +315,6 @@ def test_cuda_without_cuda_is_a_usage_error(fake: pytest.Pytester) -> None:
     )
     auto = run(fake, "--impl=fake_gpt2:Fake", "--device=auto", "--co")
     auto.stdout.fnmatch_lines(["implementation: fake 9.9 * on cpu, float32"])
-
-
-def test_a_device_the_adapter_does_not_declare_is_a_usage_error(fake: pytest.Pytester) -> None:
-    fake.makepyfile(
-        cpu_only="from fake_gpt2 import Fake\n\nclass NoCpu(Fake):\n    devices = ('cuda',)\n"
-    )
-    _usage_error(
-        fake,
-        "--impl=cpu_only:NoCpu",
-        "--device=cpu",
-        says="*--device=cpu: the adapter 'fake' supports cuda (its `devices`); choose one*",
-    )
 
 
 def test_an_adapter_that_fails_to_build_fails_each_test(fake: pytest.Pytester) -> None:
