@@ -12,7 +12,7 @@ test failure tied to the requirement id.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any, NoReturn, TypeVar
 
 import numpy as np
@@ -64,9 +64,12 @@ class ImplementationError(ConformanceFailure):
 class Margins:
     """How close the current test's comparisons came to their bounds.
 
-    Every comparison made through these helpers (:func:`row_disagreement`, :func:`rows_agree`,
-    :func:`scalar_agrees`, :func:`tensors_agree`) notes its worst error as a fraction of its
-    bound (spec chapter 7: ``|actual - expected|`` over ``atol + rtol * max|expected|``, per row);
+    Every comparison of the implementation's numbers with the value the spec expects notes its
+    worst error as a fraction of its bound (spec chapter 7: ``|actual - expected|`` over
+    ``atol + rtol * max|expected|``, per row): the judging helpers (:func:`row_disagreement`,
+    :func:`rows_agree`, :func:`scalar_agrees`, :func:`tensors_agree`) and the plain answers
+    (:func:`agree`, :func:`first_agreeing`, :func:`row_excess`, :func:`exceeds`). Comparisons
+    with a deviation's numbers, made only to word a failure (:func:`matches`), note nothing.
     :meth:`take` gives the largest fraction since the last take (None when nothing was
     compared) and starts again. A passing comparison has a fraction <= 1; a property whose
     fraction stays near 1 over many examples is close to a false alarm. Rows whose bound is
@@ -76,23 +79,32 @@ class Margins:
     def __init__(self) -> None:
         self.worst: float | None = None
 
-    def note(self, actual: Any, expected: Any, tol: Any) -> None:
+    @staticmethod
+    def fraction(actual: Any, expected: Any, tol: Any) -> float | None:
+        """The worst row's ``err / bound`` (None: different shapes, nothing finite to compare,
+        or every bound zero)."""
         actual = np.asarray(actual, dtype=np.float64)
         expected = np.asarray(expected, dtype=np.float64)
         if actual.shape != expected.shape or actual.size == 0:
-            return
+            return None
         if not (np.isfinite(actual).all() and np.isfinite(expected).all()):
-            return
+            return None
         if actual.ndim == 0:
             actual, expected = actual[None], expected[None]
         err = np.abs(actual - expected).max(axis=-1)
         limit = tol.atol + tol.rtol * np.abs(expected).max(axis=-1)
         positive = np.asarray(limit > 0)
         if not positive.any():
-            return
-        fraction = float((np.asarray(err)[positive] / np.asarray(limit)[positive]).max())
-        if self.worst is None or fraction > self.worst:
+            return None
+        return float((np.asarray(err)[positive] / np.asarray(limit)[positive]).max())
+
+    def record(self, fraction: float | None) -> None:
+        """Note one comparison's fraction (None: nothing to note)."""
+        if fraction is not None and (self.worst is None or fraction > self.worst):
             self.worst = fraction
+
+    def note(self, actual: Any, expected: Any, tol: Any) -> None:
+        self.record(self.fraction(actual, expected, tol))
 
     def take(self) -> float | None:
         """The worst fraction since the last :meth:`take` (None if none), and start again."""
@@ -205,6 +217,47 @@ def gradient_resolves(requirement: str, counted: float, limit: float, *, what: s
     return counted > limit
 
 
+def agree(actual: Any, expected: Any, tol: Any) -> bool:
+    """The spec's ``agree`` (chapter 7), noting the margin: for comparing the implementation's
+    numbers with the value the spec expects of them."""
+    MARGINS.note(actual, expected, tol)
+    return bool(S.agree(actual, expected, tol))
+
+
+def matches(actual: Any, variant: Any, tol: Any) -> bool:
+    """The spec's ``agree``, noting nothing: for asking whether the numbers are those of a known
+    deviation (to word a failure), where a margin would say nothing about the property."""
+    return bool(S.agree(actual, variant, tol))
+
+
+def first_agreeing(actual: Any, candidates: Sequence[Any], tol: Any) -> int | None:
+    """The index of the first of ``candidates`` (values the spec accepts alike, such as a loss at
+    two scales) that ``actual`` agrees with, or None; notes the smallest fraction among them, the
+    margin of the accepted reading."""
+    fractions = [Margins.fraction(actual, candidate, tol) for candidate in candidates]
+    known = [f for f in fractions if f is not None]
+    MARGINS.record(min(known) if known else None)
+    for k, candidate in enumerate(candidates):
+        if S.agree(actual, candidate, tol):
+            return k
+    return None
+
+
+def row_excess(actual: np.ndarray, expected: np.ndarray, tol: Any) -> np.ndarray:
+    """The spec's ``row_excess`` (error minus bound per row), noting the margin."""
+    MARGINS.note(actual, expected, tol)
+    excess: np.ndarray = S.row_excess(actual, expected, tol)
+    return excess
+
+
+def exceeds(value: float, limit: float) -> bool:
+    """``value > limit`` for a size that must stay within a bound (a gradient that must vanish),
+    noting ``value / limit`` as the margin when the bound is positive."""
+    if limit > 0 and np.isfinite(value):
+        MARGINS.record(float(value) / float(limit))
+    return bool(value > limit)
+
+
 def rows_agree(
     requirement: str,
     actual: np.ndarray,
@@ -233,8 +286,7 @@ def row_disagreement(
 ) -> str | None:
     """None when every row (last axis) agrees under spec chapter 7's rule; otherwise
     ``describe(index, error, tolerance)`` for the worst row (see :func:`rows_agree`)."""
-    MARGINS.note(actual, expected, tol)
-    if S.agree(actual, expected, tol):
+    if agree(actual, expected, tol):
         return None
     index, err = worst_row(actual, expected, tol)
     return describe(index, err, bound(expected[index], tol))
@@ -244,8 +296,7 @@ def scalar_agrees(requirement: str, actual: float, expected: float, tol: Any, *,
     """A scalar (a loss) agrees with its expected value under the spec's rule."""
     if np.isnan(expected) and np.isnan(actual):
         return
-    MARGINS.note(np.float64(actual), np.float64(expected), tol)
-    if not S.agree(np.float64(actual), np.float64(expected), tol):
+    if not agree(np.float64(actual), np.float64(expected), tol):
         limit = bound(np.array([expected]), tol)
         fail(
             requirement,
@@ -377,8 +428,7 @@ def tensors_agree(
     expected = np.asarray(expected, dtype=np.float64)
     if actual.shape != expected.shape:
         fail(requirement, f"{what} has shape {actual.shape} where {expected.shape} was expected")
-    MARGINS.note(actual.reshape(1, -1), expected.reshape(1, -1), tol)
-    if S.agree(actual.reshape(1, -1), expected.reshape(1, -1), tol):
+    if agree(actual.reshape(1, -1), expected.reshape(1, -1), tol):
         return
     error = np.abs(actual - expected)
     index = tuple(int(i) for i in np.unravel_index(int(np.argmax(error)), error.shape))

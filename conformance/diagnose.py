@@ -295,7 +295,7 @@ def identify_hidden(
     found = []
     for name, requirement, substitution, eps in _HIDDEN_VARIANTS:
         hidden = _spec_hidden(substitution, params, config, tokens, eps)
-        if S.agree(actual_hidden, hidden, tol):
+        if checks.matches(actual_hidden, hidden, tol):
             found.append((name, requirement))
     return found
 

@@ -30,9 +30,6 @@ PACKAGE = "gpt2_conformance"
 #: The folder of the property modules (``conformance/`` in the repository).
 FOLDER = Path(__file__).resolve().parent
 
-_CHAPTER = re.compile(r"^Chapter (?P<number>\d+),")
-_PROFILE = re.compile(r"^The (?P<profile>[\w-]+) profile's ")
-
 
 @dataclasses.dataclass(frozen=True)
 class Property:
@@ -83,6 +80,11 @@ def property_modules() -> list[str]:
     return sorted(
         i.name for i in pkgutil.iter_modules(package.__path__) if i.name.startswith("test_")
     )
+
+
+#: A property module's docstring opens with its chapter ("Chapter 3, ...") or its profile.
+_CHAPTER = re.compile(r"^Chapter (?P<number>\d+),")
+_PROFILE = re.compile(r"^The (?P<profile>[\w-]+) profile's ")
 
 
 def module_heading(module: ModuleType) -> tuple[str | None, str | None]:

@@ -32,30 +32,6 @@ NOT_RUN = "not-run"
 MESSAGE_LIMIT = 4000
 
 
-@dataclasses.dataclass
-class TestState:
-    """One test's outcome so far, folded from its phase reports."""
-
-    __test__ = False  # not a pytest test class, despite the name
-
-    requirements: tuple[str, ...]
-    outcome: str | None = None
-    duration_s: float = 0.0
-    implementation_s: float = 0.0
-    oracle_s: float = 0.0
-    message: str = ""
-    details: str = ""
-    observed: str = ""
-    hint: str = ""
-    hint_requirements: tuple[str, ...] = ()
-    hint_matched: bool = False
-    builds: int = 0
-    build_s: float = 0.0
-    configs: set[str] = dataclasses.field(default_factory=set)
-    shapes: set[str] = dataclasses.field(default_factory=set)
-    margin: float | None = None
-
-
 def property_values(user_properties: Iterable[tuple[str, object]], key: str) -> tuple[str, ...]:
     """The values of ``key`` among a report's ``user_properties``, in order, without repeats."""
     return tuple(dict.fromkeys(str(v) for k, v in user_properties if k == key))
@@ -98,7 +74,7 @@ def hypothesis_notes(error: BaseException) -> str:
     return "\n".join(n for n in notes if n.strip())
 
 
-def _note_failure(test: TestState, report: Any) -> None:
+def _note_failure(test: reports.TestRecord, report: Any) -> None:
     """Keep what a failure names (the requirement observed violated, a hint and what it names)."""
     test.observed = str(getattr(report, "conformance_observed", "") or "")
     test.hint = str(getattr(report, "conformance_hint", "") or "")
@@ -327,11 +303,51 @@ def fold_explained_failures(failed: list[Any], report: dict[str, Any]) -> list[A
     return full + folded
 
 
+def describe_failure(
+    report: Any, error: BaseException, *, path: str, replay: str | None, block: bool
+) -> None:
+    """Put on a failed phase's ``report`` (a pytest TestReport) what the run's report and the
+    terminal say about ``error``: its message and hypothesis notes, what a conformance failure
+    names (for the report's triage), how to replay the example (``replay``: the command, if
+    any), and, with ``block``, a :class:`FailureBlock` (the property's file is ``path``) instead
+    of pytest's traceback; otherwise the message above the traceback (:class:`HeadedFailure`).
+    Everything put on it is plain data: it travels from an xdist worker to the controller."""
+    failure = find_failure(error)
+    details = hypothesis_notes(error)
+    if failure is not None:
+        message = str(failure)
+        if block:
+            report.longrepr = FailureBlock(
+                message,
+                failure_site(failure, path),
+                details,
+                getattr(report.longrepr, "reprcrash", None),
+                replay=replay,
+            )
+        elif hasattr(report.longrepr, "toterminal"):
+            report.longrepr = HeadedFailure(message, report.longrepr)
+        report.conformance_observed = str(getattr(failure, "requirement", "") or "")
+        report.conformance_hint = str(getattr(failure, "hint", "") or "")
+        report.conformance_hint_requirements = list(getattr(failure, "hint_requirements", ()))
+        report.conformance_hint_matched = bool(getattr(failure, "hint_matched", False))
+    else:
+        message = f"{type(error).__name__}: {error}"
+    report.conformance_message = message[:MESSAGE_LIMIT]
+    if replay is None:
+        report.conformance_details = details[:MESSAGE_LIMIT]
+    else:
+        if not (block and failure is not None):  # the failure block shows it already
+            report.sections.append(("gpt2-conformance: replay this example", replay))
+        line = f"\nReplay this example: {replay}"
+        report.conformance_details = details[: max(0, MESSAGE_LIMIT - len(line))] + line
+
+
 @dataclasses.dataclass
 class Recording:
     """The tests of one run: what each selected property did, and the collection errors."""
 
-    tests: dict[str, TestState] = dataclasses.field(default_factory=dict)
+    #: Each test's outcome so far, folded from its phase reports (``outcome`` "": none yet).
+    tests: dict[str, reports.TestRecord] = dataclasses.field(default_factory=dict)
     selected: dict[str, tuple[str, ...]] = dataclasses.field(default_factory=dict)
     collection_errors: list[dict[str, str]] = dataclasses.field(default_factory=list)
     started: float = dataclasses.field(default_factory=time.monotonic)
@@ -345,15 +361,15 @@ class Recording:
         ids = property_values(report.user_properties, REQUIREMENT_PROPERTY)
         if not ids:
             return
-        test = self.tests.setdefault(report.nodeid, TestState(ids))
+        test = self.tests.setdefault(report.nodeid, reports.TestRecord(report.nodeid, ids, ""))
         test.duration_s += report.duration
         timing = getattr(report, "conformance_timing", None) or {}
         test.implementation_s += float(timing.get("implementation", 0.0))
         test.oracle_s += float(timing.get("oracle", 0.0))
         test.builds += int(timing.get("builds", 0))
         test.build_s += float(timing.get("build_s", 0.0))
-        test.configs.update(timing.get("configs", ()))
-        test.shapes.update(timing.get("shapes", ()))
+        test.configs = test.configs.union(timing.get("configs", ()))
+        test.shapes = test.shapes.union(timing.get("shapes", ()))
         margin = getattr(report, "conformance_margin", None)
         test.margin = reports.worst_margin((test.margin, margin))
         xfailed = hasattr(report, "wasxfail")
@@ -389,29 +405,7 @@ class Recording:
 
     def records(self) -> list[reports.TestRecord]:
         """Every test with an outcome, and every selected property that never ran (``not-run``)."""
-        records = [
-            reports.TestRecord(
-                nodeid=nodeid,
-                requirements=t.requirements,
-                outcome=t.outcome,
-                duration_s=t.duration_s,
-                implementation_s=t.implementation_s,
-                oracle_s=t.oracle_s,
-                message=t.message,
-                details=t.details,
-                observed=t.observed,
-                hint=t.hint,
-                hint_requirements=t.hint_requirements,
-                hint_matched=t.hint_matched,
-                builds=t.builds,
-                build_s=t.build_s,
-                configs=frozenset(t.configs),
-                shapes=frozenset(t.shapes),
-                margin=t.margin,
-            )
-            for nodeid, t in self.tests.items()
-            if t.outcome is not None
-        ]
+        records = [test for test in self.tests.values() if test.outcome]
         finished = {r.nodeid for r in records}
         records.extend(
             reports.TestRecord(nodeid=nodeid, requirements=ids, outcome=NOT_RUN)

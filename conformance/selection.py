@@ -16,10 +16,13 @@ from typing import Any
 import pytest
 
 from .adapter import CAPABILITIES, Adapter
-from .options import OptionError
+from .options import OptionError, without_shrinking
+from .recording import REQUIREMENT_PROPERTY
 
 #: The requirement ids a collected conformance property checks (set during collection).
 REQUIREMENT_IDS = pytest.StashKey[tuple[str, ...]]()
+#: The fixture that repeats each property once per seed (``--conformance-seeds``).
+SEED_FIXTURE = "gpt2_conformance_seed"
 
 
 class ConformanceWarning(pytest.PytestWarning):
@@ -96,6 +99,25 @@ def apply_requirements_profile(
         if not ids or any(rid in profile.requirements for rid in ids):
             keep.append(item)
     _deselect(config, items, keep)
+
+
+def mark_properties(properties: Sequence[pytest.Item], timeout_s: float | None) -> None:
+    """Note on each property the requirement ids of its markers (in its stash, and in its
+    reports' ``user_properties``, where the report reads them) and give it the run's timeout
+    (``timeout_s``; None: none), unless it has a ``timeout`` marker of its own."""
+    for item in properties:
+        ids = marker_args(item, "requirement")
+        item.stash[REQUIREMENT_IDS] = ids
+        for rid in ids:
+            item.user_properties.append((REQUIREMENT_PROPERTY, rid))
+        if timeout_s is not None and item.get_closest_marker("timeout") is None:
+            item.add_marker(pytest.mark.timeout(timeout_s))
+
+
+def unclaimed_reason(item: pytest.Item, profile: Any, adapter: Adapter) -> str | None:
+    """Why the adapter does not claim the property (None: it claims it): a tied-only requirement
+    of an untied head (:func:`tied_only_reason`), or a capability it lacks."""
+    return tied_only_reason(item, profile, adapter) or capability_reason(item, adapter)
 
 
 def tied_only_reason(item: pytest.Item, profile: Any, adapter: Adapter) -> str | None:
@@ -183,6 +205,42 @@ def apply_xfails(entries: Sequence[str], path: str, items: Sequence[pytest.Item]
 
 def function_of(item: pytest.Item) -> Any:
     return getattr(item, "function", None)
+
+
+def apply_run_settings(items: Sequence[pytest.Item], chosen: Any, deviating: set[str]) -> None:
+    """Give the properties the run's hypothesis settings ``chosen``; those expected to fail (the
+    node ids ``deviating``) without shrinking."""
+    # A declared deviation is expected to fail: its first counterexample is enough, so it is
+    # not shrunk or explained. Settings belong to the test function, shared by its
+    # parametrizations: only a function all of whose items deviate is left unshrunk.
+    shrunk = {function_of(i) for i in items if i.nodeid not in deviating}
+    expected_to_fail = without_shrinking(chosen)
+    for item in items:
+        apply_settings(item, chosen if function_of(item) in shrunk else expected_to_fail)
+
+
+def replay_example(items: Sequence[pytest.Item], replay: tuple[str, bytes]) -> None:
+    """``--conformance-replay``: the one property left in ``items`` (once ``-k`` and node ids
+    have chosen) runs the given example and nothing else."""
+    functions = {function_of(i): i for i in items if is_property(i)}
+    if len(functions) != 1:
+        raise OptionError(
+            f"--conformance-replay replays the example of one property; {len(functions)} are "
+            "selected: select the property by its node id (as the failure printed it) or -k NAME"
+        )
+    from hypothesis import reproduce_failure
+
+    (item,) = functions.values()
+    reproduce_failure(*replay)(item.obj)  # type: ignore[attr-defined]
+
+
+def seed_property(item: pytest.Item) -> None:
+    """Give a property repeated by ``--conformance-seeds`` its repetition's hypothesis seed."""
+    callspec = getattr(item, "callspec", None)
+    if callspec is not None and SEED_FIXTURE in callspec.params:
+        from hypothesis import seed
+
+        seed(callspec.params[SEED_FIXTURE])(item.obj)  # type: ignore[attr-defined]
 
 
 def apply_settings(item: pytest.Item, chosen: Any) -> None:

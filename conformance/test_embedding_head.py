@@ -101,7 +101,7 @@ def _follows_wte(
         return
     if previous_wte is not None and previous_wte.shape == params[WTE].shape:
         stale_head = _logp(out.hidden @ previous_wte.T)
-        if S.agree(actual, stale_head, tol):
+        if checks.matches(actual, stale_head, tol):
             checks.fail(
                 rid,
                 f"{after}, the head did not follow wte: the logits match a head that still holds "
@@ -111,7 +111,7 @@ def _follows_wte(
         stale_lookup = dict(params)
         stale_lookup[WTE] = previous_wte
         mixed = oracle.forward(stale_lookup, config, tokens).hidden @ params[WTE].T
-        if S.agree(actual, _logp(mixed), tol):
+        if checks.matches(actual, _logp(mixed), tol):
             checks.fail(
                 rid,
                 f"{after}, the head uses the new wte but the input lookup still reads the "
@@ -123,6 +123,25 @@ def _follows_wte(
     if diagnosis.matches:  # a known deviation of the head's tying
         checks.fail(rid, f"{after}, {where}; {diagnosis.describe()}")
     diagnose.unexplained(rid, f"{after}, {where}", diagnosis)
+
+
+def _set_wte_and_follow(
+    rid: str,
+    impl: Implementation,
+    config: GPT2Config,
+    tokens: np.ndarray,
+    params: Params,
+    new: np.ndarray,
+    tol: Any,
+    *,
+    setting: str,
+    after: str,
+) -> None:
+    """Set wte to ``new`` with set_params() (``setting`` names the call); the logits then follow
+    it: they are those of ``params`` with wte = ``new`` (:func:`_follows_wte`, which names a head
+    still holding ``params``' wte)."""
+    checks.call(rid, setting, impl.set_params, {WTE: new})
+    _follows_wte(rid, impl, config, tokens, {**params, WTE: new}, params[WTE], tol, after=after)
 
 
 def _head_is_wte(
@@ -244,19 +263,19 @@ def _judge_wte_gradient(
         return
     lookup, head = scale * expected.wte_from_lookup, scale * expected.wte_from_head
     note = ""
-    if tied.agree_tensor(actual, lookup, tol):
+    if tied.matches_tensor(actual, lookup, tol):
         note = (
             ": it equals the lookup contribution alone; the head's contribution Gᵀ Ĥ is missing "
             "(a head that reads a detached or separate copy of wte)"
         )
-        if head_entry is not None and tied.agree_tensor(head_entry, head, tol):
+        if head_entry is not None and tied.matches_tensor(head_entry, head, tol):
             note += "; the head's part was reported under lm_head.weight: two tensors (untied)"
-    elif tied.agree_tensor(actual, head, tol):
+    elif tied.matches_tensor(actual, head, tol):
         note = (
             ": it equals the head contribution alone; the lookup's scatter-add at the token ids "
             "is missing"
         )
-    elif tied.agree_tensor(actual, 2 * scale * total, tol):
+    elif tied.matches_tensor(actual, 2 * scale * total, tol):
         note = ": it is twice the expected total (the shared tensor counted twice)"
     note += tied.scale_note(scale)
     if note or own.hidden is None:
@@ -325,7 +344,7 @@ def test_block_zero_reads_token_row_plus_position_row(
     hidden = checks.hidden_states_of(requirement, impl, tokens, n_embd=config.n_embd)
     tol = suite.tolerance("oracle")
     expected = oracle.forward(params, config, tokens).hidden
-    if S.agree(hidden, expected, tol):
+    if checks.agree(hidden, expected, tol):
         return
     wte, wpe = params[WTE], params[WPE]
     g, b = params["transformer.ln_f.weight"], params["transformer.ln_f.bias"]
@@ -344,7 +363,7 @@ def test_block_zero_reads_token_row_plus_position_row(
     }
     note = ""
     for label, x0 in candidates.items():
-        if x0 is not None and S.agree(hidden, S.layer_norm(x0, g, b, eps), tol):
+        if x0 is not None and checks.matches(hidden, S.layer_norm(x0, g, b, eps), tol):
             note = f": the hidden states match an input of block 0 with {label}"
             break
     else:
@@ -385,7 +404,7 @@ def _logits_are_the_head_product(
     )
     expected = hidden @ W.T
     tol = suite.tolerance("self")
-    if S.agree(logits, expected, tol):
+    if checks.agree(logits, expected, tol):
         return
     rows = (logits - expected).reshape(-1, config.vocab_size)
     note = ""
@@ -395,7 +414,7 @@ def _logits_are_the_head_product(
         note = "; each row is shifted by a constant"
     else:
         scale = float((logits * expected).sum() / max((expected * expected).sum(), 1e-300))
-        if S.agree(logits, scale * expected, tol):
+        if checks.matches(logits, scale * expected, tol):
             note = (
                 f"; the logits are h Wᵀ times {scale:.4g} "
                 f"(1/sqrt(d) = {1 / np.sqrt(config.n_embd):.4g}): a scale factor"
@@ -465,19 +484,15 @@ def test_changing_wte_changes_the_head(suite: Suite, data: st.DataObject, requir
     tokens = data.draw(strategies.tokens(config, min_length=4), label="tokens")
     tol = suite.tolerance("oracle")
     new = _new_wte(config, draw.scale, draw.seed)
-    checks.call(
-        requirement, "setting transformer.wte.weight with set_params()", impl.set_params, {WTE: new}
-    )
-    changed = dict(params)
-    changed[WTE] = new
-    _follows_wte(
+    _set_wte_and_follow(
         requirement,
         impl,
         config,
         tokens,
-        changed,
-        params[WTE],
+        params,
+        new,
         tol,
+        setting="setting transformer.wte.weight with set_params()",
         after="after set_params() of wte",
     )
     _head_is_wte(requirement, impl, config, new, tol, after="after set_params() of wte")
@@ -620,8 +635,6 @@ def test_still_tied_after_save_and_load(
             requirement, "loading what save() wrote", impl.load, Path(tmp) / "saved"
         )
     saved = _read_params(loaded, config, requirement)
-    changed = dict(params)
-    changed[WTE] = first
     checks.tensors_agree(requirement, saved[WTE], first, tol, what="wte after saving and loading")
     _follows_wte(
         requirement, loaded, config, tokens, saved, params[WTE], tol, after="after save and load"
@@ -685,20 +698,15 @@ def test_checkpoint_without_lm_head_loads_tied(
             after="after loading a checkpoint without lm_head.weight",
         )
         if suite.claims("params"):
-            new = _new_wte(config, draw.scale, draw.seed)
-            checks.call(
-                requirement, "setting wte of the loaded model", loaded.set_params, {WTE: new}
-            )
-            changed = dict(as_float64)
-            changed[WTE] = new
-            _follows_wte(
+            _set_wte_and_follow(
                 requirement,
                 loaded,
                 config,
                 tokens,
-                changed,
-                as_float64[WTE],
+                as_float64,
+                _new_wte(config, draw.scale, draw.seed),
                 tol,
+                setting="setting wte of the loaded model",
                 after="after loading a checkpoint without lm_head.weight, then set_params() of wte",
             )
         from safetensors.numpy import save_file
@@ -717,15 +725,15 @@ def test_checkpoint_without_lm_head_loads_tied(
         # Loaded untied (embedding wte, head lm_head.weight, as transformers does with a
         # warning): both matrices kept, so nothing was dropped and this requirement holds.
         hidden = oracle.forward(as_float64, config, tokens).hidden
-        if S.agree(actual, _logp(hidden @ other.astype(np.float64).T), tol):
+        if checks.agree(actual, _logp(hidden @ other.astype(np.float64).T), tol):
             return
         kept = "its logits match neither matrix, nor both kept untied"
-        if S.agree(actual, _logp(oracle.forward(as_float64, config, tokens).logits), tol):
+        if checks.matches(actual, _logp(oracle.forward(as_float64, config, tokens).logits), tol):
             kept = "it computes with wte as the head, lm_head.weight was dropped"
         else:
             head_both = dict(as_float64)
             head_both[WTE] = other.astype(np.float64)
-            if S.agree(actual, _logp(oracle.forward(head_both, config, tokens).logits), tol):
+            if checks.matches(actual, _logp(oracle.forward(head_both, config, tokens).logits), tol):
                 kept = "it uses lm_head.weight for both, wte was dropped"
         checks.fail(
             requirement,
@@ -768,18 +776,15 @@ def test_still_tied_after_resizing_the_vocabulary(
     _follows_wte(
         requirement, impl, resized, tokens, after, None, tol, after=f"after resizing to {new_V}"
     )
-    new = _new_wte(resized, draw.scale, draw.seed)
-    checks.call(requirement, "setting wte after the resize", impl.set_params, {WTE: new})
-    changed = dict(after)
-    changed[WTE] = new
-    _follows_wte(
+    _set_wte_and_follow(
         requirement,
         impl,
         resized,
         tokens,
-        changed,
-        after[WTE],
+        after,
+        _new_wte(resized, draw.scale, draw.seed),
         tol,
+        setting="setting wte after the resize",
         after=f"after resizing to {new_V}, then set_params() of wte",
     )
 
@@ -827,18 +832,15 @@ def test_still_tied_after_a_device_or_dtype_move(
     tied.copy_is_independent(requirement, moved, tokens, V, self_tol, writes, route=route)
     params = _read_params(moved, config, requirement)
     _head_is_wte(requirement, moved, config, params[WTE], self_tol, after=f"after {route}")
-    new = _new_wte(config, draw.scale, draw.seed)
-    checks.call(requirement, "setting wte after the move", moved.set_params, {WTE: new})
-    changed = dict(params)
-    changed[WTE] = new
-    _follows_wte(
+    _set_wte_and_follow(
         requirement,
         moved,
         config,
         tokens,
-        changed,
-        params[WTE],
+        params,
+        _new_wte(config, draw.scale, draw.seed),
         suite.tolerance("oracle"),
+        setting="setting wte after the move",
         after=f"after moving {route}, then set_params() of wte",
     )
     checks.rows_agree(
@@ -876,9 +878,9 @@ def test_an_untied_head_is_declared(suite: Suite, data: st.DataObject, requireme
     changed[WTE] = new
     actual = _logp(checks.logits_of(requirement, impl, tokens, vocab_size=config.vocab_size))
     as_tied = _logp(oracle.forward(changed, config, tokens).logits)
-    if not S.agree(actual, as_tied, tol):
+    if not checks.agree(actual, as_tied, tol):
         stale = _logp(oracle.forward(changed, config, tokens).hidden @ params[WTE].T)
-        if S.agree(actual, stale, tol):
+        if checks.matches(actual, stale, tol):
             checks.fail(
                 requirement,
                 f"after set_params() of wte the head kept the previous wte (the logits match "
@@ -896,7 +898,7 @@ def test_an_untied_head_is_declared(suite: Suite, data: st.DataObject, requireme
         requirement, grads, WTE, shape=(config.vocab_size, config.n_embd)
     ).reshape(1, -1)
     expected = oracle.gradients(params, config, tokens, **checks.oracle_labels(convention, labels))
-    if not S.agree(actual_grad, expected.grads[WTE].reshape(1, -1), tol) and S.agree(
+    if not checks.agree(actual_grad, expected.grads[WTE].reshape(1, -1), tol) and checks.matches(
         actual_grad, expected.wte_from_lookup.reshape(1, -1), tol
     ):
         checks.fail(

@@ -103,17 +103,17 @@ def test_a_final_layernorm_precedes_the_head(
     tokens = data.draw(strategies.tokens(draw.config), label="tokens for hidden states")
     logits = checks.logits_of(requirement, impl, tokens, vocab_size=draw.config.vocab_size)
     expected_logp = checks.log_probs(oracle.forward(params, draw.config, tokens).logits)
-    if not S.agree(checks.log_probs(logits), expected_logp, suite.tolerance("oracle")):
+    if not checks.agree(checks.log_probs(logits), expected_logp, suite.tolerance("oracle")):
         return  # the forward deviates elsewhere (judged above); the hidden states are moot
     hidden = checks.hidden_states_of(requirement, impl, tokens, n_embd=draw.config.n_embd)
     expected = oracle.forward(params, draw.config, tokens).hidden
-    if S.agree(hidden, expected, suite.tolerance("oracle")):
+    if checks.agree(hidden, expected, suite.tolerance("oracle")):
         return
     # The hidden states may differ for reasons judged elsewhere (say, the exact GELU shows in
     # them before it shows in the log-probabilities); this requirement fails only when they are
     # the residual stream *before* ln_f.
     before = diagnose.hidden_before_ln_f(params, draw.config, tokens)
-    if S.agree(hidden, before, suite.tolerance("oracle")):
+    if checks.matches(hidden, before, suite.tolerance("oracle")):
         index, err = checks.worst_row(hidden, expected, suite.tolerance("oracle"))
         checks.fail(
             requirement,
@@ -186,12 +186,12 @@ def _init_verdict(name: str, values: np.ndarray, n_layer: int) -> str | None:
     if n < MIN_SAMPLE:
         return None  # too few numbers to judge a distribution
     sample_mean, sample_std = float(flat.mean()), float(flat.std())
-    if abs(sample_mean - mean) > Z * std / math.sqrt(n):
+    if checks.exceeds(abs(sample_mean - mean), Z * std / math.sqrt(n)):
         return (
             f"{name} has sample mean {sample_mean:.2e} over {n} values; N({mean:g}, {std:.4g}²) "
             f"allows at most {Z * std / math.sqrt(n):.1e} from {mean:g}"
         )
-    if abs(sample_std / std - 1.0) > Z / math.sqrt(2 * n):
+    if checks.exceeds(abs(sample_std / std - 1.0), Z / math.sqrt(2 * n)):
         variants = {
             "transformer.wpe.weight": (0.02, "transformers' and nanoGPT's 0.02"),
         }

@@ -83,7 +83,7 @@ def test_the_last_row_is_what_the_loss_scores_the_next_token_with(
         tokens, labels = context, np.full_like(context, IGNORE)
         labels[:, k - 1] = following
     actual = checks.loss_of(requirement, implementation, tokens, labels, reduction="sum")
-    if not S.agree(np.float64(actual), np.float64(expected), tol):
+    if not checks.agree(np.float64(actual), np.float64(expected), tol):
         limit = checks.bound(np.array([expected]), tol)
         checks.fail(
             requirement,

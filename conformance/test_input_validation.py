@@ -126,11 +126,10 @@ def test_token_ids_must_be_integers(suite: Suite, data: st.DataObject, requireme
             )
 
 
-def _out_of_range(
-    data: st.DataObject, config: GPT2Config, tokens: np.ndarray
+def _placed(
+    data: st.DataObject, tokens: np.ndarray, values: list[int]
 ) -> list[tuple[int, tuple[int, int], np.ndarray]]:
-    V = config.vocab_size
-    values = [V, V + data.draw(st.integers(1, 1000), label="beyond V"), -1, S.IGNORE_INDEX]
+    """Each of ``values`` at a drawn place of its own copy of ``tokens``: (value, place, copy)."""
     cases = []
     for value in values:
         b = data.draw(st.integers(0, tokens.shape[0] - 1), label="row")
@@ -139,6 +138,15 @@ def _out_of_range(
         bad[b, i] = value
         cases.append((value, (b, i), bad))
     return cases
+
+
+def _out_of_range(
+    data: st.DataObject, config: GPT2Config, tokens: np.ndarray
+) -> list[tuple[int, tuple[int, int], np.ndarray]]:
+    """Token ids V, beyond V, -1 and ignore_index, each at a drawn place (:func:`_placed`)."""
+    V = config.vocab_size
+    values = [V, V + data.draw(st.integers(1, 1000), label="beyond V"), -1, S.IGNORE_INDEX]
+    return _placed(data, tokens, values)
 
 
 @pytest.mark.requirement("input.token-range")
@@ -311,6 +319,21 @@ def _label_entries(
     return entries
 
 
+def _labels_refused(
+    requirement: str,
+    suite: Suite,
+    impl: Implementation,
+    tokens: np.ndarray,
+    cases: list[tuple[str, np.ndarray]],
+    rule: str,
+) -> None:
+    """Every entry point that takes labels (:func:`_label_entries`) refuses, with ``tokens``, each
+    of ``cases`` (what the labels are, the labels); ``rule`` says why it must."""
+    for bad, labels in cases:
+        for entry, function in _label_entries(suite, impl):
+            refusal(requirement, entry, bad, rule, function, tokens, labels)
+
+
 def _bad_label_shapes(tokens: np.ndarray) -> list[tuple[str, np.ndarray]]:
     B, T = tokens.shape
     cases = [
@@ -333,32 +356,25 @@ def test_labels_must_have_the_tokens_shape_and_integer_dtype(
     suite: Suite, data: st.DataObject, requirement: str
 ) -> None:
     _, impl, tokens = _valid(data, suite, rid=requirement)
-    for bad, labels in _bad_label_shapes(tokens):
-        for entry, function in _label_entries(suite, impl):
-            refusal(
-                requirement,
-                entry,
-                f"{bad} for tokens of shape {tokens.shape}",
-                "labels must be integer ids of the tokens' shape; never broadcast, padded, "
-                "trimmed or cast",
-                function,
-                tokens,
-                labels,
-            )
+    _labels_refused(
+        requirement,
+        suite,
+        impl,
+        tokens,
+        [
+            (f"{bad} for tokens of shape {tokens.shape}", labels)
+            for bad, labels in _bad_label_shapes(tokens)
+        ],
+        "labels must be integer ids of the tokens' shape; never broadcast, padded, trimmed or cast",
+    )
 
 
 def _bad_label_values(
     data: st.DataObject, config: GPT2Config, tokens: np.ndarray
 ) -> list[tuple[int, tuple[int, int], np.ndarray]]:
+    """Labels V, beyond V, -1 and -5, each at a drawn place (:func:`_placed`)."""
     V = config.vocab_size
-    cases = []
-    for value in (V, V + data.draw(st.integers(1, 1000), label="beyond V"), -1, -5):
-        b = data.draw(st.integers(0, tokens.shape[0] - 1), label="row")
-        i = data.draw(st.integers(0, tokens.shape[1] - 1), label="position")
-        labels = tokens.copy()
-        labels[b, i] = value
-        cases.append((value, (b, i), labels))
-    return cases
+    return _placed(data, tokens, [V, V + data.draw(st.integers(1, 1000), label="beyond V"), -1, -5])
 
 
 @pytest.mark.requirement("input.label-values")
@@ -370,18 +386,18 @@ def test_labels_outside_the_vocabulary_are_refused(
     """V, beyond V, -1 (nanoGPT's ignore marker) and -5, with ignore_index -100."""
     config, impl, tokens = _valid(data, suite, rid=requirement)
     V = config.vocab_size
-    for value, where, labels in _bad_label_values(data, config, tokens):
-        for entry, function in _label_entries(suite, impl):
-            refusal(
-                requirement,
-                entry,
-                f"label {value} at {list(where)} (outside [0, {V}) and not ignore_index "
-                f"{S.IGNORE_INDEX})",
-                "labels must be in [0, vocab_size) or equal ignore_index",
-                function,
-                tokens,
-                labels,
-            )
+    outside = f"(outside [0, {V}) and not ignore_index {S.IGNORE_INDEX})"
+    _labels_refused(
+        requirement,
+        suite,
+        impl,
+        tokens,
+        [
+            (f"label {value} at {list(where)} {outside}", labels)
+            for value, where, labels in _bad_label_values(data, config, tokens)
+        ],
+        "labels must be in [0, vocab_size) or equal ignore_index",
+    )
 
 
 # ------------------------------------------------------------------------------------------

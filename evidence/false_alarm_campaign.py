@@ -181,11 +181,15 @@ def _note_margin(
     margin: float,
     seed: int | None,
     requirements: Sequence[str],
+    commit: str | None = None,
 ) -> None:
-    """Keep, per property, the largest margin (error as a fraction of its bound) and its seed."""
+    """Keep, per property, the largest margin (error as a fraction of its bound), its seed and
+    (when summarising sessions) the suite's commit it ran on."""
     known = margins.get(prop)
     if known is None or margin > known["margin"]:
         margins[prop] = {"margin": margin, "seed": seed, "requirements": list(requirements)}
+        if commit is not None:
+            margins[prop]["commit"] = commit
 
 
 #: A property whose worst margin exceeds this is investigated (issue 16's goal: every property
@@ -499,10 +503,17 @@ def summarize(data: dict[str, Any]) -> list[dict[str, Any]]:
                 "software": [],
                 "declared_deviations": set(),
                 "margins": {},
+                "commits": {},
+                "margin_commits": {},
             },
         )
+        origin = provenance.read(session)
+        commit = str(origin["software"].get("commit") or "unrecorded")
         for prop, worst in session.get("margins", {}).items():
-            _note_margin(row["margins"], prop, **worst)
+            _note_margin(row["margins"], prop, **worst, commit=commit)
+        row["commits"].setdefault(commit, set()).update(session["seeds_completed"])
+        if session.get("margins"):
+            row["margin_commits"].setdefault(commit, set()).update(session["seeds_completed"])
         for seed in session["seeds_completed"]:
             if seed not in row["seeds"]:
                 row["seeds"].add(seed)
@@ -515,7 +526,6 @@ def summarize(data: dict[str, Any]) -> list[dict[str, Any]]:
         )
         row["wall_s"] += session["wall_s"]
         row["declared_deviations"].update(session.get("declared_deviations", []))
-        origin = provenance.read(session)
         machine = origin["machine"]["label"]
         if machine not in row["machines"]:
             row["machines"].append(machine)
@@ -534,7 +544,39 @@ def summarize(data: dict[str, Any]) -> list[dict[str, Any]]:
     for row in ordered:
         row["seeds"] = sorted(row["seeds"])
         row["declared_deviations"] = sorted(row["declared_deviations"])
+        row["commits"] = {c: sorted(seeds) for c, seeds in row["commits"].items()}
+        row["margin_commits"] = {c: sorted(s) for c, s in row["margin_commits"].items()}
     return ordered
+
+
+def commits_cell(commits: dict[str, list[int]]) -> str:
+    """Which seeds completed on which commit of the suite: ```9e6a2b1` 2-8; `2319c86` 12``
+    (a commit whose sessions completed no seed: "none completed"; ``-dirty``: the checkout had
+    uncommitted changes)."""
+    return "; ".join(
+        f"`{commit}` {seed_ranges(seeds) if seeds else 'none completed'}"
+        for commit, seeds in commits.items()
+    )
+
+
+def suite_revision(out: Path) -> str | None:
+    """The checkout's commit as :func:`provenance.commit` gives it, except that the results file
+    ``out`` does not make it ``-dirty``: a campaign that resumes writes into it, and a change there
+    changes no property (None: let provenance decide)."""
+    try:
+        head = provenance._git("rev-parse", "--short", "HEAD")
+        changed = provenance._git("status", "--porcelain", "--untracked-files=no")
+    except (OSError, subprocess.SubprocessError):
+        return None
+    if head.returncode != 0 or changed.returncode != 0:
+        return None
+    ours = out.resolve()
+    dirty = [
+        line
+        for line in changed.stdout.splitlines()
+        if line.strip() and (provenance.REPOSITORY / line[3:].strip()).resolve() != ours
+    ]
+    return head.stdout.strip() + ("-dirty" if dirty else "")
 
 
 def campaign(args: argparse.Namespace, data: dict[str, Any], out: Path) -> int:
@@ -556,7 +598,8 @@ def campaign(args: argparse.Namespace, data: dict[str, Any], out: Path) -> int:
     extra = list(args.pytest_args)
     env = dict(os.environ)
     deadline = time.monotonic() + (args.budget_seconds or float("inf"))
-    origin = provenance.collect(label=args.machine_label, revision=args.suite_revision)
+    revision = args.suite_revision or suite_revision(out)
+    origin = provenance.collect(label=args.machine_label, revision=revision)
     log_dir = Path(args.log_dir)
     properties: dict[tuple[str, str], list[str]] = {}
     per_seed: dict[tuple[str, str], float] = {}
@@ -760,6 +803,7 @@ def margin_table(rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
     """
     with_margins = [r for r in rows if r["margins"]]
     columns = [_column(r) for r in with_margins]
+    sources = [commits_cell(r.get("margin_commits", {})) for r in with_margins]
     names = sorted({p for r in with_margins for p in r["margins"]})
     properties = []
     for name in names:
@@ -774,10 +818,17 @@ def margin_table(rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
                 "worst": worst,
                 "worst_column": columns[at],
                 "worst_seed": cells[at]["seed"],
+                "worst_commit": cells[at].get("commit"),
             }
         )
     properties.sort(key=lambda p: (-p["worst"], p["property"]))
-    return {"columns": columns, "properties": properties}
+    return {"columns": columns, "sources": sources, "properties": properties}
+
+
+def _where(prop: dict[str, Any]) -> str:
+    """Where a property's worst margin was seen: column, seed and (when known) commit."""
+    commit = f", commit `{prop['worst_commit']}`" if prop.get("worst_commit") else ""
+    return f"{prop['worst_column']}, seed {prop['worst_seed']}{commit}"
 
 
 def margin_svg(table: dict[str, Any], *, top: int = 25) -> str:
@@ -846,14 +897,14 @@ def render_margins(rows: Sequence[dict[str, Any]]) -> list[str]:
         "",
         f"Every numeric comparison notes its worst error as a fraction of its bound; per "
         f"property, the largest over every example of every seed. **Maximum: {worst['worst']:.3f}"
-        f"** (`{_short(worst['property'])}`, {worst['worst_column']}, seed {worst['worst_seed']})."
+        f"** (`{_short(worst['property'])}`, {_where(worst)})."
         f" Properties above the goal of {MARGIN_GOAL}: "
         + (", ".join(f"`{_short(p['property'])}` ({p['worst']:.3f})" for p in over) or "none")
         + ".",
         "",
         margin_svg(table),
         "",
-        "| property | requirements | " + " | ".join(table["columns"]) + " | worst (seed) |",
+        "| property | requirements | " + " | ".join(table["columns"]) + " | worst (where) |",
         "| --- | --- | " + " | ".join("---:" for _ in table["columns"]) + " | --- |",
     ]
     for prop in table["properties"]:
@@ -861,15 +912,18 @@ def render_margins(rows: Sequence[dict[str, Any]]) -> list[str]:
         lines.append(
             f"| `{_short(prop['property'])}` | "
             + ", ".join(f"`{r}`" for r in prop["requirements"])
-            + f" | {cells} | {prop['worst']:.3f} ({prop['worst_column']}, seed "
-            f"{prop['worst_seed']}) |"
+            + f" | {cells} | {prop['worst']:.3f} ({_where(prop)}) |"
         )
     lines += [
         "",
-        "A blank cell: the property ran there but made no numeric comparison through the "
-        "suite's helpers (an exact check, or a capability the adapter does not claim), or that "
-        "combination has no session with margins. *trained*: the session passed "
-        "`--checkpoint=docs/data/trained` (the trained checkpoint), else random weights.",
+        "A blank cell: no session of that column noted a margin for the property: it compares "
+        "nothing under a positive bound (names, shapes, refusals, exact equality), its "
+        "capability is not claimed, or the column's sessions predate the commit from which it "
+        "notes one. *trained*: the session passed `--checkpoint=docs/data/trained` (the trained "
+        "checkpoint), else random weights. The seeds each column's margins come from, by suite "
+        "commit:",
+        "",
+        *(f"- {c}: {src}" for c, src in zip(table["columns"], table["sources"], strict=True)),
         "",
     ]
     return lines
@@ -882,8 +936,8 @@ def render_markdown(data: dict[str, Any]) -> str:
         return "_No campaign results recorded yet._\n"
     lines = [
         "| implementation | dtype | profile | seeds | examples | open failures | wall time "
-        "| machine |",
-        "| --- | --- | --- | ---: | ---: | ---: | ---: | --- |",
+        "| machine | suite commit: seeds |",
+        "| --- | --- | --- | ---: | ---: | ---: | ---: | --- | --- |",
     ]
     for row in rows:
         seeds = f"{len(row['seeds'])} ({seed_ranges(row['seeds'])})" if row["seeds"] else "0"
@@ -892,14 +946,16 @@ def render_markdown(data: dict[str, Any]) -> str:
             f"| `{row['impl']}` | {row['dtype']}{weights} | {row['profile']} "
             f"({row['max_examples']} per property) | {seeds} | {row['examples']:,} | "
             f"{_failure_count(row['failures'])} | {_duration(row['wall_s'])} | "
-            f"{'; '.join(row['machines'])} |"
+            f"{'; '.join(row['machines'])} | {commits_cell(row['commits'])} |"
         )
     lines += [
         "",
         "*examples*: hypothesis' `max_examples` times the properties that ran (not those whose "
         "capability the adapter does not claim), summed over the completed seeds: the examples "
         "asked for (a property whose input space is exhausted sooner tries fewer). *wall time*: "
-        "the pytest sessions' wall time, summed.",
+        "the pytest sessions' wall time, summed. *suite commit*: the commit of the suite's "
+        "checkout each session ran on (`-dirty`: with uncommitted changes), and the seeds it "
+        "completed there.",
         "",
     ]
     deviations = [r for r in rows if r["declared_deviations"]]

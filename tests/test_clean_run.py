@@ -6,40 +6,28 @@ say (docs/running-the-suite.md, "Files a run writes")."""
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from gpt2_conformance import options
 
 
-def test_a_run_writes_nothing_in_its_directory(tmp_path: Path) -> None:
+def test_a_run_writes_nothing_in_its_directory(tmp_path: Path, installed_suite: Any) -> None:
     here, cache = tmp_path / "here", tmp_path / "cache"
     here.mkdir()
     env = {**os.environ, "XDG_CACHE_HOME": str(cache)}
     env.pop(options.ENV_HYPOTHESIS_STORAGE, None)
-    done = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "pytest",
-            "--pyargs",
-            "gpt2_conformance",
-            "--impl=numpy",
-            "--conformance-profile=dev",
-            "--max-examples=2",
-            "-p",
-            "no:cacheprovider",
-            "-q",
-        ],
+    done = installed_suite(
+        "--impl=numpy",
+        "--conformance-profile=dev",
+        "--max-examples=2",
+        "-p",
+        "no:cacheprovider",
+        "-q",
         cwd=here,
         env=env,
-        capture_output=True,
-        text=True,
-        check=False,
-        timeout=600,
     )
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr
     assert sorted(p.name for p in here.iterdir()) == []

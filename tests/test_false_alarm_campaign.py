@@ -335,6 +335,31 @@ def test_the_margins_table_takes_the_worst_over_sessions_per_column() -> None:
     assert "| float32 (trained) |" in markdown
 
 
+def test_the_tables_say_which_seeds_ran_on_which_commit() -> None:
+    """The run table names, per row, the suite's commits and the seeds completed on each; the
+    margins name the commit of the worst and, per column, the seeds that carried margins."""
+
+    def margins(value: float, seed: int) -> dict[str, Any]:
+        return {"t.py::a": {"margin": value, "seed": seed, "requirements": ["r.a"]}}
+
+    sessions = [
+        _session([0, 1, 2], "A", software={"commit": "aaa"}),  # before margins were recorded
+        _session([3], "A", software={"commit": "bbb"}, margins=margins(0.3, 3)),
+        _session([4, 5], "A", software={"commit": "ccc"}, margins=margins(0.4, 5)),
+        _session([], "A", software={"commit": "ccc"}),  # stopped before a seed completed
+        _session([6], "A"),  # no commit recorded
+    ]
+    data = {"schema": campaign.SCHEMA, "sessions": sessions}
+    [row] = campaign.summarize(data)
+    assert row["commits"] == {"aaa": [0, 1, 2], "bbb": [3], "ccc": [4, 5], "unrecorded": [6]}
+    assert row["margin_commits"] == {"bbb": [3], "ccc": [4, 5]}
+    markdown = campaign.render_markdown(data)
+    assert "| `aaa` 0-2; `bbb` 3; `ccc` 4-5; `unrecorded` 6 |" in markdown
+    assert "**Maximum: 0.400** (`t::a`, reference float32, seed 5, commit `ccc`)" in markdown
+    assert "- reference float32: `bbb` 3; `ccc` 4-5" in markdown
+    assert campaign.commits_cell({"ddd": []}) == "`ddd` none completed"
+
+
 def _session(seeds: list[int], machine: str, **extra: Any) -> dict[str, Any]:
     return {
         "id": f"{machine}-{seeds}",
@@ -497,3 +522,22 @@ def test_the_marker_plugin_records_that_pytest_took_the_interrupt(
         assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN  # repeats cannot break the report
     finally:
         signal.signal(signal.SIGINT, previous)
+
+
+def test_the_results_file_does_not_make_the_recorded_commit_dirty(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from gpt2_evidence import provenance
+
+    status = {"text": " M docs/data/false-alarms.json\n"}
+
+    def git(*args: str) -> subprocess.CompletedProcess[str]:
+        text = "abc1234\n" if args[0] == "rev-parse" else status["text"]
+        return subprocess.CompletedProcess(["git", *args], 0, stdout=text, stderr="")
+
+    monkeypatch.setattr(provenance, "_git", git)
+    results = provenance.REPOSITORY / "docs" / "data" / "false-alarms.json"
+    assert campaign.suite_revision(results) == "abc1234"
+    assert campaign.suite_revision(Path("/elsewhere.json")) == "abc1234-dirty"
+    status["text"] += " M conformance/checks.py\n"
+    assert campaign.suite_revision(results) == "abc1234-dirty"

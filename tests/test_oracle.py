@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import json
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -396,43 +398,15 @@ def test_random_params_scale_sets_every_spread():
             assert a.std() > scale / 4, name
 
 
-#: (config, seed, scale) -> sha256 of the arrays random_params returns. Derived once, on
-#: 2026-12-03, from the oracle as it was before random_params read the spec's init_mean/init_std
-#: (commit 3fe1a43, which wrote 0.02, 0.01 and 0.02/sqrt(2L) out itself), with _params_digest
-#: below: the move to the spec's definitions changed no bit of any array, and any later change
-#: of the draws (order, distribution, constants) shows here.
+#: (config, seed, scale) -> sha256 of the arrays random_params returns (kept in PINS). Derived
+#: once, on 2026-12-03, from the oracle as it was before random_params read the spec's
+#: init_mean/init_std (commit 3fe1a43, which wrote 0.02, 0.01 and 0.02/sqrt(2L) out itself),
+#: with _params_digest below: the move to the spec's definitions changed no bit of any array, and
+#: any later change of the draws (order, distribution, constants) shows here.
+PINS = Path(__file__).parent / "data" / "pinned-random-params.json"
 PINNED_PARAMS = {
-    (
-        (61, 24, 32, 2, 4),
-        0,
-        None,
-    ): "38e43bec07ba3bdaf26a84072a77e69959014618d81070d31589311134d81fe6",
-    (
-        (61, 24, 32, 2, 4),
-        3,
-        0.3,
-    ): "ee83467c892e2a47f2e4105b54aa9b4bae8cdda6b6830e259568e4e85648229e",
-    (
-        (50, 16, 24, 3, 2),
-        7,
-        None,
-    ): "6a44009c16f040b61d69dc7253446bce2ef9b28e9dd68c552ef9aba312aba084",
-    (
-        (50, 16, 24, 3, 2),
-        1,
-        0.0,
-    ): "92140f7036e9aa08e3dc026fb09c91fa3c176d7b977c0a41b47dd023168827e9",
-    (
-        (97, 32, 48, 5, 6),
-        12345,
-        None,
-    ): "53ce3231e56a3cb6d9d2aa9a8212458634e26171f01a2eae62fd9a42df354f5b",
-    (
-        (97, 32, 48, 5, 6),
-        2,
-        2.0,
-    ): "29e496b66317b55c72f0697f26bae2ec80bc148e44b74ac4974fdc1315c8b20d",
-    ((7, 4, 8, 1, 2), 0, None): "dbf1e656b61549b41168bf08fd40efc8501da7707c1bc710c218bb45a5af1634",
+    (tuple(row["config"]), row["seed"], row["scale"]): row["sha256"]
+    for row in json.loads(PINS.read_text(encoding="utf-8"))["pinned"]
 }
 
 

@@ -13,6 +13,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -174,24 +175,14 @@ def test_the_default_profile_judges_every_requirement(tmp_path: Path):
     assert "requirements: the" not in done.stdout
 
 
-def test_an_unknown_profile_is_a_usage_error(tmp_path: Path):
-    done = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "pytest",
-            "--pyargs",
-            "gpt2_conformance",
-            "--impl=hf:llama",
-            "--conformance-requirements=llama",
-            "-p",
-            "no:cacheprovider",
-        ],
+def test_an_unknown_profile_is_a_usage_error(tmp_path: Path, installed_suite: Any):
+    done = installed_suite(
+        "--impl=hf:llama",
+        "--conformance-requirements=llama",
+        "-p",
+        "no:cacheprovider",
         cwd=tmp_path,
-        capture_output=True,
-        text=True,
         timeout=300,
-        check=False,
     )
     assert done.returncode == 4
     assert "--conformance-requirements=llama: the spec defines the profiles gpt2, causal-lm" in (

@@ -58,6 +58,15 @@ def model_with(config: GPT2Config, seed: int, scale: float | None = None, dtype=
     return model.to(dtype)
 
 
+def drawn_model_and_tokens(
+    config: GPT2Config, seed: int, data: st.DataObject, batch: int, min_length: int
+) -> tuple[GPT2, torch.Tensor]:
+    """A model with the oracle's weights at scale 0.3, and ``batch`` random sequences of a length
+    drawn from [min_length, n_positions]."""
+    length = data.draw(st.integers(min_length, config.n_positions))
+    return model_with(config, seed, 0.3), random_tokens(config, batch, length, seed)
+
+
 def numpy_params(model: GPT2) -> dict[str, np.ndarray]:
     return {k: v.detach().double().cpu().numpy() for k, v in model.state_dict().items()}
 
@@ -277,9 +286,7 @@ def test_left_padded_prefix_then_cached_decoding_equals_unpadded():
 @settings(max_examples=20)
 @given(config=configs(), seed=st.integers(0, 2**16), data=st.data())
 def test_last_only_equals_the_full_last_row(config, seed, data):
-    length = data.draw(st.integers(1, config.n_positions))
-    model = model_with(config, seed, 0.3)
-    tokens = random_tokens(config, 2, length, seed)
+    model, tokens = drawn_model_and_tokens(config, seed, data, 2, 1)
     with torch.no_grad():
         last = model(tokens, last_only=True).logits
         full = model(tokens).logits
@@ -319,9 +326,7 @@ def spec_loss(logits: torch.Tensor, targets, reduction="mean", ignore_index=-100
     data=st.data(),
 )
 def test_both_label_conventions_give_the_spec_loss(config, seed, reduction, data):
-    length = data.draw(st.integers(2, config.n_positions))
-    model = model_with(config, seed, 0.3)
-    tokens = random_tokens(config, 3, length, seed)
+    model, tokens = drawn_model_and_tokens(config, seed, data, 3, 2)
     targets = torch.from_numpy(SPEC.shift_labels(tokens.numpy()))
     by_labels = model(tokens, labels=tokens, reduction=reduction)
     by_targets = model(tokens, targets=targets, reduction=reduction)
@@ -351,9 +356,8 @@ def test_shifting_twice_changes_the_loss():
 @settings(max_examples=30)
 @given(config=configs(), seed=st.integers(0, 2**16), data=st.data())
 def test_sum_is_mean_times_count_and_ignored_targets_add_nothing(config, seed, data):
-    length = data.draw(st.integers(2, config.n_positions))
-    model = model_with(config, seed, 0.3)
-    tokens = random_tokens(config, 2, length, seed)
+    model, tokens = drawn_model_and_tokens(config, seed, data, 2, 2)
+    length = tokens.shape[1]
     targets = SPEC.shift_labels(tokens.numpy())
     ignored = np.array(data.draw(st.lists(st.booleans(), min_size=2 * length, max_size=2 * length)))
     partial = np.where(ignored.reshape(2, length), -100, targets)

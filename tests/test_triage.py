@@ -143,7 +143,9 @@ def test_a_hint_contradicted_by_a_pass_is_withdrawn_and_a_match_is_an_observatio
     withdrawn = _entry(_run([record]), LOG_PROBS)
     assert hint not in withdrawn["message"]
     assert report.WITHDRAWN_HINT in withdrawn["message"]
-    assert record.hint == hint and hint in record.message  # the caller's record is not changed
+    # the caller's record is not changed
+    assert record.hint == hint
+    assert hint in record.message
     # The same hint stands when head.linear-no-bias fails too, and explains the log-probs.
     gelu = "they match a known deviation: the exact GELU (forward.gelu-tanh)"
     record = _failed(LOG_PROBS, hint=gelu, hint_requirements=("forward.gelu-tanh",))

@@ -69,6 +69,65 @@ def _statuses(data: dict[str, Any]) -> dict[str, str]:
     return {name: c["status"] for name, c in data["classes"].items()}
 
 
+def test_verdicts() -> None:
+    ids = [r.id for r in load_requirements()]
+    should = next(r.id for r in load_requirements() if r.level == "SHOULD")
+    must = [r.id for r in load_requirements() if r.level == "MUST"]
+
+    full = _build({})
+    assert full["conforms"] is True
+    assert full["verdict"] == (
+        f"gpt2-conformance: x, spec {SPEC_VERSION}: function CONFORMS; validated input CONFORMS "
+        f"({len(ids)} pass)"
+    )
+
+    # A MUST requirement not claimed: the class conforms on what it claims only, not as a whole.
+    claimed = _build({ids[0]: "not-claimed"})
+    assert claimed["conforms"] is None
+    function_must = sum(1 for r in load_requirements() if r.level == "MUST" and r.chapter < "08")
+    assert claimed["verdict"] == (
+        f"gpt2-conformance: x, spec {SPEC_VERSION}: function CONFORMS ON WHAT IT CLAIMS "
+        f"({function_must - 1} of {function_must} MUST requirements checked; not claimed: "
+        f"{ids[0]}); validated input CONFORMS ({len(ids) - 1} pass, 1 not-claimed)"
+    )
+
+    deviation = _build({should: "failed"})
+    assert deviation["conforms"] is True
+    assert deviation["verdict"].endswith(f"; SHOULD/MAY deviations: {should}")
+
+    broken = _build({must[0]: "failed", must[1]: "error", should: "failed"})
+    assert broken["conforms"] is False
+    assert broken["verdict"].startswith(
+        f"gpt2-conformance: x, spec {SPEC_VERSION}: function DOES NOT CONFORM (2 MUST "
+        f"requirements fail; primary: {must[0]} (1 other follows from it))"
+    )
+    assert [must[0], must[1]] == ["model.canonical-names", "model.canonical-layout"]
+
+    partial = _build({ids[0]: "none", ids[1]: "skipped"})
+    assert partial["conforms"] is None
+    assert "function INCOMPLETE (2 requirements not checked;" in partial["verdict"]
+
+
+def test_markdown_escapes_table_cells() -> None:
+    data = _build({})
+    data["requirements"][0]["status"] = "fail"
+    data["requirements"][0]["message"] = "a | b\nsecond line"
+    text = report.to_markdown(data)
+    assert "| ❌ fail | a \\| b |" in text
+    assert "second line" not in text
+
+
+def test_summary_lines_list_failures_and_end_with_the_verdict() -> None:
+    must = next(r.id for r in load_requirements() if r.level == "MUST")
+    data = _build({must: "failed"})
+    quiet = report.summary_lines(data)
+    assert quiet[0].startswith("start here")
+    assert quiet[1].split() == [must, "MUST", "fail"]
+    assert quiet[2].strip() == "msg"
+    assert quiet[-1] == data["verdict"]
+    assert len(report.summary_lines(data, verbose=True)) == len(load_requirements()) + 4
+
+
 def _exits(data: dict[str, Any]) -> dict[str, int]:
     return {
         require: report.exit_status(data, require=require)
