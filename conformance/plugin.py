@@ -351,6 +351,7 @@ def suite(pytestconfig: pytest.Config) -> Suite:
         checkpoint=run.checkpoint,
         checkpoint_path=run.checkpoint_path,
         shape=SHAPES[run.shape],
+        pool=options.profile_pool(run.profile),
     )
 
 

@@ -46,8 +46,40 @@ SHAPES: dict[str, GPT2Config | None] = {
 }
 
 
-#: Built models an adapter with ``reuse = "copy"`` has copies made of: the most recent this many.
-ORIGINALS_KEPT = 64
+#: The configurations the ``ci`` profile draws (:attr:`Suite.pool`), instead of any small one:
+#: a fixed set, so that a model built for one example can serve the next (``reuse = "copy"``)
+#: and an implementation that compiles per configuration compiles nine times. Heads (1, 2, 4),
+#: widths per head (4, 8, 16) and layers (1 to 3) form a Latin square: every pair of their
+#: values occurs once. Vocabularies (5 to 97) and contexts (8 to 64 positions) span the drawn
+#: ranges, both smaller and larger than one another, never equal to one another or to the width
+#: (a swapped or transposed matrix keeps its shape only then). The first is the smallest of all,
+#: the configuration a failing example shrinks to.
+CI_POOL: tuple[GPT2Config, ...] = tuple(
+    GPT2Config(vocab_size=V, n_positions=P, n_embd=n_head * width, n_layer=L, n_head=n_head)
+    for V, P, n_head, width, L in (
+        (5, 8, 1, 4, 1),
+        (97, 64, 1, 8, 2),
+        (6, 9, 1, 16, 3),
+        (64, 13, 2, 4, 2),
+        (31, 64, 2, 8, 3),
+        (13, 8, 2, 16, 1),
+        (50, 17, 4, 4, 3),
+        (89, 40, 4, 8, 1),
+        (7, 33, 4, 16, 2),
+    )
+)
+
+#: Built models an adapter with ``reuse = "copy"`` has copies made of: the most recent this many
+#: (enough for every model the ``ci`` pool draws: 9 configurations x 4 seeds x 3 scales) ...
+ORIGINALS_KEPT = 128
+#: ... holding at most this many weights together (GPT-2 small has 124M).
+ORIGINALS_KEPT_WEIGHTS = 256_000_000
+
+
+def weight_count(config: GPT2Config) -> int:
+    """How many weights a GPT-2 of ``config`` has (the tied head counted once)."""
+    d, L = config.n_embd, config.n_layer
+    return (config.vocab_size + config.n_positions) * d + L * (12 * d * d + 13 * d) + 2 * d
 
 
 @dataclasses.dataclass
@@ -71,6 +103,9 @@ class Suite:
             properties instead of drawn weights, or None.
         shape: the one configuration every property uses (``--conformance-shape``), with one
             weight seed per scale; None draws small configurations and seeds per example.
+        pool: the configurations the properties draw from (the ``ci`` profile's
+            :data:`CI_POOL`); None draws any small configuration. An adapter's
+            ``supported_configs``, a checkpoint and a fixed shape take precedence.
     """
 
     adapter: Adapter
@@ -79,6 +114,7 @@ class Suite:
     checkpoint: tuple[GPT2Config, Params] | None = None
     checkpoint_path: Path | None = None
     shape: GPT2Config | None = None
+    pool: tuple[GPT2Config, ...] | None = None
     #: Models kept for copies (``Adapter.reuse == "copy"``). Not an init field: hypothesis
     #: prints a falsifying example's dataclasses by their init fields.
     _originals: OrderedDict[tuple[Any, ...], _Original] = dataclasses.field(
@@ -156,7 +192,10 @@ class Suite:
             built, _ = self._build(config, params, seed, requirement)
             weights = self._weights(built, requirement) if self.claims("params") else None
             original = self._originals[key] = _Original(built, weights)
-            while len(self._originals) > ORIGINALS_KEPT:
+            while len(self._originals) > 1 and (
+                len(self._originals) > ORIGINALS_KEPT
+                or sum(weight_count(k[0]) for k in self._originals) > ORIGINALS_KEPT_WEIGHTS
+            ):
                 self._originals.popitem(last=False)
         else:
             self._originals.move_to_end(key)
