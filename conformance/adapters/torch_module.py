@@ -327,7 +327,7 @@ def _plain_module(kind: type) -> bool:
         and kind.__reduce_ex__ is object.__reduce_ex__
         and kind.__reduce__ is object.__reduce__
         and kind.__getstate__ is nn.Module.__getstate__
-        and kind.__setstate__ is nn.Module.__setstate__
+        and getattr(kind, "__setstate__", None) is nn.Module.__setstate__
     )
 
 
@@ -347,7 +347,7 @@ def deepcopy_module(module: nn.Module, memo: dict[int, Any]) -> nn.Module:
     """
     known = memo.get(id(module))
     if known is not None:
-        return known  # type: ignore[no-any-return]
+        return known
     kind = type(module)
     if not _plain_module(kind):
         copied: nn.Module = copy.deepcopy(module, memo)
