@@ -52,17 +52,18 @@ SHAPES: dict[str, GPT2Config | None] = {
 #: widths per head (4, 8, 16) and layers (1 to 3) form a Latin square: every pair of their
 #: values occurs once. Vocabularies (5 to 97) and contexts (8 to 64 positions) span the drawn
 #: ranges, both smaller and larger than one another, never equal to one another or to the width
-#: (a swapped or transposed matrix keeps its shape only then). The first is the smallest of all,
-#: the configuration a failing example shrinks to.
+#: (a swapped or transposed matrix keeps its shape only then), and average about what the free
+#: draw does (47 tokens and 39 positions against 51 and 36), so that rows are as long. The first
+#: is the smallest of all, the configuration a failing example shrinks to.
 CI_POOL: tuple[GPT2Config, ...] = tuple(
     GPT2Config(vocab_size=V, n_positions=P, n_embd=n_head * width, n_layer=L, n_head=n_head)
     for V, P, n_head, width, L in (
         (5, 8, 1, 4, 1),
         (97, 64, 1, 8, 2),
-        (6, 9, 1, 16, 3),
-        (64, 13, 2, 4, 2),
+        (6, 57, 1, 16, 3),
+        (64, 45, 2, 4, 2),
         (31, 64, 2, 8, 3),
-        (13, 8, 2, 16, 1),
+        (71, 24, 2, 16, 1),
         (50, 17, 4, 4, 3),
         (89, 40, 4, 8, 1),
         (7, 33, 4, 16, 2),
@@ -88,7 +89,7 @@ class _Original:
     its weights as built (None when the adapter does not claim ``params``)."""
 
     implementation: Implementation
-    weights: dict[str, np.ndarray] | None
+    weights: dict[str, bytes] | None
 
 
 @dataclasses.dataclass
@@ -262,20 +263,17 @@ class Suite:
                 f"model failed ({type(error).__name__}: {error}); set reuse = 'rebuild'"
             ) from error
 
-    def _weights(self, implementation: Implementation, requirement: str) -> dict[str, np.ndarray]:
-        """The model's canonical weights as NumPy arrays."""
+    def _weights(self, implementation: Implementation, requirement: str) -> dict[str, bytes]:
+        """The model's canonical weights, each as its shape, dtype and bytes (compared byte for
+        byte: a NaN equals itself, and no array is converted or kept)."""
         got = STOPWATCH.call("implementation", implementation.get_params)
-        return {name: to_numpy(value).copy() for name, value in got.items()}
+        return {name: _fingerprint(value) for name, value in got.items()}
 
     def _check_unchanged(self, original: _Original, config: GPT2Config, requirement: str) -> None:
         if original.weights is None:
             return
         now = self._weights(original.implementation, requirement)
-        changed = sorted(
-            name
-            for name, value in original.weights.items()
-            if name not in now or not np.array_equal(now[name], value, equal_nan=True)
-        )
+        changed = sorted(name for name, value in original.weights.items() if now.get(name) != value)
         if changed:
             raise AdapterError(
                 f"{type(self.adapter).__name__}.reuse is 'copy', but the model of {config} the "
@@ -283,3 +281,17 @@ class Suite:
                 "share state with it (a tensor or submodule copy.deepcopy does not copy), so one "
                 "example's model leaks into the next; set reuse = 'rebuild'"
             )
+
+
+def _fingerprint(value: Any) -> bytes:
+    """A weight's shape, dtype and values as bytes (its own dtype: no float64 conversion)."""
+    if not isinstance(value, np.ndarray):
+        if type(value).__module__.startswith("torch"):
+            value = value.detach()
+            if value.dtype.is_floating_point and value.dtype.itemsize < 4:
+                value = value.float()  # bfloat16 has no NumPy dtype; float32 holds it exactly
+            value = value.cpu().numpy()
+        else:
+            value = to_numpy(value)
+    array = np.ascontiguousarray(value)
+    return f"{array.shape} {array.dtype.str} ".encode() + array.tobytes()
