@@ -300,6 +300,10 @@ def _replay_command(item: pytest.Item, details: str) -> str | None:
         "dtype": run.dtype if run.dtype != "float32" else None,
         "checkpoint": item.config.getoption("checkpoint"),
         "conformance-shape": run.shape if run.shape != "tiny" else None,
+        # the profile decides which configurations are drawn (the ci pool, or any)
+        "conformance-profile": run.profile
+        if options.profile_pool(run.profile) != options.profile_pool(options.DEFAULT_PROFILE)
+        else None,
         "conformance-requirements": item.config.getoption("conformance_requirements")
         if run.requirements_profile is not None
         else None,
