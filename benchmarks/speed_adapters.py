@@ -60,6 +60,7 @@ class SlowBuildFixed(SlowBuildCopies):
     suite draws a few weight seeds per configuration, so it builds a few dozen models."""
 
     name = "reference-slow-build-fixed"
+    reuse = "copy"
     supported_configs = (
         GPT2Config(vocab_size=61, n_positions=24, n_embd=16, n_layer=2, n_head=2),
         GPT2Config(vocab_size=37, n_positions=16, n_embd=16, n_layer=1, n_head=4),

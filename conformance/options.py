@@ -10,7 +10,7 @@ import re
 from typing import TYPE_CHECKING, Any
 
 from .adapters import BUILTINS
-from .suite import SHAPES, WIDE_MODEL_LENGTH
+from .suite import CI_POOL, SHAPES, WIDE_MODEL_LENGTH
 
 if TYPE_CHECKING:
     import pytest
@@ -35,6 +35,16 @@ PROFILES: dict[str, dict[str, Any]] = {
     "thorough": {"max_examples": 200, "derandomize": False},
 }
 DEFAULT_PROFILE = "ci"
+#: The configurations each profile draws: ``ci`` those of a fixed pool
+#: (:data:`~gpt2_conformance.suite.CI_POOL`: models and compiles are shared between examples),
+#: the others any small configuration (None).
+PROFILE_POOLS: dict[str, tuple[Any, ...] | None] = {"ci": CI_POOL, "dev": None, "thorough": None}
+
+
+def profile_pool(profile: str) -> tuple[Any, ...] | None:
+    """The configurations the properties of a run with ``--conformance-profile=profile`` draw
+    (None: any small one)."""
+    return PROFILE_POOLS.get(profile)
 
 
 def campaign_settings(max_examples: int, *, derandomize: bool) -> dict[str, Any]:

@@ -287,6 +287,7 @@ class RunState:
             checkpoint=self.checkpoint,
             checkpoint_path=self.checkpoint_path,
             shape=SHAPES[self.shape],
+            pool=options.profile_pool(self.profile),
         )
 
     def replay_command(self, module: str, function: str, details: str) -> str | None:
@@ -303,6 +304,10 @@ class RunState:
             "dtype": self.dtype if self.dtype != "float32" else None,
             "checkpoint": self.option("checkpoint"),
             "conformance-shape": self.shape if self.shape != "tiny" else None,
+            # the profile decides which configurations are drawn (the ci pool, or any)
+            "conformance-profile": self.profile
+            if options.profile_pool(self.profile) != options.profile_pool(options.DEFAULT_PROFILE)
+            else None,
             "conformance-requirements": self.option("conformance_requirements")
             if self.requirements_profile is not None
             else None,

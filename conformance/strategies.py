@@ -37,8 +37,9 @@ def longest_row(config: GPT2Config, max_length: int | None = None, min_length: i
     return longest
 
 
-#: Weight seeds per configuration and scale for an adapter with fixed ``supported_configs`` that
-#: asks for copies (``reuse = "copy"``): its models are then built once each and copied after.
+#: Weight seeds per configuration and scale for an adapter that asks for copies
+#: (``reuse = "copy"``) when the configurations come from a fixed set (its ``supported_configs``,
+#: or the ``ci`` profile's pool): its models are then built once each and copied after.
 SEEDS_PER_CONFIG = 4
 
 
@@ -48,21 +49,25 @@ def _seed(draw: st.DrawFn, suite: Suite) -> int:
     if suite.shape is not None:
         return 0
     copied = getattr(suite.adapter, "reuse", "rebuild") == "copy"
-    if copied and suite.adapter.supported_configs is not None:
+    fixed = suite.adapter.supported_configs is not None or suite.pool is not None
+    if copied and fixed:
         return draw(st.integers(0, SEEDS_PER_CONFIG - 1))
     return draw(st.integers(0, 2**31 - 1))
 
 
 @st.composite
 def configs(draw: st.DrawFn, suite: Suite, *, min_positions: int = 4) -> GPT2Config:
-    """A configuration the implementation supports: drawn, declared by the adapter, or the
-    checkpoint's."""
+    """A configuration the implementation supports: the checkpoint's, one the adapter declares,
+    the fixed shape, one of the run's pool (``ci``), or any small one drawn (``dev``,
+    ``thorough``)."""
     if suite.checkpoint is not None:
         return suite.checkpoint[0]
     if suite.adapter.supported_configs is not None:
         return draw(st.sampled_from(list(suite.adapter.supported_configs)))
     if suite.shape is not None:
         return suite.shape
+    if suite.pool is not None:
+        return draw(st.sampled_from(_pooled(suite.pool, min_positions)))
     n_head = draw(st.sampled_from([1, 2, 4]))
     return GPT2Config(
         vocab_size=draw(st.integers(5, 97)),
@@ -71,6 +76,18 @@ def configs(draw: st.DrawFn, suite: Suite, *, min_positions: int = 4) -> GPT2Con
         n_layer=draw(st.integers(1, 3)),
         n_head=n_head,
     )
+
+
+def _pooled(pool: tuple[GPT2Config, ...], min_positions: int) -> list[GPT2Config]:
+    """The pool's configurations with at least ``min_positions`` positions (in the pool's order,
+    smallest first: hypothesis shrinks towards the first)."""
+    usable = [config for config in pool if config.n_positions >= min_positions]
+    if not usable:
+        raise ValueError(
+            f"no configuration of the pool has {min_positions} positions or more: "
+            f"{[str(config) for config in pool]}"
+        )
+    return usable
 
 
 @dataclasses.dataclass(frozen=True)

@@ -46,8 +46,41 @@ SHAPES: dict[str, GPT2Config | None] = {
 }
 
 
-#: Built models an adapter with ``reuse = "copy"`` has copies made of: the most recent this many.
-ORIGINALS_KEPT = 64
+#: The configurations the ``ci`` profile draws (:attr:`Suite.pool`), instead of any small one:
+#: a fixed set, so that a model built for one example can serve the next (``reuse = "copy"``)
+#: and an implementation that compiles per configuration compiles nine times. Heads (1, 2, 4),
+#: widths per head (4, 8, 16) and layers (1 to 3) form a Latin square: every pair of their
+#: values occurs once. Vocabularies (5 to 97) and contexts (8 to 64 positions) span the drawn
+#: ranges, both smaller and larger than one another, never equal to one another or to the width
+#: (a swapped or transposed matrix keeps its shape only then), and average about what the free
+#: draw does (47 tokens and 39 positions against 51 and 36), so that rows are as long. The first
+#: is the smallest of all, the configuration a failing example shrinks to.
+CI_POOL: tuple[GPT2Config, ...] = tuple(
+    GPT2Config(vocab_size=V, n_positions=P, n_embd=n_head * width, n_layer=L, n_head=n_head)
+    for V, P, n_head, width, L in (
+        (5, 8, 1, 4, 1),
+        (97, 64, 1, 8, 2),
+        (6, 57, 1, 16, 3),
+        (64, 45, 2, 4, 2),
+        (31, 64, 2, 8, 3),
+        (71, 24, 2, 16, 1),
+        (50, 17, 4, 4, 3),
+        (89, 40, 4, 8, 1),
+        (7, 33, 4, 16, 2),
+    )
+)
+
+#: Built models an adapter with ``reuse = "copy"`` has copies made of: the most recent this many
+#: (enough for every model the ``ci`` pool draws: 9 configurations x 4 seeds x 3 scales) ...
+ORIGINALS_KEPT = 128
+#: ... holding at most this many weights together (GPT-2 small has 124M).
+ORIGINALS_KEPT_WEIGHTS = 256_000_000
+
+
+def weight_count(config: GPT2Config) -> int:
+    """How many weights a GPT-2 of ``config`` has (the tied head counted once)."""
+    d, L = config.n_embd, config.n_layer
+    return (config.vocab_size + config.n_positions) * d + L * (12 * d * d + 13 * d) + 2 * d
 
 
 @dataclasses.dataclass
@@ -56,7 +89,7 @@ class _Original:
     its weights as built (None when the adapter does not claim ``params``)."""
 
     implementation: Implementation
-    weights: dict[str, np.ndarray] | None
+    weights: dict[str, bytes] | None
 
 
 @dataclasses.dataclass
@@ -71,6 +104,9 @@ class Suite:
             properties instead of drawn weights, or None.
         shape: the one configuration every property uses (``--conformance-shape``), with one
             weight seed per scale; None draws small configurations and seeds per example.
+        pool: the configurations the properties draw from (the ``ci`` profile's
+            :data:`CI_POOL`); None draws any small configuration. An adapter's
+            ``supported_configs``, a checkpoint and a fixed shape take precedence.
     """
 
     adapter: Adapter
@@ -79,6 +115,7 @@ class Suite:
     checkpoint: tuple[GPT2Config, Params] | None = None
     checkpoint_path: Path | None = None
     shape: GPT2Config | None = None
+    pool: tuple[GPT2Config, ...] | None = None
     #: Models kept for copies (``Adapter.reuse == "copy"``). Not an init field: hypothesis
     #: prints a falsifying example's dataclasses by their init fields.
     _originals: OrderedDict[tuple[Any, ...], _Original] = dataclasses.field(
@@ -156,7 +193,10 @@ class Suite:
             built, _ = self._build(config, params, seed, requirement)
             weights = self._weights(built, requirement) if self.claims("params") else None
             original = self._originals[key] = _Original(built, weights)
-            while len(self._originals) > ORIGINALS_KEPT:
+            while len(self._originals) > 1 and (
+                len(self._originals) > ORIGINALS_KEPT
+                or sum(weight_count(k[0]) for k in self._originals) > ORIGINALS_KEPT_WEIGHTS
+            ):
                 self._originals.popitem(last=False)
         else:
             self._originals.move_to_end(key)
@@ -223,20 +263,17 @@ class Suite:
                 f"model failed ({type(error).__name__}: {error}); set reuse = 'rebuild'"
             ) from error
 
-    def _weights(self, implementation: Implementation, requirement: str) -> dict[str, np.ndarray]:
-        """The model's canonical weights as NumPy arrays."""
+    def _weights(self, implementation: Implementation, requirement: str) -> dict[str, bytes]:
+        """The model's canonical weights, each as its shape, dtype and bytes (compared byte for
+        byte: a NaN equals itself, and no array is converted or kept)."""
         got = STOPWATCH.call("implementation", implementation.get_params)
-        return {name: to_numpy(value).copy() for name, value in got.items()}
+        return {name: _fingerprint(value) for name, value in got.items()}
 
     def _check_unchanged(self, original: _Original, config: GPT2Config, requirement: str) -> None:
         if original.weights is None:
             return
         now = self._weights(original.implementation, requirement)
-        changed = sorted(
-            name
-            for name, value in original.weights.items()
-            if name not in now or not np.array_equal(now[name], value, equal_nan=True)
-        )
+        changed = sorted(name for name, value in original.weights.items() if now.get(name) != value)
         if changed:
             raise AdapterError(
                 f"{type(self.adapter).__name__}.reuse is 'copy', but the model of {config} the "
@@ -244,3 +281,17 @@ class Suite:
                 "share state with it (a tensor or submodule copy.deepcopy does not copy), so one "
                 "example's model leaks into the next; set reuse = 'rebuild'"
             )
+
+
+def _fingerprint(value: Any) -> bytes:
+    """A weight's shape, dtype and values as bytes (its own dtype: no float64 conversion)."""
+    if not isinstance(value, np.ndarray):
+        if type(value).__module__.startswith("torch"):
+            value = value.detach()
+            if value.dtype.is_floating_point and value.dtype.itemsize < 4:
+                value = value.float()  # bfloat16 has no NumPy dtype; float32 holds it exactly
+            value = value.cpu().numpy()
+        else:
+            value = to_numpy(value)
+    array = np.ascontiguousarray(value)
+    return f"{array.shape} {array.dtype.str} ".encode() + array.tobytes()

@@ -436,9 +436,10 @@ def _failure(message: str) -> ConformanceFailure:
 
 
 #: :mod:`gpt2_reference.oracle`, timed: properties call ``oracle.forward(...)`` through it.
-#: Its ``random_params`` is memoised (:class:`_ParamsMemo`: the last 32 results, at most 3 GiB).
+#: Its ``random_params`` is memoised (:class:`_ParamsMemo`: the last 256 results, enough for the
+#: ``ci`` pool's models, at most 3 GiB).
 oracle: Any = _TimedModule(_oracle, "oracle")
-_PARAMS = _ParamsMemo(32, 3 << 30)
+_PARAMS = _ParamsMemo(256, 3 << 30)
 
 
 @functools.wraps(_oracle.random_params)

@@ -14,6 +14,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from gpt2_conformance import checks, options, report, strategies, timing
+from gpt2_conformance import suite as suite_module
 from gpt2_conformance.adapter import AdapterError, to_numpy
 from gpt2_conformance.adapters.reference import ReferenceAdapter
 from gpt2_conformance.suite import Suite
@@ -264,3 +265,132 @@ def test_rebuilding_adapters_still_draw_seeds_from_the_whole_range() -> None:
 
     collect()
     assert max(seeds) >= strategies.SEEDS_PER_CONFIG  # not the copied adapters' few seeds
+
+
+# ---- the ci profile's pool of configurations ----------------------------------------------------
+
+POOL = suite_module.CI_POOL
+
+
+def test_ci_draws_from_the_pool_and_the_other_profiles_draw_freely() -> None:
+    assert options.profile_pool("ci") == POOL
+    assert options.profile_pool("dev") is None
+    assert options.profile_pool("thorough") is None
+    pooled, free = Suite(Counting(), pool=POOL), Suite(Counting())
+    seen_pooled, seen_free = set(), set()
+
+    @settings(max_examples=60, deadline=None, database=None, derandomize=True)
+    @given(data=st.data())
+    def collect(data: st.DataObject) -> None:
+        seen_pooled.add(data.draw(strategies.models(pooled)).config)
+        seen_free.add(data.draw(strategies.models(free)).config)
+
+    collect()
+    assert seen_pooled <= set(POOL)
+    assert len(seen_pooled) > 1
+    assert not seen_free <= set(POOL)  # any small configuration, as before
+
+
+def test_the_pool_keeps_the_edges_and_covers_every_pair_of_heads_widths_and_layers() -> None:
+    smallest = POOL[0]  # what a failing example shrinks to
+    assert (smallest.n_head, smallest.n_embd, smallest.n_layer) == (1, 4, 1)
+    assert (smallest.vocab_size, smallest.n_positions) == (5, 8)
+    assert max(c.vocab_size for c in POOL) == 97
+    assert max(c.n_positions for c in POOL) == strategies.MAX_POSITIONS
+    rows = [(c.n_head, c.n_embd // c.n_head, c.n_layer) for c in POOL]
+    for i, j in [(0, 1), (0, 2), (1, 2)]:
+        assert len({(r[i], r[j]) for r in rows}) == 9, (i, j)
+    for c in POOL:
+        assert len({c.vocab_size, c.n_positions, c.n_embd}) == 3, c  # no shape coincides
+    assert any(c.vocab_size < c.n_positions for c in POOL)
+    assert any(c.vocab_size > c.n_positions for c in POOL)
+
+
+def test_a_fixed_configuration_takes_precedence_over_the_pool() -> None:
+    @settings(max_examples=10, deadline=None, database=None)
+    @given(data=st.data())
+    def check(data: st.DataObject) -> None:
+        fixed = data.draw(strategies.models(Suite(FixedRebuilding(), pool=POOL)))
+        assert fixed.config in (CONFIG, OTHER)
+        large = suite_module.SHAPES["gpt2-small"]
+        assert data.draw(strategies.configs(Suite(Counting(), shape=large, pool=POOL))) == large
+
+    check()
+
+
+def test_copied_adapters_draw_few_seeds_from_the_pool_and_rebuilt_ones_any_seed() -> None:
+    copied, rebuilt = set(), set()
+
+    @settings(max_examples=40, deadline=None, database=None, derandomize=True)
+    @given(data=st.data())
+    def collect(data: st.DataObject) -> None:
+        copied.add(data.draw(strategies.models(Suite(Copying(), pool=POOL))).seed)
+        rebuilt.add(data.draw(strategies.models(Suite(Counting(), pool=POOL))).seed)
+
+    collect()
+    assert copied <= set(range(strategies.SEEDS_PER_CONFIG))
+    assert max(rebuilt) >= strategies.SEEDS_PER_CONFIG
+
+
+def test_the_kept_originals_are_bounded_by_their_weights(monkeypatch: pytest.MonkeyPatch) -> None:
+    limit = 2 * suite_module.weight_count(CONFIG)
+    monkeypatch.setattr(suite_module, "ORIGINALS_KEPT_WEIGHTS", limit)
+    adapter = Copying()
+    suite = Suite(adapter)
+    for seed in range(3):
+        suite.build(CONFIG, requirement="r", seed=seed)
+    assert len(suite._originals) == 2
+    suite.build(CONFIG, requirement="r", seed=0)  # the oldest was let go: built again
+    assert adapter.builds == 4
+    model = ReferenceAdapter().build(CONFIG, params=None, seed=0, device="cpu", dtype="float32")
+    module = model.module  # type: ignore[attr-defined]
+    assert suite_module.weight_count(CONFIG) == sum(p.numel() for p in module.parameters())
+
+
+# ---- copies of torch modules, and which adapters copy -------------------------------------------
+
+
+def test_a_module_copy_equals_deepcopy_and_shares_nothing() -> None:
+    import torch
+
+    from gpt2_conformance.adapters.torch_module import deepcopy_module
+
+    built = ReferenceAdapter().build(CONFIG, params=None, seed=3, device="cpu", dtype="float32")
+    module = built.module  # type: ignore[attr-defined]
+    calls = []
+    module.transformer.ln_f.register_forward_hook(lambda *args: calls.append(1))
+    copied = deepcopy_module(module, {})
+    slow = copy.deepcopy(module)
+    assert type(copied) is type(module)
+    assert [n for n, _ in copied.named_modules()] == [n for n, _ in slow.named_modules()]
+    ours, original = copied.state_dict(), module.state_dict()
+    assert list(ours) == list(original)
+    for name, value in ours.items():
+        assert torch.equal(value, original[name]), name
+        assert value.data_ptr() != original[name].data_ptr(), name
+    assert copied.head_weight is copied.transformer.wte.weight  # tied in the copy too
+    ids = torch.as_tensor(TOKENS)
+    with torch.no_grad():
+        assert torch.equal(copied(ids).logits, module(ids).logits)
+    assert len(calls) == 2  # the hook came along (the original's ran once, the copy's once)
+    assert copied.transformer.ln_f._forward_hooks is not module.transformer.ln_f._forward_hooks
+    copied.transformer.ln_f._forward_hooks.clear()
+    assert len(module.transformer.ln_f._forward_hooks) == 1
+    with torch.no_grad():
+        copied.transformer.wte.weight.add_(1.0)
+    assert torch.equal(module.transformer.wte.weight, original["transformer.wte.weight"])
+
+
+def test_the_built_in_adapters_copy_and_their_subclasses_rebuild_unless_they_say() -> None:
+    from gpt2_conformance.adapters.transformers_gpt2 import (
+        TransformersEagerAdapter,
+        TransformersSDPAAdapter,
+    )
+    from gpt2_zoo.hf_bugs import HFBug
+    from gpt2_zoo.sequence_bugs import CausalLeak, LogitsMemoisedOnTokens
+
+    assert ReferenceAdapter.reuse == "copy"
+    assert TransformersSDPAAdapter.reuse == TransformersEagerAdapter.reuse == "copy"
+    # The zoo patches the modules it builds (closures over the original module): rebuilt.
+    assert CausalLeak.reuse == HFBug.reuse == Counting.reuse == "rebuild"
+    assert LogitsMemoisedOnTokens.reuse == Copying.reuse == FixedCopying.reuse == "copy"

@@ -16,7 +16,12 @@ from gpt2_reference.model import GPT2
 from gpt2_spec import GPT2Config
 
 from ..adapter import Reduction
-from .torch_module import DTYPES, TorchModuleAdapter, TorchModuleImplementation
+from .torch_module import (
+    DTYPES,
+    TorchModuleAdapter,
+    TorchModuleImplementation,
+    rebuild_unless_declared,
+)
 
 __all__ = ["DTYPES", "ReferenceAdapter", "ReferenceImplementation"]
 
@@ -28,6 +33,14 @@ class ReferenceAdapter(TorchModuleAdapter):
     label_convention = "inputs"
     tied_head = True
     validates_input = True
+    #: A copy (:func:`~.torch_module.deepcopy_module`) takes about half the time of a build;
+    #: subclasses rebuild unless they declare ``reuse`` (see
+    #: :func:`~.torch_module.rebuild_unless_declared`).
+    reuse = "copy"
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        rebuild_unless_declared(cls, __name__)
 
     def __init__(self) -> None:
         from importlib.metadata import PackageNotFoundError, version

@@ -45,6 +45,7 @@ canonical names by the same ``canonical_state_dict``, applied to the gradients.
 
 from __future__ import annotations
 
+import collections
 import copy
 import dataclasses
 import inspect
@@ -306,6 +307,72 @@ class TorchModuleAdapter(Adapter):
             return self.make_module(config, seed)
 
 
+def rebuild_unless_declared(kind: type, builtins: str) -> None:
+    """For ``__init_subclass__`` of the built-in adapters of module ``builtins`` whose models are
+    copied: a subclass defined elsewhere that does not declare ``reuse`` itself rebuilds instead
+    of inheriting "copy". Such subclasses change how models are built (they patch a module's
+    ``forward`` with a closure over that module, say), and a copy of a patched module would
+    still run the original's code and weights; a subclass that knows its copies are independent
+    says so (``reuse = "copy"``)."""
+    declaring = next((k for k in kind.__mro__ if "reuse" in vars(k)), None)
+    if declaring is not None and declaring.__module__ == builtins != kind.__module__:
+        kind.reuse = "rebuild"  # type: ignore[attr-defined]
+
+
+def _plain_module(kind: type) -> bool:
+    """Does ``copy.deepcopy`` copy a module of class ``kind`` the way ``nn.Module`` defines it
+    (its ``__getstate__`` and ``__setstate__``, no copy hooks of its own)?"""
+    return (
+        getattr(kind, "__deepcopy__", None) is None
+        and kind.__reduce_ex__ is object.__reduce_ex__
+        and kind.__reduce__ is object.__reduce__
+        and kind.__getstate__ is nn.Module.__getstate__
+        and getattr(kind, "__setstate__", None) is nn.Module.__setstate__
+    )
+
+
+_EMPTY_KINDS = (dict, collections.OrderedDict)
+
+
+def deepcopy_module(module: nn.Module, memo: dict[int, Any]) -> nn.Module:
+    """``copy.deepcopy(module, memo)``, faster for a tree of plain modules.
+
+    What ``copy.deepcopy`` does with a module is kept: a new object of its class whose state
+    (``__getstate__``) is a deep copy of the original's, set through ``__setstate__``; objects
+    reached twice are copied once (``memo``). Two shortcuts: submodules are copied by this
+    function, and an empty ``dict`` or ``OrderedDict`` (a module holds about a dozen, its hooks)
+    becomes a new empty one of its type without going through ``copy``'s generic reconstruction,
+    which took most of the time of copying a small transformers model. A module whose class
+    changes how it is copied or pickled goes through ``copy.deepcopy``.
+    """
+    known = memo.get(id(module))
+    if known is not None:
+        return known
+    kind = type(module)
+    if not _plain_module(kind):
+        copied: nn.Module = copy.deepcopy(module, memo)
+        return copied
+    new = kind.__new__(kind)
+    memo[id(module)] = new
+    state = {}
+    for name, value in module.__getstate__().items():
+        if type(value) in _EMPTY_KINDS and not value:
+            known = memo.get(id(value))
+            if known is None:
+                known = memo[id(value)] = type(value)()
+            state[name] = known
+        elif name == "_modules" and type(value) is dict:
+            modules: dict[str, Any] = {}
+            memo[id(value)] = modules
+            for key, child in value.items():
+                modules[key] = None if child is None else deepcopy_module(child, memo)
+            state[name] = modules
+        else:
+            state[name] = copy.deepcopy(value, memo)
+    new.__setstate__(state)
+    return new
+
+
 def derive_capabilities(adapter: Any) -> frozenset[str]:
     """The capabilities a :class:`TorchModuleAdapter` (class or instance) makes possible."""
 
@@ -355,6 +422,20 @@ class TorchModuleImplementation(Implementation):
     def _derive(self, module: nn.Module, config: GPT2Config, device: str, dtype: str) -> Any:
         """A new implementation of the same kind around another module."""
         return type(self)(self.adapter, module, config, device, dtype)
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> Any:
+        """A deep copy (what the suite hands out for an adapter whose ``reuse`` is "copy"), its
+        module copied by :func:`deepcopy_module`."""
+        kind = type(self)
+        new = kind.__new__(kind)
+        memo[id(self)] = new
+        for name, value in vars(self).items():
+            if isinstance(value, nn.Module):
+                value = deepcopy_module(value, memo)
+            else:
+                value = copy.deepcopy(value, memo)
+            setattr(new, name, value)
+        return new
 
     def _ids(self, array: Any) -> torch.Tensor:
         """An integer array as a tensor on the module's device (no copy on the CPU)."""

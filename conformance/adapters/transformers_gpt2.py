@@ -27,6 +27,7 @@ from torch import nn
 from gpt2_spec import GPT2Config
 
 from .hf import HFCausalLMAdapter
+from .torch_module import rebuild_unless_declared
 
 __all__ = ["TransformersEagerAdapter", "TransformersGPT2Adapter", "TransformersSDPAAdapter"]
 
@@ -38,11 +39,20 @@ class TransformersGPT2Adapter(HFCausalLMAdapter):
     """``transformers.GPT2LMHeadModel`` in eval mode (dropout off), tied head."""
 
     attn_implementation = "sdpa"
+    #: A GPT2LMHeadModel of the suite's sizes takes about four times as long to build (its
+    #: ``__init__``, config and weight initialisation) as to copy
+    #: (:func:`~.torch_module.deepcopy_module`); subclasses rebuild unless they declare ``reuse``
+    #: (see :func:`~.torch_module.rebuild_unless_declared`).
+    reuse = "copy"
     declared_deviations: Mapping[str, str] = {
         "forward.initialisation": "transformers draws wpe from N(0, initializer_range^2) with "
         "initializer_range = 0.02, where the spec follows OpenAI's 0.01 (a variant the spec "
         "allows when declared)",
     }
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        rebuild_unless_declared(cls, __name__)
 
     def __init__(self, attn_implementation: str | None = None) -> None:
         if attn_implementation is not None:
@@ -126,9 +136,11 @@ class TransformersSDPAAdapter(TransformersGPT2Adapter):
     """GPT2LMHeadModel with ``attn_implementation="sdpa"`` (``--impl=transformers``)."""
 
     attn_implementation = "sdpa"
+    reuse = "copy"
 
 
 class TransformersEagerAdapter(TransformersGPT2Adapter):
     """GPT2LMHeadModel with ``attn_implementation="eager"``."""
 
     attn_implementation = "eager"
+    reuse = "copy"
