@@ -174,7 +174,22 @@ def counterexample(notes: str) -> list[str]:
     return kept
 
 
-class FailureBlock:
+class _Lines:
+    """A failure's text as lines with their terminal markup (``lines``), written to pytest's
+    terminal or, where it has to become text (an xdist worker, JUnit XML), joined."""
+
+    def lines(self) -> list[tuple[str, dict[str, bool]]]:
+        raise NotImplementedError
+
+    def toterminal(self, tw: Any) -> None:
+        for text, markup in self.lines():
+            tw.line(text, **markup)
+
+    def __str__(self) -> str:
+        return "\n".join(text for text, _ in self.lines())
+
+
+class FailureBlock(_Lines):
     """One failure as the terminal shows it by default: the conformance message once, the line
     of the property that made the failing check (with a caret under it), the minimal
     counterexample hypothesis found, and how to replay it. ``--tb=long`` (or any style other
@@ -215,15 +230,8 @@ class FailureBlock:
             out += [("", {}), ("replay this example:", {}), (f"    {self.replay}", {})]
         return out
 
-    def toterminal(self, tw: Any) -> None:
-        for text, markup in self.lines():
-            tw.line(text, **markup)
 
-    def __str__(self) -> str:
-        return "\n".join(text for text, _ in self.lines())
-
-
-class FoldedFailure:
+class FoldedFailure(_Lines):
     """A failure that the run's triage explains by another (a consequence, or a declared
     deviation's), as the terminal shows it by default: its message (unless a failure shown in
     full said the same) and what it follows from; not the property's source, hypothesis' example
@@ -242,13 +250,6 @@ class FoldedFailure:
         said = "" if self.message else "the same message as above; "
         out.append((f"{said}follows from {', '.join(self.causes)} (-v shows it in full)", {}))
         return out
-
-    def toterminal(self, tw: Any) -> None:
-        for text, markup in self.lines():
-            tw.line(text, **markup)
-
-    def __str__(self) -> str:
-        return "\n".join(text for text, _ in self.lines())
 
 
 def fold_explained_failures(failed: list[Any], report: dict[str, Any]) -> list[Any]:
