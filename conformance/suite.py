@@ -122,6 +122,19 @@ class Suite:
         default_factory=OrderedDict, init=False, repr=False
     )
 
+    def _repr_pretty_(self, printer: Any, cycle: bool) -> None:
+        """How hypothesis prints the suite in a failing example (the report keeps those notes):
+        the adapter and what the run set, not the pool's configurations one by one."""
+        parts = [f"adapter={type(self.adapter).__name__}", f"device={self.device!r}"]
+        parts.append(f"dtype={self.dtype!r}")
+        if self.checkpoint_path is not None:
+            parts.append(f"checkpoint={str(self.checkpoint_path)!r}")
+        if self.shape is not None:
+            parts.append(f"shape={self.shape!r}")
+        if self.pool is not None:
+            parts.append(f"pool=<{len(self.pool)} configurations>")
+        printer.text(f"Suite({', '.join(parts)})")
+
     def claims(self, capability: str) -> bool:
         return capability in self.adapter.capabilities
 
