@@ -77,12 +77,6 @@ ORIGINALS_KEPT = 128
 ORIGINALS_KEPT_WEIGHTS = 256_000_000
 
 
-def weight_count(config: GPT2Config) -> int:
-    """How many weights a GPT-2 of ``config`` has (the tied head counted once)."""
-    d, L = config.n_embd, config.n_layer
-    return (config.vocab_size + config.n_positions) * d + L * (12 * d * d + 13 * d) + 2 * d
-
-
 @dataclasses.dataclass
 class _Original:
     """A model built for copies (``Adapter.reuse == "copy"``), never handed to a property, and
@@ -208,7 +202,7 @@ class Suite:
             original = self._originals[key] = _Original(built, weights)
             while len(self._originals) > 1 and (
                 len(self._originals) > ORIGINALS_KEPT
-                or sum(weight_count(k[0]) for k in self._originals) > ORIGINALS_KEPT_WEIGHTS
+                or sum(k[0].parameter_count for k in self._originals) > ORIGINALS_KEPT_WEIGHTS
             ):
                 self._originals.popitem(last=False)
         else:

@@ -466,17 +466,6 @@ _VALUE_RULES = {
 }
 
 
-def parameter_count(config: GPT2Config) -> int:
-    """The number of scalars a GPT-2 of ``config`` has (the tied head counted once), from the
-    configuration alone: wte, wpe, L blocks of 12d² + 13d, and ln_f."""
-    d = config.n_embd
-    return (
-        (config.vocab_size + config.n_positions) * d
-        + config.n_layer * (12 * d * d + 13 * d)
-        + 2 * d
-    )
-
-
 def _memory_bytes() -> int | None:
     """The machine's physical memory in bytes, or None where the OS does not say."""
     try:
@@ -496,7 +485,7 @@ def _check_size(config: GPT2Config) -> None:
             f"{config}: n_layer={config.n_layer} is more blocks than the reference builds (at "
             f"most {MAX_LAYERS}; GPT-2 XL has 48): check the configuration"
         )
-    count = parameter_count(config)
+    count = config.parameter_count
     memory = _memory_bytes()
     if memory is not None and 4 * count > memory:
         raise ConfigError(

@@ -70,6 +70,15 @@ class GPT2Config:
         """Channels per attention head, d / H."""
         return self.n_embd // self.n_head
 
+    @property
+    def parameter_count(self) -> int:
+        """The number of scalars a GPT-2 of this configuration has (the tied head counted once):
+        wte and wpe, L blocks of 12d² + 13d, and ln_f."""
+        d = self.n_embd
+        return (
+            (self.vocab_size + self.n_positions) * d + self.n_layer * (12 * d * d + 13 * d) + 2 * d
+        )
+
     @classmethod
     def gpt2_small(cls) -> GPT2Config:
         """The 124M-parameter GPT-2 ("gpt2" on the Hugging Face hub)."""

@@ -333,7 +333,7 @@ def test_copied_adapters_draw_few_seeds_from_the_pool_and_rebuilt_ones_any_seed(
 
 
 def test_the_kept_originals_are_bounded_by_their_weights(monkeypatch: pytest.MonkeyPatch) -> None:
-    limit = 2 * suite_module.weight_count(CONFIG)
+    limit = 2 * CONFIG.parameter_count
     monkeypatch.setattr(suite_module, "ORIGINALS_KEPT_WEIGHTS", limit)
     adapter = Copying()
     suite = Suite(adapter)
@@ -344,7 +344,7 @@ def test_the_kept_originals_are_bounded_by_their_weights(monkeypatch: pytest.Mon
     assert adapter.builds == 4
     model = ReferenceAdapter().build(CONFIG, params=None, seed=0, device="cpu", dtype="float32")
     module = model.module  # type: ignore[attr-defined]
-    assert suite_module.weight_count(CONFIG) == sum(p.numel() for p in module.parameters())
+    assert CONFIG.parameter_count == sum(p.numel() for p in module.parameters())
 
 
 # ---- copies of torch modules, and which adapters copy -------------------------------------------
