@@ -237,18 +237,23 @@ def to_numpy(value: Any) -> np.ndarray:
     sequences. A torch tensor in bfloat16, which NumPy cannot represent, is upcast first
     (losslessly) to float32.
     """
+    array = native_numpy(value)
+    if array.dtype.kind == "f":
+        return array.astype(np.float64, copy=False)
+    return array
+
+
+def native_numpy(value: Any) -> np.ndarray:
+    """:func:`to_numpy` without the float64 conversion: the value in its own dtype (bfloat16,
+    which NumPy cannot represent, as float32)."""
     if isinstance(value, np.ndarray):
-        array = value
-    elif hasattr(value, "__dlpack__"):
+        return value
+    if hasattr(value, "__dlpack__"):
         if type(value).__module__.startswith("torch"):
             value = value.detach()
             if value.dtype.is_floating_point and value.dtype.itemsize < 4:
                 value = value.float()
-            array = value.cpu().numpy()
-        else:
-            array = np.from_dlpack(value)
-    else:
-        array = np.asarray(value)
-    if array.dtype.kind == "f":
-        return array.astype(np.float64, copy=False)
-    return array
+            array: np.ndarray = value.cpu().numpy()
+            return array
+        return np.from_dlpack(value)
+    return np.asarray(value)

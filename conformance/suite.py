@@ -19,7 +19,7 @@ import numpy as np
 
 from gpt2_spec import GPT2Config, spec_definitions
 
-from .adapter import Adapter, AdapterError, Implementation, Params, to_numpy
+from .adapter import Adapter, AdapterError, Implementation, Params, native_numpy
 from .checks import ConformanceFailure, ImplementationError
 from .timing import STOPWATCH, InputIsolation, config_key, oracle, timed
 
@@ -292,13 +292,5 @@ class Suite:
 
 def _fingerprint(value: Any) -> bytes:
     """A weight's shape, dtype and values as bytes (its own dtype: no float64 conversion)."""
-    if not isinstance(value, np.ndarray):
-        if type(value).__module__.startswith("torch"):
-            value = value.detach()
-            if value.dtype.is_floating_point and value.dtype.itemsize < 4:
-                value = value.float()  # bfloat16 has no NumPy dtype; float32 holds it exactly
-            value = value.cpu().numpy()
-        else:
-            value = to_numpy(value)
-    array = np.ascontiguousarray(value)
+    array = np.ascontiguousarray(native_numpy(value))
     return f"{array.shape} {array.dtype.str} ".encode() + array.tobytes()
