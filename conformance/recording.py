@@ -268,7 +268,8 @@ def fold_explained_failures(failed: list[Any], report: dict[str, Any]) -> list[A
                 roles.setdefault(test["nodeid"], {})[requirement["id"]] = (
                     requirement.get("triage") or {}
                 )
-    shown: dict[int, Any] = {}  # index in ``failed`` -> report, kept in full
+
+    shown: set[int] = set()  # indices in ``failed`` of the reports kept in full
     for primary in (report.get("triage") or {}).get("primary", []):
         own = [i for i, e in enumerate(failed) if primary in roles.get(e.nodeid, {})]
         seen = [
@@ -277,24 +278,22 @@ def fold_explained_failures(failed: list[Any], report: dict[str, Any]) -> list[A
             if str(getattr(e, "conformance_observed", "") or "") == primary
         ]
         if own or seen:
-            first = (own or seen)[0]
-            shown[first] = failed[first]
+            shown.add((own or seen)[0])
     folded = []
     for i, entry in enumerate(failed):
-        if i in shown:
-            continue
         mine = roles.get(entry.nodeid) or {}
         explained = bool(mine) and all(role.get("explained_by") for role in mine.values())
         # A FailureBlock, or its text when the report came from an xdist worker.
         if (
-            explained
+            i not in shown
+            and explained
             and getattr(entry, "conformance_message", None)
             and isinstance(entry.longrepr, (FailureBlock, str))
         ):
             folded.append(entry)
         else:
-            shown[i] = entry
-    full = [shown[i] for i in sorted(shown)]
+            shown.add(i)
+    full = [failed[i] for i in sorted(shown)]
     said = {str(getattr(entry, "conformance_message", "")) for entry in full}
     for entry in folded:
         message = str(entry.conformance_message)
