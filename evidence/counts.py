@@ -438,6 +438,39 @@ def rewrite(root: Path = REPOSITORY) -> list[Stale]:
     return fixes
 
 
+# ---- the profiles' lists in the spec's README ------------------------------------------------
+
+
+def profile_lists(root: Path = REPOSITORY, *, write: bool = False) -> list[str]:
+    """Whether the spec README's generated profile lists are the chapters' level lines.
+
+    Each profile besides ``gpt2`` is listed in ``spec/README.md`` between two comment lines
+    (``gpt2_spec.registry.with_profile_lists``); the list is the profile as
+    ``gpt2_spec.load_profiles()`` reads it from this package's chapters. Returns what is stale
+    (nothing when the lists are true); with ``write``, rewrites what it returns. Raises
+    :class:`CountsError` when the README has no such list for a profile."""
+    from gpt2_spec import SpecFormatError, load_profiles
+    from gpt2_spec.registry import with_profile_lists
+
+    readme = root / "spec" / "README.md"
+    if not readme.is_file():
+        return []
+    text = _read(readme)
+    try:
+        true = with_profile_lists(text, load_profiles())
+    except SpecFormatError as error:
+        raise CountsError(f"spec/{error}") from error
+    if true == text:
+        return []
+    if write:
+        with readme.open("w", encoding="utf-8", newline="") as handle:
+            handle.write(true)
+    return [
+        f"{readme.relative_to(root)}: a profile's list is not the chapters' level lines "
+        "(python -m gpt2_evidence.counts --write rewrites it)"
+    ]
+
+
 def problems(root: Path = REPOSITORY) -> list[str]:
     """Everything the check lists: stale counts, unchecked counts, claims that match nothing."""
     return (
@@ -449,6 +482,7 @@ def problems(root: Path = REPOSITORY) -> list[str]:
         ]
         + [f"claim matches no prose: {c.key}: {c.pattern}" for c in unused_claims(root)]
         + [f"NOT_COUNTS entry matches no prose: {p}" for p in unused_not_counts(root)]
+        + profile_lists(root)
     )
 
 
@@ -476,6 +510,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         for record in stale_evidence():
             print(f"note: committed evidence older than the spec, its counts are its own: {record}")
         if args.write:
+            for fixed in profile_lists(root, write=True):
+                print(f"rewrote {fixed}")
             for fix in rewrite(root):
                 print(f"rewrote {fix.message(root)}")
         found = problems(root)

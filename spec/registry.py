@@ -4,7 +4,7 @@ A requirement is written in a chapter as (see spec/README.md, "How a requirement
 
     ### Title in plain words {#family.short-name}
 
-    **Requirement `family.short-name`** · MUST
+    **Requirement `family.short-name`** · MUST · profile `causal-lm`
 
     Normative text with the RFC 2119 keyword, math, ...
 
@@ -12,7 +12,10 @@ A requirement is written in a chapter as (see spec/README.md, "How a requirement
 
     *Sources.* Where the fact comes from.
 
-The heading's ``{#id}`` is the anchor the docs site, the tests and the reports link to.
+The heading's ``{#id}`` is the anchor the docs site, the tests and the reports link to. The level
+line names, after the level, every profile besides ``gpt2`` that holds the requirement (none, one,
+or more, each as `` · profile `name` ``, with `` (declared tied only)`` for a requirement that
+applies only to a model declaring a tied head): the profiles are read from there.
 """
 
 from __future__ import annotations
@@ -28,8 +31,24 @@ LEVELS = ("MUST", "SHOULD", "MAY")
 
 _ID = r"[a-z][a-z0-9]*(?:\.[a-z0-9]+(?:-[a-z0-9]+)*)+"
 _HEADING = re.compile(r"^### (?P<title>.+?) \{#(?P<id>" + _ID + r")\}\s*$")
+_PROFILE_NAME = r"[a-z][a-z0-9-]*"
+#: The profile in which every requirement is judged (the default); no level line names it.
+FULL_PROFILE = "gpt2"
+_TIED_ONLY = "declared tied only"
+#: One profile on a level line: `` · profile `causal-lm` `` or `` · profile `causal-lm` (declared
+#: tied only)``.
+_PROFILE_MARK = re.compile(
+    r" · profile `(?P<name>" + _PROFILE_NAME + r")`(?P<tied> \(" + _TIED_ONLY + r"\))?"
+)
 _LEVEL_LINE = re.compile(
-    r"^\*\*Requirement `(?P<id>" + _ID + r")`\*\* · (?P<level>MUST|SHOULD|MAY)\s*$"
+    r"^\*\*Requirement `(?P<id>" + _ID + r")`\*\* · (?P<level>MUST|SHOULD|MAY)"
+    r"(?P<profiles>(?:" + _PROFILE_MARK.pattern + r")*)\s*$"
+)
+#: The level line's shape, as the parser's messages show it.
+LEVEL_LINE_SHAPE = (
+    "'**Requirement `{id}`** · MUST|SHOULD|MAY', then ' · profile `name`' for each profile "
+    "besides gpt2 that holds it (' · profile `name` (declared tied only)' where it applies to "
+    "a declared tied head only)"
 )
 _ANY_HEADING = re.compile(r"^#{1,3} ")
 _FENCE = re.compile(r"^(```|~~~)")
@@ -53,6 +72,10 @@ class Requirement:
         conformance_class: the conformance class the requirement belongs to, that of its chapter
             (spec README, "Conformance classes"): ``function`` or ``validated-input``; "" when
             the spec folder has no README (a folder of chapters alone, as in tests).
+        profiles: the profiles besides ``gpt2`` that hold it, as its level line names them, in
+            that order (``gpt2`` holds every requirement and is never named).
+        tied_only_in: those of ``profiles`` in which it applies only to a model that declares
+            a tied head (the level line's ``(declared tied only)``).
     """
 
     id: str
@@ -62,6 +85,8 @@ class Requirement:
     line: int
     text: str
     conformance_class: str = ""
+    profiles: tuple[str, ...] = ()
+    tied_only_in: frozenset[str] = frozenset()
 
     @property
     def family(self) -> str:
@@ -116,10 +141,14 @@ def parse_chapter(path: Path) -> list[Requirement]:
         first = body.splitlines()[0] if body else ""
         level = _LEVEL_LINE.match(first)
         if not level or level["id"] != match["id"]:
+            shape = LEVEL_LINE_SHAPE.format(id=match["id"])
             raise SpecFormatError(
                 f"{path.name}:{number}: requirement {match['id']} must be followed by the line "
-                f"'**Requirement `{match['id']}`** · MUST|SHOULD|MAY', got {first!r}"
+                f"{shape}; got {first!r}"
             )
+        profiles, tied_only_in = _level_line_profiles(
+            level["profiles"], f"{path.name}:{number}", match["id"]
+        )
         found.append(
             Requirement(
                 id=match["id"],
@@ -128,9 +157,32 @@ def parse_chapter(path: Path) -> list[Requirement]:
                 chapter=path.name,
                 line=number,
                 text=body,
+                profiles=profiles,
+                tied_only_in=tied_only_in,
             )
         )
     return found
+
+
+def _level_line_profiles(
+    marks: str, where: str, rid: str
+) -> tuple[tuple[str, ...], frozenset[str]]:
+    """The profiles a level line names after its level, and those marked declared tied only."""
+    names: list[str] = []
+    tied: set[str] = set()
+    for mark in _PROFILE_MARK.finditer(marks):
+        name = mark["name"]
+        if name == FULL_PROFILE:
+            raise SpecFormatError(
+                f"{where}: requirement {rid} names the profile {FULL_PROFILE}, which holds every "
+                "requirement; a level line names only the other profiles that hold it"
+            )
+        if name in names:
+            raise SpecFormatError(f"{where}: requirement {rid} names the profile {name} twice")
+        names.append(name)
+        if mark["tied"]:
+            tied.add(name)
+    return tuple(names), frozenset(tied)
 
 
 def load_requirements(spec_dir: Path = SPEC_DIR) -> list[Requirement]:
@@ -170,13 +222,10 @@ def load_requirements(spec_dir: Path = SPEC_DIR) -> list[Requirement]:
 # Profiles (spec/README.md, section "Profiles")
 
 _PROFILES_HEADING = re.compile(r"^## Profiles\s*$")
-_PROFILE_HEADING = re.compile(r"^### Profile `(?P<name>[a-z][a-z0-9-]*)`\s*$")
+_PROFILE_HEADING = re.compile(r"^### Profile `(?P<name>" + _PROFILE_NAME + r")`\s*$")
 _PROFILE_ITEM = re.compile(r"^- `(?P<id>" + _ID + r")`(?P<rest>.*)$")
-_TIED_ONLY = "declared tied only"
 # A fence line holds nothing but the fence and an info string (README's prose mentions fences).
 _FENCE_LINE = re.compile(r"^(`{3,}|~{3,})[\w-]*\s*$")
-#: The profile in which every requirement is judged (the default).
-FULL_PROFILE = "gpt2"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -242,52 +291,106 @@ def _section_entries(
 
 
 def load_profiles(spec_dir: Path = SPEC_DIR) -> dict[str, Profile]:
-    """The spec's profiles by name; ids are checked against the chapters.
+    """The spec's profiles by name, in the README's order.
 
-    The ``gpt2`` profile holds every requirement; a profile that lists ids holds those. Raises
-    :class:`SpecFormatError` for an id the chapters do not define, a duplicate, or a missing
-    ``gpt2`` profile.
+    The README's ``## Profiles`` section defines them, a ``### Profile `name``` heading each with
+    what the profile means; the chapters say which requirements each holds, on the requirements'
+    level lines (`` · profile `causal-lm` ``). The ``gpt2`` profile holds every requirement.
+    Raises :class:`SpecFormatError` for a level line that names a profile the README does not
+    define, a profile that no level line names, or a missing ``gpt2`` profile.
     """
-    readme = spec_dir / "README.md"
-    known = [r.id for r in load_requirements(spec_dir)]
-    listed: dict[str, list[str]] = {}
-    tied: dict[str, set[str]] = {}
-    lines: dict[str, int] = {}
+    requirements = load_requirements(spec_dir)
     entries = _section_entries(
-        readme, _PROFILES_HEADING, _PROFILE_HEADING, _PROFILE_ITEM, "profile"
+        spec_dir / "README.md", _PROFILES_HEADING, _PROFILE_HEADING, _PROFILE_ITEM, "profile"
     )
-    for number, current, item in entries:
-        if item is None:
-            listed[current], tied[current], lines[current] = [], set(), number
-            continue
-        rid = item["id"]
-        if rid not in known:
-            raise SpecFormatError(
-                f"README.md:{number}: profile {current} names {rid}, which no chapter defines"
-            )
-        if rid in listed[current]:
-            raise SpecFormatError(f"README.md:{number}: profile {current} lists {rid} twice")
-        listed[current].append(rid)
-        if _TIED_ONLY in item["rest"]:
-            tied[current].add(rid)
-    if FULL_PROFILE not in listed:
+    defined = {name: number for number, name, item in entries if item is None}
+    if FULL_PROFILE not in defined:
         raise SpecFormatError(f"README.md: no '### Profile `{FULL_PROFILE}`' under '## Profiles'")
-    profiles = {}
-    for name, ids in listed.items():
-        if name == FULL_PROFILE:
-            if ids:
+    for requirement in requirements:
+        for name in requirement.profiles:
+            if name not in defined:
                 raise SpecFormatError(
-                    f"README.md:{lines[name]}: the {FULL_PROFILE} profile holds every requirement "
-                    "and lists none"
+                    f"{requirement.chapter}:{requirement.line}: requirement {requirement.id} "
+                    f"names the profile {name}, which the spec's README does not define (no "
+                    f"'### Profile `{name}`' under '## Profiles')"
                 )
-            ids = list(known)
-        elif not ids:
-            raise SpecFormatError(f"README.md:{lines[name]}: profile {name} lists no requirement")
-        order = {rid: k for k, rid in enumerate(known)}
-        profiles[name] = Profile(
-            name, tuple(sorted(ids, key=order.__getitem__)), frozenset(tied[name])
-        )
+    profiles = {}
+    for name, number in defined.items():
+        if name == FULL_PROFILE:
+            profiles[name] = Profile(name, tuple(r.id for r in requirements))
+            continue
+        held = [r for r in requirements if name in r.profiles]
+        if not held:
+            raise SpecFormatError(
+                f"README.md:{number}: profile {name} holds no requirement: no chapter's level "
+                f"line names it (add ' · profile `{name}`' to the level line of each requirement "
+                "it holds)"
+            )
+        tied_only = frozenset(r.id for r in held if name in r.tied_only_in)
+        profiles[name] = Profile(name, tuple(r.id for r in held), tied_only)
     return profiles
+
+
+# The README shows each profile's requirements (besides gpt2's, which are all of them) as a list
+# generated from the level lines, between these two lines; nothing reads the list back.
+_LIST_START = re.compile(r"^<!-- profile (?P<name>" + _PROFILE_NAME + r"): generated\b.*-->\s*$")
+LIST_START = (
+    "<!-- profile {name}: generated from the chapters' level lines by "
+    "`python -m gpt2_evidence.counts --write`; edit the level lines, not this list -->"
+)
+LIST_END = "<!-- end of the generated list -->"
+
+
+def profile_list(profile: Profile) -> list[str]:
+    """The Markdown list of a profile's requirements, as the spec's README shows it."""
+    return [
+        f"- `{rid}`" + (f" ({_TIED_ONLY})" if rid in profile.tied_only else "")
+        for rid in profile.requirements
+    ]
+
+
+def with_profile_lists(readme: str, profiles: dict[str, Profile]) -> str:
+    """The README's text with each profile's generated list made the profile's requirements.
+
+    Every profile besides ``gpt2`` has one generated list in the README: a line
+    :data:`LIST_START` names the profile, a line :data:`LIST_END` ends the list. Everything else
+    is kept byte for byte. Raises :class:`SpecFormatError` for a list of an unknown profile, a
+    profile with no list or two, and a list that does not end.
+    """
+    lines = readme.splitlines(keepends=True)
+    newline = "\r\n" if lines and lines[0].endswith("\r\n") else "\n"
+    out: list[str] = []
+    seen: set[str] = set()
+    number = 0
+    while number < len(lines):
+        line = lines[number]
+        out.append(line)
+        number += 1
+        start = _LIST_START.match(line.rstrip("\r\n"))
+        if not start:
+            continue
+        name = start["name"]
+        where = f"README.md:{number}"
+        if name not in profiles or name == FULL_PROFILE:
+            raise SpecFormatError(f"{where}: a generated list of {name}, which is no profile")
+        if name in seen:
+            raise SpecFormatError(f"{where}: a second generated list of profile {name}")
+        seen.add(name)
+        end = next(
+            (k for k in range(number, len(lines)) if lines[k].rstrip("\r\n") == LIST_END), None
+        )
+        if end is None:
+            raise SpecFormatError(f"{where}: the generated list of {name} has no {LIST_END!r}")
+        # blank lines around the list, so that no Markdown reads a comment into a list item
+        out.extend(item + newline for item in ["", *profile_list(profiles[name]), ""])
+        number = end
+    missing = [n for n in profiles if n != FULL_PROFILE and n not in seen]
+    if missing:
+        raise SpecFormatError(
+            f"README.md: no generated list of the profiles {', '.join(missing)}; put the lines "
+            f"{LIST_START.format(name=missing[0])!r} and {LIST_END!r} in the profile's section"
+        )
+    return "".join(out)
 
 
 # --------------------------------------------------------------------------------------------

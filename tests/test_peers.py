@@ -1,6 +1,7 @@
 """The causal-lm requirements profile and the peer architectures (docs/evidence/peers.md).
 
-The profile is defined in spec/README.md and read by ``gpt2_spec.load_profiles``; selecting it
+The profile is defined in spec/README.md, the requirements it holds say so on their level lines
+(`` · profile `causal-lm` ``), and ``gpt2_spec.load_profiles`` reads both; selecting it
 (``--conformance-requirements=causal-lm``) deselects GPT-2's own requirements, which the report
 shows as not-in-profile, and judges the rest on any causal LM: here one peer architecture passes
 and a peer that lies about its head fails.
@@ -10,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -76,33 +78,59 @@ def test_every_causal_lm_requirement_has_a_property_that_needs_no_gpt2_weights()
     assert not missing, f"causal-lm requirements checked only through GPT-2's weights: {missing}"
 
 
-def _spec_copy(tmp_path: Path, profiles_text: str) -> Path:
+def _spec_copy(
+    tmp_path: Path, profiles_text: str, level_lines: dict[str, str] | None = None
+) -> Path:
+    """The spec's chapters and README in ``tmp_path``, the README's profiles section replaced by
+    ``profiles_text`` and each level line of ``level_lines`` (by id) replaced by its value."""
     for chapter in SPEC_DIR.glob("[0-9][0-9]-*.md"):
-        (tmp_path / chapter.name).write_text(chapter.read_text(encoding="utf-8"), encoding="utf-8")
+        text = chapter.read_text(encoding="utf-8")
+        for rid, line in (level_lines or {}).items():
+            text = re.sub(rf"^\*\*Requirement `{re.escape(rid)}`\*\*.*$", line, text, flags=re.M)
+        (tmp_path / chapter.name).write_text(text, encoding="utf-8")
     readme = (SPEC_DIR / "README.md").read_text(encoding="utf-8")
     head = readme.split("## Profiles", 1)[0]
     (tmp_path / "README.md").write_text(head + profiles_text, encoding="utf-8")
     return tmp_path
 
 
+SUM_IN_X = "**Requirement `objective.sum-of-terms`** · MUST · profile `x`"
+PROFILES = "## Profiles\n\n### Profile `gpt2`\n\n### Profile `causal-lm`\n"
+
+
 @pytest.mark.parametrize(
-    ("text", "message"),
+    ("text", "level_lines", "message"),
     [
         (
-            "## Profiles\n\n### Profile `gpt2`\n\n### Profile `x`\n\n- `objective.nope`\n",
-            "names objective.nope, which no chapter defines",
+            PROFILES,
+            {"objective.sum-of-terms": SUM_IN_X},
+            r"02-objective.md:\d+: requirement objective.sum-of-terms names the profile x, which "
+            "the spec's README does not define",
         ),
-        ("## Profiles\n\n### Profile `x`\n\n- `objective.sum-of-terms`\n", "no '### Profile"),
-        (
-            "## Profiles\n\n### Profile `gpt2`\n\n### Profile `x`\n\n- `objective.sum-of-terms`\n"
-            "- `objective.sum-of-terms`\n",
-            "lists objective.sum-of-terms twice",
-        ),
+        ("## Profiles\n\n### Profile `causal-lm`\n", {}, "no '### Profile `gpt2`'"),
+        (PROFILES + "\n### Profile `x`\n", {}, "profile x holds no requirement"),
+        (PROFILES + "\n### Profile `gpt2`\n", {}, "profile gpt2 defined twice"),
     ],
 )
-def test_a_malformed_profile_is_rejected(tmp_path: Path, text: str, message: str):
+def test_a_malformed_profile_is_rejected(
+    tmp_path: Path, text: str, level_lines: dict[str, str], message: str
+):
     with pytest.raises(SpecFormatError, match=message):
-        load_profiles(_spec_copy(tmp_path, text))
+        load_profiles(_spec_copy(tmp_path, text, level_lines))
+
+
+def test_a_level_line_puts_its_requirement_in_a_profile(tmp_path: Path):
+    """The profiles are read from the level lines: adding one puts the requirement in, in spec
+    order, and ``(declared tied only)`` makes it conditional; the README's list is not read."""
+    rid = "forward.final-layernorm"
+    line = f"**Requirement `{rid}`** · MUST · profile `causal-lm` (declared tied only)"
+    profiles = load_profiles(_spec_copy(tmp_path, PROFILES, {rid: line}))
+    before = load_profiles()["causal-lm"]
+    assert profiles["causal-lm"].requirements == tuple(
+        i for i in IDS if i in before.requirements or i == rid
+    )
+    assert profiles["causal-lm"].tied_only == before.tied_only | {rid}
+    assert profiles["gpt2"] == load_profiles()["gpt2"]
 
 
 # ---- running the profile -----------------------------------------------------------------------

@@ -9,7 +9,16 @@ import pytest
 
 import gpt2_spec
 from gpt2_spec.definitions import code_blocks, execute
-from gpt2_spec.registry import LEVELS, SPEC_DIR, SpecFormatError, load_requirements
+from gpt2_spec.registry import (
+    LEVELS,
+    LIST_END,
+    LIST_START,
+    SPEC_DIR,
+    SpecFormatError,
+    load_requirements,
+    profile_list,
+    with_profile_lists,
+)
 
 REQUIREMENTS = load_requirements()
 CHAPTER_FAMILIES = {
@@ -94,12 +103,96 @@ def test_a_failing_definition_reports_its_markdown_line(tmp_path: Path):
         ),
         ("### T {#A.B}\n\n**Requirement `A.B`** · MUST\n", "malformed requirement heading"),
         ("### T {#a.b}\n\n**Requirement `a.c`** · MUST\n", "must be followed by the line"),
+        ("### T {#a.b}\n\n**Requirement `a.b`** · MUST · profile x\n", "' · profile `name`'"),
+        (
+            "### T {#a.b}\n\n**Requirement `a.b`** · MUST · profile `x` (tied only)\n",
+            "must be followed by the line",
+        ),
+        (
+            "### T {#a.b}\n\n**Requirement `a.b`** · MUST · profile `gpt2`\n",
+            "names the profile gpt2, which holds every requirement",
+        ),
+        (
+            "### T {#a.b}\n\n**Requirement `a.b`** · MUST · profile `x` · profile `x`\n",
+            "names the profile x twice",
+        ),
     ],
 )
 def test_malformed_requirements_are_rejected(tmp_path: Path, chapter: str, message: str):
     (tmp_path / "01-x.md").write_text(textwrap.dedent(chapter))
     with pytest.raises(SpecFormatError, match=message):
         load_requirements(tmp_path)
+
+
+def test_the_level_line_names_the_profiles_that_hold_the_requirement(tmp_path: Path):
+    (tmp_path / "01-x.md").write_text(
+        "### T {#a.b}\n\n**Requirement `a.b`** · SHOULD\n\n"
+        "### U {#a.c}\n\n**Requirement `a.c`** · MUST · profile `y` · profile `x` (declared "
+        "tied only)\n"
+    )
+    plain, marked = load_requirements(tmp_path)
+    assert (plain.level, plain.profiles, plain.tied_only_in) == ("SHOULD", (), frozenset())
+    assert (marked.level, marked.profiles, marked.tied_only_in) == ("MUST", ("y", "x"), {"x"})
+
+
+# --- the README's profile lists, generated from the level lines ----------------------------------
+
+
+def test_the_readmes_profile_lists_are_the_level_lines():
+    """spec/README.md lists each profile's requirements (besides gpt2's); the list is generated
+    from the chapters' level lines, which ``load_profiles`` reads, and must not go stale."""
+    readme = (SPEC_DIR / "README.md").read_text(encoding="utf-8")
+    profiles = gpt2_spec.load_profiles()
+    assert with_profile_lists(readme, profiles) == readme, (
+        "spec/README.md: a profile's list is not the chapters' level lines: run "
+        "`python -m gpt2_evidence.counts --write` (and put a requirement in a profile on its "
+        "level line, not in the list)"
+    )
+    listed = [
+        line
+        for name in profiles
+        if name != "gpt2"
+        for line in readme.split(LIST_START.format(name=name), 1)[1]
+        .split(LIST_END, 1)[0]
+        .splitlines()
+        if line
+    ]
+    assert listed == [
+        line for p in profiles.values() if p.name != "gpt2" for line in profile_list(p)
+    ]
+    assert len(listed) == sum(len(r.profiles) for r in REQUIREMENTS)
+
+
+def test_a_stale_profile_list_is_rewritten_and_nothing_else(tmp_path: Path):
+    readme = (SPEC_DIR / "README.md").read_text(encoding="utf-8")
+    profiles = gpt2_spec.load_profiles()
+    first = profile_list(profiles["causal-lm"])[0] + "\n"
+    stale = readme.replace(first, "").replace(LIST_END, "- `made.up`\n" + LIST_END)
+    assert stale != readme
+    assert with_profile_lists(stale, profiles) == readme
+    crlf = readme.replace("\n", "\r\n")
+    assert with_profile_lists(stale.replace("\n", "\r\n"), profiles) == crlf
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (lambda t: t.replace(LIST_END, ""), "has no"),
+        (lambda t: t.replace(LIST_START.format(name="causal-lm"), ""), "no generated list of"),
+        (
+            lambda t: t + "\n" + LIST_START.format(name="nope") + "\n" + LIST_END + "\n",
+            "a generated list of nope, which is no profile",
+        ),
+        (
+            lambda t: t + "\n" + LIST_START.format(name="causal-lm") + "\n" + LIST_END + "\n",
+            "a second generated list of profile causal-lm",
+        ),
+    ],
+)
+def test_a_malformed_profile_list_is_refused(change, message: str):
+    readme = (SPEC_DIR / "README.md").read_text(encoding="utf-8")
+    with pytest.raises(SpecFormatError, match=message):
+        with_profile_lists(change(readme), gpt2_spec.load_profiles())
 
 
 def test_headings_inside_code_fences_are_not_requirements(tmp_path: Path):

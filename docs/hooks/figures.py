@@ -335,7 +335,7 @@ def on_page_markdown(markdown: str, page: Any, config: Any, files: Any) -> str:
     if not uri.startswith("spec/0"):
         return markdown
     for rid, (name, caption) in SPEC_FIGURES.items():
-        level_line = re.compile(rf"^\*\*Requirement `{re.escape(rid)}`\*\* · [A-Z]+[ \t]*$", re.M)
+        level_line = re.compile(rf"^\*\*Requirement `{re.escape(rid)}`\*\* · [A-Z]+\b.*$", re.M)
         markdown = level_line.sub(
             lambda m, n=name, c=caption: f"{m.group(0)}\n\n{_illustration(n, c)}", markdown, count=1
         )
