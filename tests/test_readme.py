@@ -46,3 +46,39 @@ def test_the_site_is_published_where_the_package_says() -> None:
     site = re.search(r"^site_url: (\S+)$", (ROOT / "mkdocs.yml").read_text(), re.MULTILINE)
     assert site, "mkdocs.yml has no site_url"
     assert site.group(1) == project["urls"]["Documentation"]
+
+
+def _layout_picture() -> list[tuple[str, str]]:
+    """The README's picture of the layout: ``(folder, name)`` for each file or folder it names,
+    a name on an indented line belonging to the last folder named at a line's start."""
+    block = README.split("Where things live, as a picture", 1)[1].split("```text\n", 1)[1]
+    named: list[tuple[str, str]] = []
+    folder = ""
+    for line in block.split("\n```", 1)[0].splitlines():
+        if line[:1] not in ("", " "):
+            folder = line.split()[0]
+        for name in re.findall(
+            r"(?<![\w/<…*-])[\w.-]+(?:/[\w.-]+)*(?:\.py|\.md|/)(?![\w<…*])", line
+        ):
+            if name != folder:
+                named.append((folder, name))
+    return named
+
+
+def test_the_layout_picture_names_what_is_there() -> None:
+    """Every file or folder the picture names exists (under its folder, or from the root for a
+    path such as docs/data/), and it names every module of the suite's package."""
+    named = _layout_picture()
+    assert len(named) >= 30, named
+    for folder, name in named:
+        found = (ROOT / folder / name).exists() or (
+            "/" in name.rstrip("/") and (ROOT / name).exists()
+        )
+        assert found, f"README's layout picture names {folder}{name}, which does not exist"
+    shown = {name for folder, name in named if folder == "conformance/"}
+    modules = {
+        p.name
+        for p in (ROOT / "conformance").glob("*.py")
+        if p.name != "__init__.py" and not p.name.startswith("test_")
+    }
+    assert not modules - shown, f"README's layout picture leaves out conformance/{modules - shown}"
