@@ -797,36 +797,33 @@ class NegativeIdsWrap(WeightBug):
         return model
 
 
-#: Every bug, with the dtype the suite checks it at.
-ALL: dict[type[WeightBug], str] = {
-    bug: "float32"
-    for bug in (
-        UntiedHeadCopy,
-        DeclaredUntiedHead,
-        DetachedHeadGradient,
-        MovedCopyKeepsOriginalMLP,
-        HeadWithBias,
-        TrainableZeroHeadBias,
-        ScaledLogits,
-        ExactGelu,
-        LayerNormEpsilon1e12,
-        NoAttentionScale,
-        PostLayerNorm,
-        NoFinalLayerNorm,
-        HalfWidthMLP,
-        OneBasedPositions,
-        TransposedSquareConv1D,
-        DropoutLeftOn,
-        MaskedPaddedVocab,
-        PrefixlessNames,
-        TransposedEmbeddingExport,
-        TransformersStyleInit,
-        ClampedTokenIds,
-        IndexErrorForBadIds,
-        NoInputValidation,
-        HeadReshapedNotTransposed,
-        AttentionScoresInBFloat16,
-        QuickGelu,
-        NegativeIdsWrap,
-    )
-}
+#: Every bug of this module, in the order listings show them.
+ALL: tuple[type[WeightBug], ...] = (
+    UntiedHeadCopy,
+    DeclaredUntiedHead,
+    DetachedHeadGradient,
+    MovedCopyKeepsOriginalMLP,
+    HeadWithBias,
+    TrainableZeroHeadBias,
+    ScaledLogits,
+    ExactGelu,
+    LayerNormEpsilon1e12,
+    NoAttentionScale,
+    PostLayerNorm,
+    NoFinalLayerNorm,
+    HalfWidthMLP,
+    OneBasedPositions,
+    TransposedSquareConv1D,
+    DropoutLeftOn,
+    MaskedPaddedVocab,
+    PrefixlessNames,
+    TransposedEmbeddingExport,
+    TransformersStyleInit,
+    ClampedTokenIds,
+    IndexErrorForBadIds,
+    NoInputValidation,
+    HeadReshapedNotTransposed,
+    AttentionScoresInBFloat16,
+    QuickGelu,
+    NegativeIdsWrap,
+)
