@@ -334,8 +334,10 @@ class LossInLowPrecision(SequenceBug):
 # --- Label conventions --------------------------------------------------------------------------
 
 
-def _shifted(labels: np.ndarray, ignore_index: int) -> np.ndarray:
-    out = np.full_like(labels, ignore_index)
+def _shifted(labels: np.ndarray, options: dict[str, Any]) -> np.ndarray:
+    """The labels shifted by one position, as the adapter's data path does (``options``: the
+    loss call's keywords, for its ``ignore_index``)."""
+    out = np.full_like(labels, options.get("ignore_index", IGNORE_INDEX))
     out[:, :-1] = labels[:, 1:]
     return out
 
@@ -343,19 +345,11 @@ def _shifted(labels: np.ndarray, ignore_index: int) -> np.ndarray:
 class _DoubleShift(ReferenceImplementation):
     """The adapter's data path shifts the labels, and the model shifts them again."""
 
-    def loss(
-        self, tokens: np.ndarray, labels: np.ndarray, *, reduction: Reduction = "mean",
-        ignore_index: int = IGNORE_INDEX,
-    ) -> Any:  # fmt: skip
-        shifted = _shifted(labels, ignore_index)
-        return super().loss(tokens, shifted, reduction=reduction, ignore_index=ignore_index)
+    def loss(self, tokens: np.ndarray, labels: np.ndarray, **options: Any) -> Any:
+        return super().loss(tokens, _shifted(labels, options), **options)
 
-    def gradients(
-        self, tokens: np.ndarray, labels: np.ndarray, *, reduction: Reduction = "mean",
-        ignore_index: int = IGNORE_INDEX,
-    ) -> Any:  # fmt: skip
-        shifted = _shifted(labels, ignore_index)
-        return super().gradients(tokens, shifted, reduction=reduction, ignore_index=ignore_index)
+    def gradients(self, tokens: np.ndarray, labels: np.ndarray, **options: Any) -> Any:
+        return super().gradients(tokens, _shifted(labels, options), **options)
 
 
 class DoubleShift(SequenceBug):
