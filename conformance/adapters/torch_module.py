@@ -532,16 +532,22 @@ class TorchModuleImplementation(Implementation):
         """The loss and its gradients by canonical name. Without canonical names (``params`` not
         claimed, so ``gradients`` is not claimed either) they are keyed by the module's own
         parameter names, a tied weight once."""
-        module = self.module
-        module.zero_grad(set_to_none=True)
+        loss = self._backward(tokens, labels, reduction, ignore_index)
+        grads = self._canonical_gradients() if self._canonical else self._own_gradients()
+        self.module.zero_grad(set_to_none=True)  # the returned tensors are ours now: no copy
+        return loss.detach(), grads
+
+    def _backward(
+        self, tokens: np.ndarray, labels: np.ndarray, reduction: Reduction, ignore_index: int
+    ) -> torch.Tensor:
+        """The loss, with its gradients left in the parameters' ``grad`` (cleared first)."""
+        self.module.zero_grad(set_to_none=True)
         with torch.enable_grad():
             loss = self.adapter.forward_loss(
-                module, self._ids(tokens), self._ids(labels), reduction, ignore_index
+                self.module, self._ids(tokens), self._ids(labels), reduction, ignore_index
             )
             loss.backward()
-        grads = self._canonical_gradients() if self._canonical else self._own_gradients()
-        module.zero_grad(set_to_none=True)  # the returned tensors are ours now: no copy
-        return loss.detach(), grads
+        return loss
 
     def _own_gradients(self) -> dict[str, torch.Tensor]:
         return {
@@ -567,12 +573,7 @@ class TorchModuleImplementation(Implementation):
 
     def sgd_step(self, tokens: np.ndarray, labels: np.ndarray, *, lr: float) -> None:
         module = self.module
-        module.zero_grad(set_to_none=True)
-        with torch.enable_grad():
-            loss = self.adapter.forward_loss(
-                module, self._ids(tokens), self._ids(labels), "mean", IGNORE_INDEX
-            )
-            loss.backward()
+        self._backward(tokens, labels, "mean", IGNORE_INDEX)
         with torch.no_grad():
             for p in module.parameters():  # a tied weight is one parameter: updated once
                 if p.grad is not None:
@@ -615,14 +616,9 @@ class TorchModuleImplementation(Implementation):
             output.retain_grad()
             looked_up.append((args, output))
 
-        module.zero_grad(set_to_none=True)
         handle = lookup.register_forward_hook(keep)
         try:
-            with torch.enable_grad():
-                loss = self.adapter.forward_loss(
-                    module, self._ids(tokens), self._ids(labels), reduction, ignore_index
-                )
-                loss.backward()
+            loss = self._backward(tokens, labels, reduction, ignore_index)
         finally:
             handle.remove()
         if len(looked_up) != 1:
