@@ -28,6 +28,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
+from gpt2_benchmarks.suite_speed import suite_command
 from gpt2_evidence import provenance
 from gpt2_evidence.provenance import DATA
 
@@ -71,22 +72,8 @@ def architectures() -> dict[str, str]:
 def run_one(name: str, impl: str, workdir: Path) -> dict[str, Any]:
     """Run the causal-lm profile on ``impl``; returns the suite's report and the wall time."""
     report = workdir / f"{impl.replace(':', '-')}.json"
-    command = [
-        sys.executable,
-        "-m",
-        "pytest",
-        "--pyargs",
-        "gpt2_conformance",
-        f"--impl={impl}",
-        f"--conformance-requirements={PROFILE}",
-        "--conformance-profile=ci",
-        f"--conformance-report={report}",
-        "-p",
-        "no:cacheprovider",
-        "-q",
-        "-W",
-        "ignore",
-    ]
+    options = (f"--conformance-requirements={PROFILE}", "--conformance-profile=ci", "-W", "ignore")
+    command = suite_command(impl, report, options)
     started = time.monotonic()
     done = subprocess.run(command, cwd=workdir, capture_output=True, text=True, check=False)
     wall = time.monotonic() - started

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from fakes import NOT_CLAIMED
 
 from gpt2_conformance import SUITE_VERSION, report
 from gpt2_conformance.options import PROFILES
@@ -116,7 +117,8 @@ def make_fake():
 # Three properties that call the implementation, one with two ids, one needing a capability
 # the fake does not claim, one MUST and one SHOULD property that always fail, one expected
 # failure (listed in the xfails file of the tests that use it).
-PROPERTIES = """
+PROPERTIES = (
+    """
 import numpy as np
 import pytest
 from hypothesis import given, strategies as st
@@ -144,12 +146,9 @@ def test_rows(suite, length):
 def test_two_ids(suite):
     assert suite.adapter.name
 
-
-@pytest.mark.requirement("objective.sum-of-terms")
-@pytest.mark.capability("gradients")
-def test_not_claimed(suite):
-    raise AssertionError("never runs: the fake does not claim gradients")
-
+"""
+    + NOT_CLAIMED
+    + """
 
 @pytest.mark.requirement("objective.ignore-index")
 def test_must_fails(suite):
@@ -165,6 +164,7 @@ def test_should_fails(suite):
 def test_expected_failure(suite):
     checks.fail("objective.mean-over-counted-targets", "a mean of per-sequence means")
 """
+)
 
 # Only properties that pass against the fake adapter.
 PASSING = """
@@ -1133,13 +1133,9 @@ def test_not_claimed_is_decided_by_the_plugin_not_read_from_skip_text(
     fake.makepyfile(
         test_props="""
 import pytest
-
-
-@pytest.mark.requirement("objective.sum-of-terms")
-@pytest.mark.capability("gradients")
-def test_not_claimed(suite):
-    raise AssertionError("never runs: the fake does not claim gradients")
-
+"""
+        + NOT_CLAIMED
+        + """
 
 @pytest.mark.requirement("objective.ignore-index")
 def test_skips_itself(suite):

@@ -1,6 +1,10 @@
 """The zoo: broken GPT-2s, adapters with one realistic bug each, naming the requirements they must
 fail.
 
+A mutant class carries what the zoo reports of it: ``must_fail``, and optionally ``must_pass``,
+``diagnosis`` and ``suite_dtype`` (the dtype the suite checks it at; float32 by default). Each
+module lists its mutants in ``ALL``.
+
 Each mutant is selected like any implementation, from any directory:
 ``pytest --pyargs gpt2_conformance --impl=gpt2_zoo.sequence_bugs:CausalLeak``. The modules import
 torch and the project's packages; ``hf_bugs`` needs transformers (the ``transformers`` extra).
@@ -74,13 +78,13 @@ def zoo() -> list[Mutant]:
     mutants = []
     for module_name, origin in MODULES.items():
         module = importlib.import_module(f"{__name__}.{module_name}")
-        for kind, dtype in module.ALL.items():
+        for kind in module.ALL:
             mutants.append(
                 Mutant(
                     name=kind.__name__,
                     module=module_name,
                     origin=origin,
-                    dtype=dtype,
+                    dtype=getattr(kind, "suite_dtype", "float32"),
                     must_fail=tuple(kind.must_fail),
                     must_pass=tuple(getattr(kind, "must_pass", ())),
                     diagnosis=dict(getattr(kind, "diagnosis", {})),

@@ -387,22 +387,19 @@ class HFWrapsTokenIds(HFBug):
         return super().forward_cached(module, self._checked(module, input_ids, past), state)
 
 
-#: Every bug of this module, and the dtype the suite runs it at.
-ALL: dict[type[HFBug], str] = {
-    bug: "float32"
-    for bug in (
-        HFExactGeluConfig,
-        HFInverseLayerScale,
-        HFUntiedConfig,
-        HFTrainModeDropout,
-        HFLogitSoftcap,
-        HFKernelDropsPaddingMask,
-        HFSoftmaxOverQueries,
-        HFDoubleShift,
-        HFCountsUnshiftedLabels,
-        HFDropsPositionIds,
-        HFChunkPositionsRestart,
-        HFCacheGrowsInPlace,
-        HFWrapsTokenIds,
-    )
-}
+#: Every bug of this module, in the order listings show them.
+ALL: tuple[type[HFBug], ...] = (
+    HFExactGeluConfig,
+    HFInverseLayerScale,
+    HFUntiedConfig,
+    HFTrainModeDropout,
+    HFLogitSoftcap,
+    HFKernelDropsPaddingMask,
+    HFSoftmaxOverQueries,
+    HFDoubleShift,
+    HFCountsUnshiftedLabels,
+    HFDropsPositionIds,
+    HFChunkPositionsRestart,
+    HFCacheGrowsInPlace,
+    HFWrapsTokenIds,
+)

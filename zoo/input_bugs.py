@@ -172,11 +172,12 @@ class RepairsInvalidInput(ReferenceAdapter):
         return model, config
 
 
-ALL: dict[type[ReferenceAdapter], str] = {
-    WritesFirstToken: "float32",
-    WritesThroughTensor: "float32",
-    WritesThroughBase: "float32",
-    ScramblesLater: "float32",
-    BuildWritesWeights: "float32",
-    RepairsInvalidInput: "float32",
-}
+#: Every bug of this module, in the order listings show them.
+ALL: tuple[type[ReferenceAdapter], ...] = (
+    WritesFirstToken,
+    WritesThroughTensor,
+    WritesThroughBase,
+    ScramblesLater,
+    BuildWritesWeights,
+    RepairsInvalidInput,
+)

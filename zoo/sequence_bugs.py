@@ -325,6 +325,7 @@ class LossInLowPrecision(SequenceBug):
 
     name = "broken-low-precision-loss"
     must_fail = ("objective.loss-in-float32",)
+    suite_dtype = "bfloat16"  # the bug shows only below float32
 
     def patch(self, model: GPT2) -> None:
         model.__class__ = _with_loss(_loss_in_low_precision)
@@ -333,8 +334,10 @@ class LossInLowPrecision(SequenceBug):
 # --- Label conventions --------------------------------------------------------------------------
 
 
-def _shifted(labels: np.ndarray, ignore_index: int) -> np.ndarray:
-    out = np.full_like(labels, ignore_index)
+def _shifted(labels: np.ndarray, options: dict[str, Any]) -> np.ndarray:
+    """The labels shifted by one position, as the adapter's data path does (``options``: the
+    loss call's keywords, for its ``ignore_index``)."""
+    out = np.full_like(labels, options.get("ignore_index", IGNORE_INDEX))
     out[:, :-1] = labels[:, 1:]
     return out
 
@@ -342,19 +345,11 @@ def _shifted(labels: np.ndarray, ignore_index: int) -> np.ndarray:
 class _DoubleShift(ReferenceImplementation):
     """The adapter's data path shifts the labels, and the model shifts them again."""
 
-    def loss(
-        self, tokens: np.ndarray, labels: np.ndarray, *, reduction: Reduction = "mean",
-        ignore_index: int = IGNORE_INDEX,
-    ) -> Any:  # fmt: skip
-        shifted = _shifted(labels, ignore_index)
-        return super().loss(tokens, shifted, reduction=reduction, ignore_index=ignore_index)
+    def loss(self, tokens: np.ndarray, labels: np.ndarray, **options: Any) -> Any:
+        return super().loss(tokens, _shifted(labels, options), **options)
 
-    def gradients(
-        self, tokens: np.ndarray, labels: np.ndarray, *, reduction: Reduction = "mean",
-        ignore_index: int = IGNORE_INDEX,
-    ) -> Any:  # fmt: skip
-        shifted = _shifted(labels, ignore_index)
-        return super().gradients(tokens, shifted, reduction=reduction, ignore_index=ignore_index)
+    def gradients(self, tokens: np.ndarray, labels: np.ndarray, **options: Any) -> Any:
+        return super().gradients(tokens, _shifted(labels, options), **options)
 
 
 class DoubleShift(SequenceBug):
@@ -604,31 +599,31 @@ class LogitsMemoisedOnTokens(SequenceBug):
     implementation = _MemoisedLogits
 
 
-#: Every broken adapter of this module, and the dtype the suite must run it at.
-ALL: dict[type[SequenceBug], str] = {
-    FullAttention: "float32",
-    TopLeftMaskWithCache: "float32",
-    CausalLeak: "float32",
-    BatchStatisticsNorm: "float32",
-    CacheRestartsPositions: "float32",
-    LeftPaddingIgnoresPositionIds: "float32",
-    LastRowBeforeFinalNorm: "float32",
-    MeanOfSequenceMeans: "float32",
-    CountsIgnoredTargets: "float32",
-    IgnoredScoredAsToken0: "float32",
-    EmptyMeanIsZero: "float32",
-    LossInLowPrecision: "bfloat16",
-    DoubleShift: "float32",
-    WrongConventionDeclared: "float32",
-    TokenShiftWrongWay: "float32",
-    RunningMeanOverLength: "float32",
-    SequenceStatisticsNorm: "float32",
-    PaddingMaskOnQueries: "float32",
-    LastRowScoredAsToken0: "float32",
-    SumReturnsMean: "float32",
-    CacheInBFloat16: "float32",
-    LogitsMemoisedOnTokens: "float32",
-}
+#: Every broken adapter of this module, in the order listings show them.
+ALL: tuple[type[SequenceBug], ...] = (
+    FullAttention,
+    TopLeftMaskWithCache,
+    CausalLeak,
+    BatchStatisticsNorm,
+    CacheRestartsPositions,
+    LeftPaddingIgnoresPositionIds,
+    LastRowBeforeFinalNorm,
+    MeanOfSequenceMeans,
+    CountsIgnoredTargets,
+    IgnoredScoredAsToken0,
+    EmptyMeanIsZero,
+    LossInLowPrecision,
+    DoubleShift,
+    WrongConventionDeclared,
+    TokenShiftWrongWay,
+    RunningMeanOverLength,
+    SequenceStatisticsNorm,
+    PaddingMaskOnQueries,
+    LastRowScoredAsToken0,
+    SumReturnsMean,
+    CacheInBFloat16,
+    LogitsMemoisedOnTokens,
+)
 
 #: Correct implementations that differ from the reference in a declared way: they must pass.
 CONTROLS: tuple[type[SequenceBug], ...] = (ShiftedConvention,)

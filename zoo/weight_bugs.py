@@ -43,13 +43,21 @@ LOGP = "numerics.log-probs-match-oracle"
 
 class WeightBug(ReferenceAdapter):
     """The reference adapter with one bug: ``patch`` changes every module the adapter makes or
-    loads (in place, or by swapping its class), before any weights are written into it."""
+    loads (in place, or by swapping a class: ``swap``), before any weights are written into it."""
 
     must_fail: ClassVar[tuple[str, ...]] = ()
     must_pass: ClassVar[tuple[str, ...]] = ()
     diagnosis: ClassVar[dict[str, str]] = {}
+    #: The usual bug, a class swapped: (the path of a submodule, the class its module becomes);
+    #: "" is the model itself, and "*" in "transformer.h.*.mlp" stands for every block.
+    swap: ClassVar[tuple[str, type[nn.Module]] | None] = None
 
     def patch(self, model: GPT2) -> GPT2:
+        if self.swap is not None:
+            path, kind = self.swap
+            blocks = range(len(model.transformer.h)) if "*" in path else [0]
+            for index in blocks:
+                model.get_submodule(path.replace("*", str(index))).__class__ = kind
         return model
 
     def make_module(self, config: GPT2Config, seed: int) -> nn.Module:
@@ -158,10 +166,7 @@ class DetachedHeadGradient(WeightBug):
         "numerics.gradients-match-oracle": "head's part is missing",
         "head.tied-after-update": "lookup contribution alone",
     }
-
-    def patch(self, model: GPT2) -> GPT2:
-        model.__class__ = _DetachedHeadGPT2
-        return model
+    swap = ("", _DetachedHeadGPT2)
 
 
 class _AdjustedLogitsGPT2(GPT2):
@@ -278,23 +283,7 @@ class ScaledLogits(WeightBug):
         "head.linear-no-bias": "scale factor",
         LOGP: "logits divided by sqrt(d)",
     }
-
-    def patch(self, model: GPT2) -> GPT2:
-        model.__class__ = _ScaledLogitsGPT2
-        return model
-
-
-class _ClosureBlock(Block):
-    """A block whose MLP is called through ``feed_forward``, a plain function attribute."""
-
-    feed_forward: Any
-
-    def forward(
-        self, x: Tensor, mask: Tensor | None, is_causal: bool, past: tuple[Tensor, Tensor] | None
-    ) -> tuple[Tensor, tuple[Tensor, Tensor]]:
-        a, present = self.attn(self.ln_1(x), mask, is_causal, past)
-        x = x + a
-        return x + self.feed_forward(self.ln_2(x)), present
+    swap = ("", _ScaledLogitsGPT2)
 
 
 class MovedCopyKeepsOriginalMLP(WeightBug):
@@ -311,9 +300,8 @@ class MovedCopyKeepsOriginalMLP(WeightBug):
 
     def patch(self, model: GPT2) -> GPT2:
         for block in model.transformer.h:
-            block.__class__ = _ClosureBlock
-            mlp = block.mlp
-            block.feed_forward = lambda x, mlp=mlp: mlp(x)  # the original's mlp, for good
+            mlp = block.mlp  # its forward runs this mlp for good, in every copy too
+            mlp.forward = lambda x, mlp=mlp: MLP.forward(mlp, x)  # type: ignore[method-assign]
         return model
 
 
@@ -331,11 +319,7 @@ class ExactGelu(WeightBug):
     must_fail = ("forward.gelu-tanh", LOGP)
     must_pass = ("forward.pre-layernorm", "forward.final-layernorm")
     diagnosis: ClassVar[dict[str, str]] = {"forward.gelu-tanh": "exact-erf GELU"}
-
-    def patch(self, model: GPT2) -> GPT2:
-        for block in model.transformer.h:
-            block.mlp.__class__ = _ExactGeluMLP
-        return model
+    swap = ("transformer.h.*.mlp", _ExactGeluMLP)
 
 
 class LayerNormEpsilon1e12(WeightBug):
@@ -387,11 +371,7 @@ class NoAttentionScale(WeightBug):
     diagnosis: ClassVar[dict[str, str]] = {
         "forward.attention-scale": "without the 1/sqrt(head_dim)"
     }
-
-    def patch(self, model: GPT2) -> GPT2:
-        for block in model.transformer.h:
-            block.attn.__class__ = _UnscaledAttention
-        return model
+    swap = ("transformer.h.*.attn", _UnscaledAttention)
 
 
 class _PostLNBlock(Block):
@@ -409,11 +389,7 @@ class PostLayerNorm(WeightBug):
     must_fail = ("forward.pre-layernorm", LOGP)
     must_pass = ("forward.gelu-tanh",)
     diagnosis: ClassVar[dict[str, str]] = {"forward.pre-layernorm": "post-LN"}
-
-    def patch(self, model: GPT2) -> GPT2:
-        for block in model.transformer.h:
-            block.__class__ = _PostLNBlock
-        return model
+    swap = ("transformer.h.*", _PostLNBlock)
 
 
 class _HalfWidthMLP(MLP):
@@ -429,11 +405,7 @@ class HalfWidthMLP(WeightBug):
 
     must_fail = ("forward.mlp-width", LOGP)
     diagnosis: ClassVar[dict[str, str]] = {"forward.mlp-width": "the MLP of width 4d"}
-
-    def patch(self, model: GPT2) -> GPT2:
-        for block in model.transformer.h:
-            block.mlp.__class__ = _HalfWidthMLP
-        return model
+    swap = ("transformer.h.*.mlp", _HalfWidthMLP)
 
     def canonical_state_dict(self, module: nn.Module) -> Mapping[str, Tensor]:
         views = dict(super().canonical_state_dict(module))
@@ -464,10 +436,7 @@ class NoFinalLayerNorm(WeightBug):
     must_fail = ("forward.final-layernorm", LOGP)
     must_pass = ("forward.attention-scale",)
     diagnosis: ClassVar[dict[str, str]] = {"forward.final-layernorm": "without the final LayerNorm"}
-
-    def patch(self, model: GPT2) -> GPT2:
-        model.transformer.ln_f.__class__ = _SkippedLayerNorm
-        return model
+    swap = ("transformer.ln_f", _SkippedLayerNorm)
 
 
 class _OneBasedGPT2(GPT2):
@@ -485,10 +454,7 @@ class OneBasedPositions(WeightBug):
 
     must_fail = ("embedding.input-sum", LOGP)  # (at T = n_ctx it has no wpe row and raises)
     diagnosis: ClassVar[dict[str, str]] = {"embedding.input-sum": "positions counted from 1"}
-
-    def patch(self, model: GPT2) -> GPT2:
-        model.__class__ = _OneBasedGPT2
-        return model
+    swap = ("", _OneBasedGPT2)
 
 
 class TransposedSquareConv1D(WeightBug):
@@ -536,10 +502,7 @@ class MaskedPaddedVocab(WeightBug):
 
     must_fail = ("numerics.finite", LOGP)
     diagnosis: ClassVar[dict[str, str]] = {"numerics.finite": "must be finite"}
-
-    def patch(self, model: GPT2) -> GPT2:
-        model.__class__ = _MaskedLastIdGPT2
-        return model
+    swap = ("", _MaskedLastIdGPT2)
 
 
 # --- Names, layouts and initialisation as the adapter presents them ---------------------------
@@ -667,10 +630,7 @@ class IndexErrorForBadIds(WeightBug):
 
     must_fail = ("input.token-range", "input.clear-error")
     diagnosis: ClassVar[dict[str, str]] = {"input.token-range": "raised IndexError"}
-
-    def patch(self, model: GPT2) -> GPT2:
-        model.__class__ = _LateIndexErrorGPT2
-        return model
+    swap = ("", _LateIndexErrorGPT2)
 
 
 class _UnvalidatedGPT2(GPT2):
@@ -692,10 +652,7 @@ class NoInputValidation(WeightBug):
         "input.label-values",
         "input.clear-error",
     )
-
-    def patch(self, model: GPT2) -> GPT2:
-        model.__class__ = _UnvalidatedGPT2
-        return model
+    swap = ("", _UnvalidatedGPT2)
 
 
 # --- More head, numerics and validation bugs ----------------------------------------------------
@@ -714,10 +671,7 @@ class HeadReshapedNotTransposed(WeightBug):
     the wrong layout. The adapter reports wte as the head matrix, as the author believes."""
 
     must_fail = ("head.linear-no-bias", LOGP)
-
-    def patch(self, model: GPT2) -> GPT2:
-        model.__class__ = _ReshapedHeadGPT2
-        return model
+    swap = ("", _ReshapedHeadGPT2)
 
     def head_weight(self, module: nn.Module) -> Tensor:
         assert isinstance(module, GPT2)
@@ -748,11 +702,7 @@ class AttentionScoresInBFloat16(WeightBug):
     scales it moves the log-probabilities far beyond float32's tolerance."""
 
     must_fail = (LOGP,)
-
-    def patch(self, model: GPT2) -> GPT2:
-        for block in model.transformer.h:
-            block.attn.__class__ = _LowPrecisionScoresAttention
-        return model
+    swap = ("transformer.h.*.attn", _LowPrecisionScoresAttention)
 
 
 class _QuickGeluMLP(MLP):
@@ -767,11 +717,7 @@ class QuickGelu(WeightBug):
     pre-activations reach realistic sizes."""
 
     must_fail = ("forward.gelu-tanh", LOGP)
-
-    def patch(self, model: GPT2) -> GPT2:
-        for block in model.transformer.h:
-            block.mlp.__class__ = _QuickGeluMLP
-        return model
+    swap = ("transformer.h.*.mlp", _QuickGeluMLP)
 
 
 class _WrapsNegativeIdsGPT2(GPT2):
@@ -791,42 +737,36 @@ class NegativeIdsWrap(WeightBug):
 
     must_fail = ("input.token-range", "model.no-result-for-invalid-input")
     diagnosis: ClassVar[dict[str, str]] = {"input.token-range": "< 0"}
-
-    def patch(self, model: GPT2) -> GPT2:
-        model.__class__ = _WrapsNegativeIdsGPT2
-        return model
+    swap = ("", _WrapsNegativeIdsGPT2)
 
 
-#: Every bug, with the dtype the suite checks it at.
-ALL: dict[type[WeightBug], str] = {
-    bug: "float32"
-    for bug in (
-        UntiedHeadCopy,
-        DeclaredUntiedHead,
-        DetachedHeadGradient,
-        MovedCopyKeepsOriginalMLP,
-        HeadWithBias,
-        TrainableZeroHeadBias,
-        ScaledLogits,
-        ExactGelu,
-        LayerNormEpsilon1e12,
-        NoAttentionScale,
-        PostLayerNorm,
-        NoFinalLayerNorm,
-        HalfWidthMLP,
-        OneBasedPositions,
-        TransposedSquareConv1D,
-        DropoutLeftOn,
-        MaskedPaddedVocab,
-        PrefixlessNames,
-        TransposedEmbeddingExport,
-        TransformersStyleInit,
-        ClampedTokenIds,
-        IndexErrorForBadIds,
-        NoInputValidation,
-        HeadReshapedNotTransposed,
-        AttentionScoresInBFloat16,
-        QuickGelu,
-        NegativeIdsWrap,
-    )
-}
+#: Every bug of this module, in the order listings show them.
+ALL: tuple[type[WeightBug], ...] = (
+    UntiedHeadCopy,
+    DeclaredUntiedHead,
+    DetachedHeadGradient,
+    MovedCopyKeepsOriginalMLP,
+    HeadWithBias,
+    TrainableZeroHeadBias,
+    ScaledLogits,
+    ExactGelu,
+    LayerNormEpsilon1e12,
+    NoAttentionScale,
+    PostLayerNorm,
+    NoFinalLayerNorm,
+    HalfWidthMLP,
+    OneBasedPositions,
+    TransposedSquareConv1D,
+    DropoutLeftOn,
+    MaskedPaddedVocab,
+    PrefixlessNames,
+    TransposedEmbeddingExport,
+    TransformersStyleInit,
+    ClampedTokenIds,
+    IndexErrorForBadIds,
+    NoInputValidation,
+    HeadReshapedNotTransposed,
+    AttentionScoresInBFloat16,
+    QuickGelu,
+    NegativeIdsWrap,
+)

@@ -65,7 +65,23 @@ PEER_NAMES: tuple[str, ...] = (
     "gpt-bigcode",
 )
 
-_TRANSFORMERS = "gpt2_conformance.adapters.transformers_gpt2"
+
+def _transformers_gpt2(
+    name: str, attention: str, *, baseline: bool, zoo_origin: str | None = None
+) -> Builtin:
+    """A built-in of transformers' GPT2LMHeadModel with ``attention`` ("SDPA" or "Eager"): the
+    transformers extra, and every capability but ``input-validation``."""
+    return Builtin(
+        name,
+        f"gpt2_conformance.adapters.transformers_gpt2:Transformers{attention}Adapter",
+        reports_as=f"transformers-{attention.lower()}",
+        baseline=baseline,
+        zoo_origin=zoo_origin,
+        not_claimed=frozenset({"input-validation"}),
+        extra="transformers",
+        requires=("transformers",),
+    )
+
 
 #: Every built-in adapter, GPT-2s first, in the order listings show them.
 TABLE: tuple[Builtin, ...] = (
@@ -83,33 +99,9 @@ TABLE: tuple[Builtin, ...] = (
         baseline=True,
         not_claimed=frozenset({"kv-cache"}) | _OWN_MATRICES,
     ),
-    Builtin(
-        "transformers",
-        f"{_TRANSFORMERS}:TransformersSDPAAdapter",
-        reports_as="transformers-sdpa",
-        zoo_origin="transformers",
-        not_claimed=frozenset({"input-validation"}),
-        extra="transformers",
-        requires=("transformers",),
-    ),
-    Builtin(
-        "transformers-eager",
-        f"{_TRANSFORMERS}:TransformersEagerAdapter",
-        reports_as="transformers-eager",
-        baseline=True,
-        not_claimed=frozenset({"input-validation"}),
-        extra="transformers",
-        requires=("transformers",),
-    ),
-    Builtin(
-        "transformers-sdpa",
-        f"{_TRANSFORMERS}:TransformersSDPAAdapter",
-        reports_as="transformers-sdpa",
-        baseline=True,
-        not_claimed=frozenset({"input-validation"}),
-        extra="transformers",
-        requires=("transformers",),
-    ),
+    _transformers_gpt2("transformers", "SDPA", baseline=False, zoo_origin="transformers"),
+    _transformers_gpt2("transformers-eager", "Eager", baseline=True),
+    _transformers_gpt2("transformers-sdpa", "SDPA", baseline=True),
     *(
         Builtin(
             f"hf:{n}",

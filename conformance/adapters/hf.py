@@ -89,6 +89,20 @@ class HFCausalLMAdapter(TorchModuleAdapter):
         devices: Sequence[str] | None = None,
         dtypes: Sequence[str] | None = None,
     ) -> None:
+        """The adapter of the models that ``factory`` builds.
+
+        Args:
+            factory: builds the model for a suite configuration (float32, CPU; the suite moves
+                it); None when a subclass overrides :meth:`make_module`.
+            name: shown in the run's header and report.
+            tied: declared: is the output head the token-embedding matrix?
+            version: shown in the report (default: the installed transformers version).
+            param_names: own parameter name -> canonical GPT-2 name, a Mapping or a function
+                (``lambda name: name`` when the names are already canonical); claims ``params``
+                and ``checkpoint``.
+            supported_configs: fixed configurations, when the model cannot take any.
+            devices, dtypes: override the defaults (cpu/cuda; float32/bfloat16/float16).
+        """
         self.factory = factory
         if name is not None:
             self.name = name
@@ -203,37 +217,10 @@ class HFCausalLMAdapter(TorchModuleAdapter):
         return {}
 
 
-def hf_causal_lm(
-    factory: ModelFactory,
-    *,
-    name: str,
-    tied: bool = True,
-    version: str | None = None,
-    param_names: Mapping[str, str] | Callable[[str], str | None] | None = None,
-    supported_configs: Sequence[GPT2Config] | None = None,
-    devices: Sequence[str] | None = None,
-    dtypes: Sequence[str] | None = None,
-) -> HFCausalLMAdapter:
+def hf_causal_lm(factory: ModelFactory, *, name: str, **options: Any) -> HFCausalLMAdapter:
     """An adapter for the transformers-style causal LM that ``factory(config, seed)`` builds.
 
-    Args:
-        factory: builds the model for a suite configuration (float32, CPU; the suite moves it).
-        name: shown in the run's header and report.
-        tied: declared: is the output head the token-embedding matrix?
-        version: shown in the report (default: the installed transformers version).
-        param_names: own parameter name -> canonical GPT-2 name, a Mapping or a function
-            (``lambda name: name`` when the names are already canonical); claims ``params``
-            and ``checkpoint``.
-        supported_configs: fixed configurations, when the model cannot take any.
-        devices, dtypes: override the defaults (cpu/cuda; float32/bfloat16/float16).
+    ``name`` is required here (it is shown in the run's header and report); ``options`` are the
+    other keyword arguments of :class:`HFCausalLMAdapter`.
     """
-    return HFCausalLMAdapter(
-        factory,
-        name=name,
-        tied=tied,
-        version=version,
-        param_names=param_names,
-        supported_configs=supported_configs,
-        devices=devices,
-        dtypes=dtypes,
-    )
+    return HFCausalLMAdapter(factory, name=name, **options)

@@ -16,17 +16,17 @@ import dataclasses
 import json
 from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from gpt2_reference import oracle
 from gpt2_spec import GPT2Config
 
-from ..adapter import Adapter, AdapterError, Implementation, Params, Reduction
+from ..adapter import Adapter, AdapterError, Implementation, Params
 
 __all__ = ["NumpyOracleAdapter", "NumpyOracleImplementation"]
 
-IGNORE_INDEX = oracle.IGNORE_INDEX
 WTE = "transformer.wte.weight"
 WEIGHTS_FILE = "model.safetensors"
 CONFIG_FILE = "config.json"
@@ -44,37 +44,14 @@ class NumpyOracleImplementation(Implementation):
         self.config = config
         self.params = params
 
-    def logits(
-        self,
-        tokens: np.ndarray,
-        *,
-        attention_mask: np.ndarray | None = None,
-        position_ids: np.ndarray | None = None,
-    ) -> np.ndarray:
-        return oracle.forward(
-            self.params,
-            self.config,
-            tokens,
-            attention_mask=attention_mask,
-            position_ids=position_ids,
-        ).logits
+    # The masks and the loss options (reduction, ignore_index) go to the oracle as given; its
+    # defaults are the protocol's.
 
-    def loss(
-        self,
-        tokens: np.ndarray,
-        labels: np.ndarray,
-        *,
-        reduction: Reduction = "mean",
-        ignore_index: int = IGNORE_INDEX,
-    ) -> float:
-        return oracle.loss(
-            self.params,
-            self.config,
-            tokens,
-            labels=labels,
-            reduction=reduction,
-            ignore_index=ignore_index,
-        )
+    def logits(self, tokens: np.ndarray, **masks: Any) -> np.ndarray:
+        return oracle.forward(self.params, self.config, tokens, **masks).logits
+
+    def loss(self, tokens: np.ndarray, labels: np.ndarray, **options: Any) -> float:
+        return oracle.loss(self.params, self.config, tokens, labels=labels, **options)
 
     def hidden_states(self, tokens: np.ndarray) -> np.ndarray:
         return oracle.forward(self.params, self.config, tokens).hidden
@@ -98,21 +75,9 @@ class NumpyOracleImplementation(Implementation):
         return self.params[WTE]  # the head multiplies by wte: tied by construction
 
     def gradients(
-        self,
-        tokens: np.ndarray,
-        labels: np.ndarray,
-        *,
-        reduction: Reduction = "mean",
-        ignore_index: int = IGNORE_INDEX,
+        self, tokens: np.ndarray, labels: np.ndarray, **options: Any
     ) -> tuple[float, Mapping[str, np.ndarray]]:
-        result = oracle.gradients(
-            self.params,
-            self.config,
-            tokens,
-            labels=labels,
-            reduction=reduction,
-            ignore_index=ignore_index,
-        )
+        result = oracle.gradients(self.params, self.config, tokens, labels=labels, **options)
         return result.loss, result.grads
 
     def sgd_step(self, tokens: np.ndarray, labels: np.ndarray, *, lr: float) -> None:

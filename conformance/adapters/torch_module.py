@@ -471,18 +471,23 @@ class TorchModuleImplementation(Implementation):
             position_ids=self._optional_ids(position_ids),
         )
 
-    @torch.no_grad()
-    def loss(
+    def _loss(
         self,
         tokens: np.ndarray,
         labels: np.ndarray,
         *,
         reduction: Reduction = "mean",
         ignore_index: int = IGNORE_INDEX,
-    ) -> Any:
+    ) -> torch.Tensor:
+        """The adapter's loss: what ``loss``, ``gradients``, ``embedding_gradients`` and
+        ``sgd_step`` compute, their options passed on to it."""
         return self.adapter.forward_loss(
             self.module, self._ids(tokens), self._ids(labels), reduction, ignore_index
         )
+
+    @torch.no_grad()
+    def loss(self, tokens: np.ndarray, labels: np.ndarray, **options: Any) -> Any:
+        return self._loss(tokens, labels, **options)
 
     @torch.no_grad()
     def hidden_states(self, tokens: np.ndarray) -> Any:
@@ -522,26 +527,23 @@ class TorchModuleImplementation(Implementation):
         return self.adapter.head_weight(self.module).detach()
 
     def gradients(
-        self,
-        tokens: np.ndarray,
-        labels: np.ndarray,
-        *,
-        reduction: Reduction = "mean",
-        ignore_index: int = IGNORE_INDEX,
+        self, tokens: np.ndarray, labels: np.ndarray, **options: Any
     ) -> tuple[Any, Mapping[str, Any]]:
         """The loss and its gradients by canonical name. Without canonical names (``params`` not
         claimed, so ``gradients`` is not claimed either) they are keyed by the module's own
         parameter names, a tied weight once."""
-        module = self.module
-        module.zero_grad(set_to_none=True)
-        with torch.enable_grad():
-            loss = self.adapter.forward_loss(
-                module, self._ids(tokens), self._ids(labels), reduction, ignore_index
-            )
-            loss.backward()
+        loss = self._backward(tokens, labels, **options)
         grads = self._canonical_gradients() if self._canonical else self._own_gradients()
-        module.zero_grad(set_to_none=True)  # the returned tensors are ours now: no copy
+        self.module.zero_grad(set_to_none=True)  # the returned tensors are ours now: no copy
         return loss.detach(), grads
+
+    def _backward(self, tokens: np.ndarray, labels: np.ndarray, **options: Any) -> torch.Tensor:
+        """The loss, with its gradients left in the parameters' ``grad`` (cleared first)."""
+        self.module.zero_grad(set_to_none=True)
+        with torch.enable_grad():
+            loss = self._loss(tokens, labels, **options)
+            loss.backward()
+        return loss
 
     def _own_gradients(self) -> dict[str, torch.Tensor]:
         return {
@@ -567,12 +569,7 @@ class TorchModuleImplementation(Implementation):
 
     def sgd_step(self, tokens: np.ndarray, labels: np.ndarray, *, lr: float) -> None:
         module = self.module
-        module.zero_grad(set_to_none=True)
-        with torch.enable_grad():
-            loss = self.adapter.forward_loss(
-                module, self._ids(tokens), self._ids(labels), "mean", IGNORE_INDEX
-            )
-            loss.backward()
+        self._backward(tokens, labels)  # the mean loss
         with torch.no_grad():
             for p in module.parameters():  # a tied weight is one parameter: updated once
                 if p.grad is not None:
@@ -600,12 +597,7 @@ class TorchModuleImplementation(Implementation):
         target.copy_(value)
 
     def embedding_gradients(
-        self,
-        tokens: np.ndarray,
-        labels: np.ndarray,
-        *,
-        reduction: Reduction = "mean",
-        ignore_index: int = IGNORE_INDEX,
+        self, tokens: np.ndarray, labels: np.ndarray, **options: Any
     ) -> tuple[Any, Mapping[str, Any]]:
         module = self.module
         lookup = self.adapter.input_embedding_module(module)
@@ -615,14 +607,9 @@ class TorchModuleImplementation(Implementation):
             output.retain_grad()
             looked_up.append((args, output))
 
-        module.zero_grad(set_to_none=True)
         handle = lookup.register_forward_hook(keep)
         try:
-            with torch.enable_grad():
-                loss = self.adapter.forward_loss(
-                    module, self._ids(tokens), self._ids(labels), reduction, ignore_index
-                )
-                loss.backward()
+            loss = self._backward(tokens, labels, **options)
         finally:
             handle.remove()
         if len(looked_up) != 1:
