@@ -471,6 +471,59 @@ def profile_lists(root: Path = REPOSITORY, *, write: bool = False) -> list[str]:
     ]
 
 
+# ---- the README's table of suite runs ----------------------------------------------------
+
+RUN_ROW = re.compile(
+    r"^(?P<head>\| `(?P<impls>[\w-]+)`(?: / `(?P<second>[\w-]+)`)? \| .*\| )"
+    r"(?P<times>\d[^|]*) \| (?P<shares>\d[^|]*%) \|$"
+)
+"""A row of the README's table of suite runs: one built-in, or two joined by `` / ``, then the
+verdict, the wall times and the shares spent inside the implementation (``/``-separated)."""
+
+
+def run_row(impls: Sequence[str]) -> tuple[str, str]:
+    """The wall-time and share cells of a run-table row, from the built-ins' committed reports."""
+    reports = [report(name) for name in impls]
+    times = " / ".join(f"{round(r['duration_s'])} s" for r in reports)
+    shares = " / ".join(f"{round(100 * r['timing']['implementation_share'])}%" for r in reports)
+    return times, shares
+
+
+def run_table(root: Path = REPOSITORY, *, write: bool = False) -> list[str]:
+    """Whether the README's table of suite runs states the committed reports' timings.
+
+    Returns the stale rows, as ``README.md:LINE``; with ``write``, puts the reports' wall time
+    and share in their place (nothing else on the line changes). Rows naming a built-in without
+    a committed report are left alone; :func:`report` names the command that writes it."""
+    readme = root / "README.md"
+    lines = _read(readme).splitlines(keepends=True)
+    found: list[str] = []
+    rows = 0
+    for number, line in enumerate(lines, start=1):
+        match = RUN_ROW.match(line.rstrip("\n"))
+        if match is None:
+            continue
+        impls = [match["impls"], *([match["second"]] if match["second"] else [])]
+        if not all((DATA / "reports" / f"{name}.json").is_file() for name in impls):
+            continue
+        rows += 1
+        times, shares = run_row(impls)
+        if (match["times"], match["shares"]) == (times, shares):
+            continue
+        found.append(
+            f"README.md:{number}: the run table says {match['times']}, {match['shares']} for "
+            f"{' / '.join(impls)}; the reports say {times}, {shares} "
+            "(python -m gpt2_evidence.counts --write rewrites it)"
+        )
+        lines[number - 1] = f"{match['head']}{times} | {shares} |\n"
+    if rows == 0:
+        raise CountsError("README.md has no table of suite runs (rows like | `reference` | ...)")
+    if write and found:
+        with readme.open("w", encoding="utf-8", newline="") as handle:
+            handle.write("".join(lines))
+    return found
+
+
 def problems(root: Path = REPOSITORY) -> list[str]:
     """Everything the check lists: stale counts, unchecked counts, claims that match nothing."""
     return (
@@ -483,6 +536,7 @@ def problems(root: Path = REPOSITORY) -> list[str]:
         + [f"claim matches no prose: {c.key}: {c.pattern}" for c in unused_claims(root)]
         + [f"NOT_COUNTS entry matches no prose: {p}" for p in unused_not_counts(root)]
         + profile_lists(root)
+        + run_table(root)
     )
 
 
@@ -510,7 +564,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         for record in stale_evidence():
             print(f"note: committed evidence older than the spec, its counts are its own: {record}")
         if args.write:
-            for fixed in profile_lists(root, write=True):
+            for fixed in profile_lists(root, write=True) + run_table(root, write=True):
                 print(f"rewrote {fixed}")
             for fix in rewrite(root):
                 print(f"rewrote {fix.message(root)}")
