@@ -447,23 +447,26 @@ def test_still_tied_after_an_sgd_step_of_the_own_weights(
     suite: Suite, data: st.DataObject, requirement: str
 ) -> None:
     """One plain SGD step moves the embedding by lr times its whole gradient (lookup + head);
-    afterwards the head is still that matrix, in its weight and in the logits."""
+    afterwards the head is still that matrix, in its weight and in the logits. The step moves no
+    entry of the embedding by more than ``tied.MAX_STEP`` (its own gradient bounds ``lr``)."""
     tied.declared_tied(suite, requirement, profile=True)
     tol = suite.tolerance("self")
     config, impl = strategies.draw_implementation(data, suite, requirement)
     _, tokens, labels, targets = _labelled(data, suite, config, min_length=2, p_ignore_max=0.3)
     assume((targets != IGNORE).any())
-    lr = data.draw(st.sampled_from([0.5, 1.0, 2.0]), label="lr")
     before = _embedding(requirement, impl, config)
     gradient = _gradients(requirement, impl, tokens, labels, config, "mean").embedding
-    checks.call(requirement, f"taking one SGD step (lr={lr})", impl.sgd_step, tokens, labels, lr=lr)
+    lr = tied.draw_sgd_step(data, [gradient])
+    checks.call(
+        requirement, f"taking one SGD step (lr={lr:.3g})", impl.sgd_step, tokens, labels, lr=lr
+    )
     after = _embedding(requirement, impl, config, what=" after the step")
     checks.tensors_agree(
         requirement,
         (before - after) / lr,
         gradient,
         suite.tolerance("gradient"),
-        what=f"the change of the input embedding in one SGD step with lr={lr}, divided by -lr, "
+        what=f"the change of the input embedding in one SGD step with lr={lr:.3g}, divided by -lr, "
         "against its gradient (lookup + head),",
     )
     _head_is(requirement, impl, config, after, tol, after="after one SGD step")
