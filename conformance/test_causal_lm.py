@@ -29,12 +29,12 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pytest
-from hypothesis import assume, given
+from hypothesis import assume
 from hypothesis import strategies as st
 
 from gpt2_conformance import checks, strategies, tied
 from gpt2_conformance.adapter import Implementation
+from gpt2_conformance.properties import checks_requirement
 from gpt2_conformance.suite import Suite
 from gpt2_spec import GPT2Config, spec_definitions
 
@@ -208,9 +208,7 @@ def _labelled(
 # Chapter 2 and 3 through the input embeddings' gradients
 
 
-@pytest.mark.requirement("causality.jacobian-lower-triangular")
-@pytest.mark.capability("loss", "embedding-gradients")
-@given(data=st.data())
+@checks_requirement("causality.jacobian-lower-triangular", needs=("loss", "embedding-gradients"))
 def test_earlier_rows_send_no_gradient_to_later_input_embeddings(
     suite: Suite, data: st.DataObject, requirement: str
 ) -> None:
@@ -244,9 +242,9 @@ def test_earlier_rows_send_no_gradient_to_later_input_embeddings(
         assume(checks.gradient_resolves(requirement, past, limit, what=what))
 
 
-@pytest.mark.requirement("objective.logits-gradient")
-@pytest.mark.capability("loss", "embedding-gradients", "hidden-states")
-@given(data=st.data())
+@checks_requirement(
+    "objective.logits-gradient", needs=("loss", "embedding-gradients", "hidden-states")
+)
 def test_head_gradient_is_softmax_minus_one_hot_times_hidden_states(
     suite: Suite, data: st.DataObject, requirement: str
 ) -> None:
@@ -313,9 +311,7 @@ def _changed_head(
     return new
 
 
-@pytest.mark.requirement("head.tied-to-embedding")
-@pytest.mark.capability("embedding-matrix", "hidden-states")
-@given(data=st.data())
+@checks_requirement("head.tied-to-embedding", needs=("embedding-matrix", "hidden-states"))
 def test_writing_the_embedding_matrix_changes_the_head(
     suite: Suite, data: st.DataObject, requirement: str
 ) -> None:
@@ -326,9 +322,7 @@ def test_writing_the_embedding_matrix_changes_the_head(
     _changed_head(requirement, suite, impl, config, tokens, seed, after="on a fresh model")
 
 
-@pytest.mark.requirement("head.untied-is-declared")
-@pytest.mark.capability("embedding-matrix", "hidden-states")
-@given(data=st.data())
+@checks_requirement("head.untied-is-declared", needs=("embedding-matrix", "hidden-states"))
 def test_a_head_that_behaves_untied_is_declared_untied(
     suite: Suite, data: st.DataObject, requirement: str
 ) -> None:
@@ -385,9 +379,7 @@ def test_a_head_that_behaves_untied_is_declared_untied(
         )
 
 
-@pytest.mark.requirement("head.tied-gradient")
-@pytest.mark.capability("embedding-gradients", "hidden-states")
-@given(data=st.data())
+@checks_requirement("head.tied-gradient", needs=("embedding-gradients", "hidden-states"))
 def test_embedding_gradient_is_lookup_plus_head_contribution(
     suite: Suite, data: st.DataObject, requirement: str
 ) -> None:
@@ -440,9 +432,10 @@ def test_embedding_gradient_is_lookup_plus_head_contribution(
     )
 
 
-@pytest.mark.requirement("head.tied-after-update")
-@pytest.mark.capability("embedding-matrix", "embedding-gradients", "hidden-states", "train-step")
-@given(data=st.data())
+@checks_requirement(
+    "head.tied-after-update",
+    needs=("embedding-matrix", "embedding-gradients", "hidden-states", "train-step"),
+)
 def test_still_tied_after_an_sgd_step_of_the_own_weights(
     suite: Suite, data: st.DataObject, requirement: str
 ) -> None:
@@ -473,9 +466,9 @@ def test_still_tied_after_an_sgd_step_of_the_own_weights(
     _head_follows(requirement, impl, config, tokens, after, before, tol, after="after one SGD step")
 
 
-@pytest.mark.requirement("head.tied-after-save-load")
-@pytest.mark.capability("embedding-matrix", "hidden-states", "save-load")
-@given(data=st.data())
+@checks_requirement(
+    "head.tied-after-save-load", needs=("embedding-matrix", "hidden-states", "save-load")
+)
 def test_still_tied_after_saving_and_loading_the_own_checkpoint(
     suite: Suite, data: st.DataObject, requirement: str
 ) -> None:
@@ -500,9 +493,9 @@ def test_still_tied_after_saving_and_loading_the_own_checkpoint(
     _changed_head(requirement, suite, loaded, config, tokens, seed + 1, after="after save and load")
 
 
-@pytest.mark.requirement("head.tied-after-resize")
-@pytest.mark.capability("embedding-matrix", "hidden-states", "resize-vocab")
-@given(data=st.data())
+@checks_requirement(
+    "head.tied-after-resize", needs=("embedding-matrix", "hidden-states", "resize-vocab")
+)
 def test_still_tied_after_resizing_the_own_vocabulary(
     suite: Suite, data: st.DataObject, requirement: str
 ) -> None:
@@ -527,9 +520,7 @@ def test_still_tied_after_resizing_the_own_vocabulary(
     )
 
 
-@pytest.mark.requirement("head.tied-after-move")
-@pytest.mark.capability("embedding-matrix", "hidden-states", "move")
-@given(data=st.data())
+@checks_requirement("head.tied-after-move", needs=("embedding-matrix", "hidden-states", "move"))
 def test_still_tied_after_moving_the_own_weights(
     suite: Suite, data: st.DataObject, requirement: str
 ) -> None:

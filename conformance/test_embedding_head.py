@@ -20,12 +20,12 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pytest
-from hypothesis import assume, given
+from hypothesis import assume
 from hypothesis import strategies as st
 
 from gpt2_conformance import checks, diagnose, strategies, tied
 from gpt2_conformance.adapter import Implementation, Params, to_numpy
+from gpt2_conformance.properties import checks_requirement
 from gpt2_conformance.suite import Suite
 from gpt2_conformance.timing import oracle
 from gpt2_spec import GPT2Config, spec_definitions
@@ -301,9 +301,7 @@ def _judge_wte_gradient(
 # The embeddings
 
 
-@pytest.mark.requirement("embedding.shapes")
-@pytest.mark.capability("params")
-@given(data=st.data())
+@checks_requirement("embedding.shapes", needs=("params",))
 def test_embeddings_have_one_row_per_token_and_per_position(
     suite: Suite, data: st.DataObject, requirement: str
 ) -> None:
@@ -322,9 +320,7 @@ def test_embeddings_have_one_row_per_token_and_per_position(
             checks.fail(requirement, f"{name} has shape {actual}, expected {shape} ({rows})")
 
 
-@pytest.mark.requirement("embedding.input-sum")
-@pytest.mark.capability("params", "hidden-states")
-@given(data=st.data())
+@checks_requirement("embedding.input-sum", needs=("params", "hidden-states"))
 def test_block_zero_reads_token_row_plus_position_row(
     suite: Suite, data: st.DataObject, requirement: str
 ) -> None:
@@ -431,9 +427,7 @@ def _logits_are_the_head_product(
     )
 
 
-@pytest.mark.requirement("head.linear-no-bias")
-@pytest.mark.capability("hidden-states")
-@given(data=st.data())
+@checks_requirement("head.linear-no-bias", needs=("hidden-states",))
 def test_logits_are_hidden_states_times_the_head_matrix(
     suite: Suite, data: st.DataObject, requirement: str
 ) -> None:
@@ -446,9 +440,7 @@ def test_logits_are_hidden_states_times_the_head_matrix(
     _logits_are_the_head_product(requirement, suite, impl, config, tokens)
 
 
-@pytest.mark.requirement("head.no-bias-after-training")
-@pytest.mark.capability("hidden-states", "train-step")
-@given(data=st.data())
+@checks_requirement("head.no-bias-after-training", needs=("hidden-states", "train-step"))
 def test_logits_stay_the_head_product_after_an_sgd_step(
     suite: Suite, data: st.DataObject, requirement: str
 ) -> None:
@@ -471,9 +463,7 @@ def test_logits_stay_the_head_product_after_an_sgd_step(
     )
 
 
-@pytest.mark.requirement("head.tied-to-embedding")
-@pytest.mark.capability("params")
-@given(data=st.data())
+@checks_requirement("head.tied-to-embedding", needs=("params",))
 def test_changing_wte_changes_the_head(suite: Suite, data: st.DataObject, requirement: str) -> None:
     """set_params() of wte alone: the head's weight and the logits follow at once."""
     tied.declared_tied(suite, requirement)
@@ -498,9 +488,7 @@ def test_changing_wte_changes_the_head(suite: Suite, data: st.DataObject, requir
     _head_is_wte(requirement, impl, config, new, tol, after="after set_params() of wte")
 
 
-@pytest.mark.requirement("head.tied-gradient")
-@pytest.mark.capability("params", "gradients")
-@given(data=st.data())
+@checks_requirement("head.tied-gradient", needs=("params", "gradients"))
 def test_wte_gradient_is_lookup_plus_head_contribution(
     suite: Suite, data: st.DataObject, requirement: str
 ) -> None:
@@ -553,9 +541,7 @@ def test_wte_gradient_is_lookup_plus_head_contribution(
         )
 
 
-@pytest.mark.requirement("head.tied-after-update")
-@pytest.mark.capability("params", "train-step")
-@given(data=st.data())
+@checks_requirement("head.tied-after-update", needs=("params", "train-step"))
 def test_still_tied_after_an_sgd_step(suite: Suite, data: st.DataObject, requirement: str) -> None:
     """One plain SGD step moves the one tensor by lr times the summed gradient; afterwards the
     head is still that tensor and the logits are the oracle's on the updated weights. The step
@@ -616,9 +602,7 @@ def test_still_tied_after_an_sgd_step(suite: Suite, data: st.DataObject, require
     )
 
 
-@pytest.mark.requirement("head.tied-after-save-load")
-@pytest.mark.capability("params", "save-load")
-@given(data=st.data())
+@checks_requirement("head.tied-after-save-load", needs=("params", "save-load"))
 def test_still_tied_after_save_and_load(
     suite: Suite, data: st.DataObject, requirement: str
 ) -> None:
@@ -659,9 +643,7 @@ def test_still_tied_after_save_and_load(
     )
 
 
-@pytest.mark.requirement("head.tied-after-save-load")
-@pytest.mark.capability("checkpoint")
-@given(data=st.data())
+@checks_requirement("head.tied-after-save-load", needs=("checkpoint",))
 def test_checkpoint_without_lm_head_loads_tied(
     suite: Suite, data: st.DataObject, requirement: str
 ) -> None:
@@ -747,9 +729,7 @@ def test_checkpoint_without_lm_head_loads_tied(
         )
 
 
-@pytest.mark.requirement("head.tied-after-resize")
-@pytest.mark.capability("params", "resize-vocab")
-@given(data=st.data())
+@checks_requirement("head.tied-after-resize", needs=("params", "resize-vocab"))
 def test_still_tied_after_resizing_the_vocabulary(
     suite: Suite, data: st.DataObject, requirement: str
 ) -> None:
@@ -793,9 +773,7 @@ def test_still_tied_after_resizing_the_vocabulary(
     )
 
 
-@pytest.mark.requirement("head.tied-after-move")
-@pytest.mark.capability("params", "move")
-@given(data=st.data())
+@checks_requirement("head.tied-after-move", needs=("params", "move"))
 def test_still_tied_after_a_device_or_dtype_move(
     suite: Suite, data: st.DataObject, requirement: str
 ) -> None:
@@ -860,9 +838,7 @@ def test_still_tied_after_a_device_or_dtype_move(
     )
 
 
-@pytest.mark.requirement("head.untied-is-declared")
-@pytest.mark.capability("params")
-@given(data=st.data())
+@checks_requirement("head.untied-is-declared", needs=("params",))
 def test_an_untied_head_is_declared(suite: Suite, data: st.DataObject, requirement: str) -> None:
     """Tiedness by behaviour: change wte (set_params) and see whether the head follows; with
     gradients, see whether wte's gradient holds the head's contribution. An implementation that
