@@ -53,6 +53,19 @@ def _canonical(named: Mapping[str, Any], config: GPT2Config, rid: str) -> Params
     return out
 
 
+def _tied_model(
+    suite: Suite, data: st.DataObject, rid: str, *, gradients: bool = False
+) -> tuple[strategies.Draw, Implementation, Params | None]:
+    """A head.tied-* property's model: the adapter must declare a tied head; then a model is
+    drawn (among those gradients are promised on, with ``gradients``) and built. Returns the
+    draw, the implementation and the canonical weights it was built from."""
+    tied.declared_tied(suite, rid)
+    models = strategies.gradient_models(suite) if gradients else strategies.models(suite)
+    draw = data.draw(models, label="model")
+    impl, params = strategies.build(suite, draw, rid)
+    return draw, impl, params
+
+
 def _read_params(impl: Implementation, config: GPT2Config, rid: str) -> Params:
     return _canonical(checks.call(rid, "reading get_params()", impl.get_params), config, rid)
 
@@ -167,13 +180,21 @@ def _targets(convention: str, labels: np.ndarray) -> np.ndarray:
     return shifted
 
 
-def _leave_out_last_token(
-    config: GPT2Config, tokens: np.ndarray, labels: np.ndarray
-) -> tuple[np.ndarray, np.ndarray]:
-    """Map ids into [0, V - 1): wte's last row then gets the head's contribution alone."""
+def _gradient_batch(
+    suite: Suite, data: st.DataObject, config: GPT2Config
+) -> tuple[str, np.ndarray, np.ndarray]:
+    """``(convention, tokens, labels)``: a labelled batch in the adapter's convention with at
+    least one counted target, its ids mapped into [0, V - 1) so that wte's last row gets the
+    head's contribution alone."""
+    convention = checks.label_convention(suite.adapter)
+    tokens, labels = data.draw(
+        strategies.labelled_batches(config, convention, min_length=4, p_ignore_max=0.3),
+        label="tokens and labels",
+    )
     keep = config.vocab_size - 1
     labels = np.where(labels == S.IGNORE_INDEX, labels, labels % keep)
-    return tokens % keep, labels
+    assume(checks.counted_targets(convention, labels) > 0)
+    return convention, tokens % keep, labels
 
 
 class _OwnOutputs:
@@ -466,10 +487,8 @@ def test_logits_stay_the_head_product_after_an_sgd_step(
 @checks_requirement("head.tied-to-embedding", needs=("params",))
 def test_changing_wte_changes_the_head(suite: Suite, data: st.DataObject, requirement: str) -> None:
     """set_params() of wte alone: the head's weight and the logits follow at once."""
-    tied.declared_tied(suite, requirement)
-    draw = data.draw(strategies.models(suite), label="model")
+    draw, impl, params = _tied_model(suite, data, requirement)
     config = draw.config
-    impl, params = strategies.build(suite, draw, requirement)
     assert params is not None
     tokens = data.draw(strategies.tokens(config, min_length=4), label="tokens")
     tol = suite.tolerance("oracle")
@@ -492,18 +511,10 @@ def test_changing_wte_changes_the_head(suite: Suite, data: st.DataObject, requir
 def test_wte_gradient_is_lookup_plus_head_contribution(
     suite: Suite, data: st.DataObject, requirement: str
 ) -> None:
-    tied.declared_tied(suite, requirement)
-    draw = data.draw(strategies.gradient_models(suite), label="model")
+    draw, impl, params = _tied_model(suite, data, requirement, gradients=True)
     config = draw.config
-    impl, params = strategies.build(suite, draw, requirement)
     assert params is not None
-    convention = checks.label_convention(suite.adapter)
-    tokens, labels = data.draw(
-        strategies.labelled_batches(config, convention, min_length=4, p_ignore_max=0.3),
-        label="tokens and labels",
-    )
-    tokens, labels = _leave_out_last_token(config, tokens, labels)
-    assume(checks.counted_targets(convention, labels) > 0)
+    convention, tokens, labels = _gradient_batch(suite, data, config)
     loss, grads = checks.call(
         requirement, "computing gradients", impl.gradients, tokens, labels, reduction="mean"
     )
@@ -547,17 +558,9 @@ def test_still_tied_after_an_sgd_step(suite: Suite, data: st.DataObject, require
     head is still that tensor and the logits are the oracle's on the updated weights. The step
     moves no weight by more than ``tied.MAX_STEP`` (the oracle's gradients bound ``lr``), so that
     the forward pass after it stays in the domain chapter 7's bounds were measured on."""
-    tied.declared_tied(suite, requirement)
-    draw = data.draw(strategies.gradient_models(suite), label="model")
+    draw, impl, _ = _tied_model(suite, data, requirement, gradients=True)
     config = draw.config
-    impl, _ = strategies.build(suite, draw, requirement)
-    convention = checks.label_convention(suite.adapter)
-    tokens, labels = data.draw(
-        strategies.labelled_batches(config, convention, min_length=4, p_ignore_max=0.3),
-        label="tokens and labels",
-    )
-    tokens, labels = _leave_out_last_token(config, tokens, labels)
-    assume(checks.counted_targets(convention, labels) > 0)
+    convention, tokens, labels = _gradient_batch(suite, data, config)
     before = _read_params(impl, config, requirement)
     grads = oracle.gradients(before, config, tokens, **checks.oracle_labels(convention, labels))
     lr = tied.draw_sgd_step(data, list(grads.grads.values()))
@@ -608,10 +611,8 @@ def test_still_tied_after_save_and_load(
 ) -> None:
     """Save after changing wte, load: the loaded model's head holds the saved wte, and changing
     wte in the loaded model changes its head too."""
-    tied.declared_tied(suite, requirement)
-    draw = data.draw(strategies.models(suite), label="model")
+    draw, impl, params = _tied_model(suite, data, requirement)
     config = draw.config
-    impl, params = strategies.build(suite, draw, requirement)
     assert params is not None
     tokens = data.draw(strategies.tokens(config, min_length=4), label="tokens")
     tol = suite.tolerance("oracle")
@@ -655,10 +656,8 @@ def test_checkpoint_without_lm_head_loads_tied(
 
     from gpt2_reference.checkpoint import save_checkpoint
 
-    tied.declared_tied(suite, requirement)
-    draw = data.draw(strategies.models(suite), label="model")
+    draw, impl, _ = _tied_model(suite, data, requirement)
     config = draw.config
-    impl, _ = strategies.build(suite, draw, requirement)
     source = draw.params or oracle.random_params(config, seed=draw.seed, scale=draw.scale)
     weights = {name: np.asarray(v, dtype=np.float32) for name, v in source.items()}
     tokens = data.draw(strategies.tokens(config, min_length=4), label="tokens")
@@ -733,10 +732,8 @@ def test_checkpoint_without_lm_head_loads_tied(
 def test_still_tied_after_resizing_the_vocabulary(
     suite: Suite, data: st.DataObject, requirement: str
 ) -> None:
-    tied.declared_tied(suite, requirement)
-    draw = data.draw(strategies.models(suite), label="model")
+    draw, impl, _ = _tied_model(suite, data, requirement)
     config = draw.config
-    impl, _ = strategies.build(suite, draw, requirement)
     V = config.vocab_size
     new_V = tied.draw_vocab_size(data, V)
     before = _read_params(impl, config, requirement)
@@ -780,10 +777,8 @@ def test_still_tied_after_a_device_or_dtype_move(
     """Away and back: the copy owns its weights (writing the original's leaves it alone, and
     writing its wte leaves the original alone), its head is its wte, and set_params() of wte
     changes its head too."""
-    tied.declared_tied(suite, requirement)
-    draw = data.draw(strategies.models(suite), label="model")
+    draw, impl, original = _tied_model(suite, data, requirement)
     config = draw.config
-    impl, original = strategies.build(suite, draw, requirement)
     assert original is not None
     tokens = data.draw(strategies.tokens(config, min_length=4), label="tokens")
     self_tol = suite.tolerance("self")
