@@ -105,7 +105,7 @@ def _head_is(
     )
 
 
-def _head_follows(
+def _still_tied(
     rid: str,
     impl: Implementation,
     config: GPT2Config,
@@ -116,8 +116,10 @@ def _head_follows(
     *,
     after: str,
 ) -> None:
-    """The raw logits are H Wᵀ (a bias per vocabulary entry allowed: head.linear-no-bias judges
-    it) for the input embedding ``weight``; a head still holding ``previous`` is named."""
+    """The head is the input embedding ``weight``: its matrix holds ``weight``'s values
+    (:func:`_head_is`) and the raw logits are H Wᵀ (a bias per vocabulary entry allowed:
+    head.linear-no-bias judges it); a head still holding ``previous`` is named."""
+    _head_is(rid, impl, config, weight, tol, after=after)
     logits = checks.logits_of(rid, impl, tokens, vocab_size=config.vocab_size)
     hidden = _hidden(rid, impl, tokens, config)
     expected = hidden @ weight.T
@@ -141,6 +143,16 @@ def _head_follows(
             f"{e:.2e} (tolerance {t:.1e}){note}"
         ),
     )
+
+
+def _tied_model(
+    suite: Suite, data: st.DataObject, requirement: str
+) -> tuple[GPT2Config, Implementation]:
+    """A head.tied-* property's model: the adapter must declare a tied head (the causal-lm
+    profile applies these requirements to declared-tied models only); then one is drawn and
+    built."""
+    tied.declared_tied(suite, requirement, profile=True)
+    return strategies.draw_implementation(data, suite, requirement)
 
 
 @dataclasses.dataclass
@@ -304,8 +316,7 @@ def _changed_head(
     before = _embedding(rid, impl, config, what=f" {after}")
     new = _new_matrix(before, seed)
     _set_embedding(rid, impl, new, what=f" {after}")
-    _head_is(rid, impl, config, new, tol, after=f"{after}, after set_input_embedding()")
-    _head_follows(
+    _still_tied(
         rid, impl, config, tokens, new, before, tol, after=f"{after}, after set_input_embedding()"
     )
     return new
@@ -315,8 +326,7 @@ def _changed_head(
 def test_writing_the_embedding_matrix_changes_the_head(
     suite: Suite, data: st.DataObject, requirement: str
 ) -> None:
-    tied.declared_tied(suite, requirement, profile=True)
-    config, impl = strategies.draw_implementation(data, suite, requirement)
+    config, impl = _tied_model(suite, data, requirement)
     tokens = data.draw(strategies.tokens(config, min_length=2, max_length=MAX_LENGTH), label="x")
     seed = data.draw(st.integers(0, 2**31 - 1), label="seed")
     _changed_head(requirement, suite, impl, config, tokens, seed, after="on a fresh model")
@@ -383,9 +393,8 @@ def test_a_head_that_behaves_untied_is_declared_untied(
 def test_embedding_gradient_is_lookup_plus_head_contribution(
     suite: Suite, data: st.DataObject, requirement: str
 ) -> None:
-    tied.declared_tied(suite, requirement, profile=True)
     tol = suite.tolerance("gradient")
-    config, impl = strategies.draw_implementation(data, suite, requirement)
+    config, impl = _tied_model(suite, data, requirement)
     _, tokens, labels, targets = _labelled(data, suite, config, min_length=2, p_ignore_max=0.3)
     assume((targets != IGNORE).any())
     reduction = data.draw(st.sampled_from(["mean", "sum"]), label="reduction")
@@ -442,9 +451,8 @@ def test_still_tied_after_an_sgd_step_of_the_own_weights(
     """One plain SGD step moves the embedding by lr times its whole gradient (lookup + head);
     afterwards the head is still that matrix, in its weight and in the logits. The step moves no
     entry of the embedding by more than ``tied.MAX_STEP`` (its own gradient bounds ``lr``)."""
-    tied.declared_tied(suite, requirement, profile=True)
     tol = suite.tolerance("self")
-    config, impl = strategies.draw_implementation(data, suite, requirement)
+    config, impl = _tied_model(suite, data, requirement)
     _, tokens, labels, targets = _labelled(data, suite, config, min_length=2, p_ignore_max=0.3)
     assume((targets != IGNORE).any())
     before = _embedding(requirement, impl, config)
@@ -462,8 +470,7 @@ def test_still_tied_after_an_sgd_step_of_the_own_weights(
         what=f"the change of the input embedding in one SGD step with lr={lr:.3g}, divided by -lr, "
         "against its gradient (lookup + head),",
     )
-    _head_is(requirement, impl, config, after, tol, after="after one SGD step")
-    _head_follows(requirement, impl, config, tokens, after, before, tol, after="after one SGD step")
+    _still_tied(requirement, impl, config, tokens, after, before, tol, after="after one SGD step")
 
 
 @checks_requirement(
@@ -472,9 +479,8 @@ def test_still_tied_after_an_sgd_step_of_the_own_weights(
 def test_still_tied_after_saving_and_loading_the_own_checkpoint(
     suite: Suite, data: st.DataObject, requirement: str
 ) -> None:
-    tied.declared_tied(suite, requirement, profile=True)
     tol = suite.tolerance("self")
-    config, impl = strategies.draw_implementation(data, suite, requirement)
+    config, impl = _tied_model(suite, data, requirement)
     tokens = data.draw(strategies.tokens(config, min_length=2, max_length=MAX_LENGTH), label="x")
     seed = data.draw(st.integers(0, 2**31 - 1), label="seed")
     saved = _new_matrix(_embedding(requirement, impl, config), seed)
@@ -488,8 +494,7 @@ def test_still_tied_after_saving_and_loading_the_own_checkpoint(
     checks.tensors_agree(
         requirement, read, saved, tol, what="the input embedding after save and load"
     )
-    _head_is(requirement, loaded, config, read, tol, after="after save and load")
-    _head_follows(requirement, loaded, config, tokens, read, None, tol, after="after save and load")
+    _still_tied(requirement, loaded, config, tokens, read, None, tol, after="after save and load")
     _changed_head(requirement, suite, loaded, config, tokens, seed + 1, after="after save and load")
 
 
@@ -499,9 +504,8 @@ def test_still_tied_after_saving_and_loading_the_own_checkpoint(
 def test_still_tied_after_resizing_the_own_vocabulary(
     suite: Suite, data: st.DataObject, requirement: str
 ) -> None:
-    tied.declared_tied(suite, requirement, profile=True)
     tol = suite.tolerance("self")
-    config, impl = strategies.draw_implementation(data, suite, requirement)
+    config, impl = _tied_model(suite, data, requirement)
     V = config.vocab_size
     new_V = tied.draw_vocab_size(data, V)
     before = _embedding(requirement, impl, config)
@@ -509,9 +513,8 @@ def test_still_tied_after_resizing_the_own_vocabulary(
     resized = dataclasses.replace(config, vocab_size=new_V)
     after = _embedding(requirement, impl, resized, what=" after the resize")
     tied.kept_rows_agree(requirement, after, before, new_V, tol, what="the input embedding")
-    _head_is(requirement, impl, resized, after, tol, after=f"after resizing to {new_V}")
     tokens = data.draw(strategies.tokens(resized, min_length=2, max_length=MAX_LENGTH), label="x")
-    _head_follows(
+    _still_tied(
         requirement, impl, resized, tokens, after, None, tol, after=f"after resizing to {new_V}"
     )
     seed = data.draw(st.integers(0, 2**31 - 1), label="seed")
@@ -524,13 +527,11 @@ def test_still_tied_after_resizing_the_own_vocabulary(
 def test_still_tied_after_moving_the_own_weights(
     suite: Suite, data: st.DataObject, requirement: str
 ) -> None:
-    tied.declared_tied(suite, requirement, profile=True)
     tol = suite.tolerance("self")
-    config, impl = strategies.draw_implementation(data, suite, requirement)
+    config, impl = _tied_model(suite, data, requirement)
     moved, route = tied.move_away_and_back(requirement, suite, impl)
     weight = _embedding(requirement, moved, config, what=f" after {route}")
-    _head_is(requirement, moved, config, weight, tol, after=f"after {route}")
     tokens = data.draw(strategies.tokens(config, min_length=2, max_length=MAX_LENGTH), label="x")
-    _head_follows(requirement, moved, config, tokens, weight, None, tol, after=f"after {route}")
+    _still_tied(requirement, moved, config, tokens, weight, None, tol, after=f"after {route}")
     seed = data.draw(st.integers(0, 2**31 - 1), label="seed")
     _changed_head(requirement, suite, moved, config, tokens, seed, after=f"after moving {route}")
