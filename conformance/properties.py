@@ -2,7 +2,9 @@
 
 A property is a ``test_*`` function of a module ``gpt2_conformance.test_*`` carrying
 ``@pytest.mark.requirement(...)``. Its requirement id is written once, in that marker; the body
-reads it through the :func:`requirement` fixture, so the two cannot disagree.
+reads it through the :func:`requirement` fixture, so the two cannot disagree. The suite's own
+properties declare themselves with :func:`checks_requirement`, one line that gives the marker,
+the capabilities it needs and hypothesis' ``data`` draw.
 
 :func:`discover` is the one place that finds the properties: whatever lists them (the project's
 traceability test, the docs' traceability page, the peers test) reads its records. Each property
@@ -19,12 +21,14 @@ import importlib
 import inspect
 import pkgutil
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from types import ModuleType
-from typing import Any
+from typing import Any, TypeVar
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 PACKAGE = "gpt2_conformance"
 #: The folder of the property modules (``conformance/`` in the repository).
@@ -162,6 +166,26 @@ def by_requirement(properties: list[Property]) -> dict[str, list[Property]]:
         for rid in prop.requirements:
             found.setdefault(rid, []).append(prop)
     return found
+
+
+# ---- declaring a property ---------------------------------------------------------------------
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def checks_requirement(requirement_id: str, *, needs: Sequence[str] = ()) -> Callable[[F], F]:
+    """Declare a property: ``@pytest.mark.requirement(requirement_id)``, ``@pytest.mark.capability
+    (*needs)`` when it needs capabilities, and ``@given(data=st.data())`` (every property draws
+    its examples from ``data``). Its body reads the id from the :func:`requirement` fixture."""
+
+    def declare(function: F) -> F:
+        wrapped = given(data=st.data())(function)
+        if needs:
+            wrapped = pytest.mark.capability(*needs)(wrapped)
+        marked: F = pytest.mark.requirement(requirement_id)(wrapped)
+        return marked
+
+    return declare
 
 
 # ---- the requirement fixture ------------------------------------------------------------------

@@ -29,12 +29,12 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pytest
-from hypothesis import assume, given
+from hypothesis import assume
 from hypothesis import strategies as st
 
 from gpt2_conformance import checks, strategies, tied
 from gpt2_conformance.adapter import Implementation
+from gpt2_conformance.properties import checks_requirement
 from gpt2_conformance.suite import Suite
 from gpt2_spec import GPT2Config, spec_definitions
 
@@ -105,7 +105,7 @@ def _head_is(
     )
 
 
-def _head_follows(
+def _still_tied(
     rid: str,
     impl: Implementation,
     config: GPT2Config,
@@ -116,8 +116,10 @@ def _head_follows(
     *,
     after: str,
 ) -> None:
-    """The raw logits are H Wᵀ (a bias per vocabulary entry allowed: head.linear-no-bias judges
-    it) for the input embedding ``weight``; a head still holding ``previous`` is named."""
+    """The head is the input embedding ``weight``: its matrix holds ``weight``'s values
+    (:func:`_head_is`) and the raw logits are H Wᵀ (a bias per vocabulary entry allowed:
+    head.linear-no-bias judges it); a head still holding ``previous`` is named."""
+    _head_is(rid, impl, config, weight, tol, after=after)
     logits = checks.logits_of(rid, impl, tokens, vocab_size=config.vocab_size)
     hidden = _hidden(rid, impl, tokens, config)
     expected = hidden @ weight.T
@@ -141,6 +143,16 @@ def _head_follows(
             f"{e:.2e} (tolerance {t:.1e}){note}"
         ),
     )
+
+
+def _tied_model(
+    suite: Suite, data: st.DataObject, requirement: str
+) -> tuple[GPT2Config, Implementation]:
+    """A head.tied-* property's model: the adapter must declare a tied head (the causal-lm
+    profile applies these requirements to declared-tied models only); then one is drawn and
+    built."""
+    tied.declared_tied(suite, requirement, profile=True)
+    return strategies.draw_implementation(data, suite, requirement)
 
 
 @dataclasses.dataclass
@@ -208,9 +220,7 @@ def _labelled(
 # Chapter 2 and 3 through the input embeddings' gradients
 
 
-@pytest.mark.requirement("causality.jacobian-lower-triangular")
-@pytest.mark.capability("loss", "embedding-gradients")
-@given(data=st.data())
+@checks_requirement("causality.jacobian-lower-triangular", needs=("loss", "embedding-gradients"))
 def test_earlier_rows_send_no_gradient_to_later_input_embeddings(
     suite: Suite, data: st.DataObject, requirement: str
 ) -> None:
@@ -244,9 +254,9 @@ def test_earlier_rows_send_no_gradient_to_later_input_embeddings(
         assume(checks.gradient_resolves(requirement, past, limit, what=what))
 
 
-@pytest.mark.requirement("objective.logits-gradient")
-@pytest.mark.capability("loss", "embedding-gradients", "hidden-states")
-@given(data=st.data())
+@checks_requirement(
+    "objective.logits-gradient", needs=("loss", "embedding-gradients", "hidden-states")
+)
 def test_head_gradient_is_softmax_minus_one_hot_times_hidden_states(
     suite: Suite, data: st.DataObject, requirement: str
 ) -> None:
@@ -306,29 +316,23 @@ def _changed_head(
     before = _embedding(rid, impl, config, what=f" {after}")
     new = _new_matrix(before, seed)
     _set_embedding(rid, impl, new, what=f" {after}")
-    _head_is(rid, impl, config, new, tol, after=f"{after}, after set_input_embedding()")
-    _head_follows(
+    _still_tied(
         rid, impl, config, tokens, new, before, tol, after=f"{after}, after set_input_embedding()"
     )
     return new
 
 
-@pytest.mark.requirement("head.tied-to-embedding")
-@pytest.mark.capability("embedding-matrix", "hidden-states")
-@given(data=st.data())
+@checks_requirement("head.tied-to-embedding", needs=("embedding-matrix", "hidden-states"))
 def test_writing_the_embedding_matrix_changes_the_head(
     suite: Suite, data: st.DataObject, requirement: str
 ) -> None:
-    tied.declared_tied(suite, requirement, profile=True)
-    config, impl = strategies.draw_implementation(data, suite, requirement)
+    config, impl = _tied_model(suite, data, requirement)
     tokens = data.draw(strategies.tokens(config, min_length=2, max_length=MAX_LENGTH), label="x")
     seed = data.draw(st.integers(0, 2**31 - 1), label="seed")
     _changed_head(requirement, suite, impl, config, tokens, seed, after="on a fresh model")
 
 
-@pytest.mark.requirement("head.untied-is-declared")
-@pytest.mark.capability("embedding-matrix", "hidden-states")
-@given(data=st.data())
+@checks_requirement("head.untied-is-declared", needs=("embedding-matrix", "hidden-states"))
 def test_a_head_that_behaves_untied_is_declared_untied(
     suite: Suite, data: st.DataObject, requirement: str
 ) -> None:
@@ -385,15 +389,12 @@ def test_a_head_that_behaves_untied_is_declared_untied(
         )
 
 
-@pytest.mark.requirement("head.tied-gradient")
-@pytest.mark.capability("embedding-gradients", "hidden-states")
-@given(data=st.data())
+@checks_requirement("head.tied-gradient", needs=("embedding-gradients", "hidden-states"))
 def test_embedding_gradient_is_lookup_plus_head_contribution(
     suite: Suite, data: st.DataObject, requirement: str
 ) -> None:
-    tied.declared_tied(suite, requirement, profile=True)
     tol = suite.tolerance("gradient")
-    config, impl = strategies.draw_implementation(data, suite, requirement)
+    config, impl = _tied_model(suite, data, requirement)
     _, tokens, labels, targets = _labelled(data, suite, config, min_length=2, p_ignore_max=0.3)
     assume((targets != IGNORE).any())
     reduction = data.draw(st.sampled_from(["mean", "sum"]), label="reduction")
@@ -440,45 +441,46 @@ def test_embedding_gradient_is_lookup_plus_head_contribution(
     )
 
 
-@pytest.mark.requirement("head.tied-after-update")
-@pytest.mark.capability("embedding-matrix", "embedding-gradients", "hidden-states", "train-step")
-@given(data=st.data())
+@checks_requirement(
+    "head.tied-after-update",
+    needs=("embedding-matrix", "embedding-gradients", "hidden-states", "train-step"),
+)
 def test_still_tied_after_an_sgd_step_of_the_own_weights(
     suite: Suite, data: st.DataObject, requirement: str
 ) -> None:
     """One plain SGD step moves the embedding by lr times its whole gradient (lookup + head);
-    afterwards the head is still that matrix, in its weight and in the logits."""
-    tied.declared_tied(suite, requirement, profile=True)
+    afterwards the head is still that matrix, in its weight and in the logits. The step moves no
+    entry of the embedding by more than ``tied.MAX_STEP`` (its own gradient bounds ``lr``)."""
     tol = suite.tolerance("self")
-    config, impl = strategies.draw_implementation(data, suite, requirement)
+    config, impl = _tied_model(suite, data, requirement)
     _, tokens, labels, targets = _labelled(data, suite, config, min_length=2, p_ignore_max=0.3)
     assume((targets != IGNORE).any())
-    lr = data.draw(st.sampled_from([0.5, 1.0, 2.0]), label="lr")
     before = _embedding(requirement, impl, config)
     gradient = _gradients(requirement, impl, tokens, labels, config, "mean").embedding
-    checks.call(requirement, f"taking one SGD step (lr={lr})", impl.sgd_step, tokens, labels, lr=lr)
+    lr = tied.draw_sgd_step(data, [gradient])
+    checks.call(
+        requirement, f"taking one SGD step (lr={lr:.3g})", impl.sgd_step, tokens, labels, lr=lr
+    )
     after = _embedding(requirement, impl, config, what=" after the step")
     checks.tensors_agree(
         requirement,
         (before - after) / lr,
         gradient,
         suite.tolerance("gradient"),
-        what=f"the change of the input embedding in one SGD step with lr={lr}, divided by -lr, "
+        what=f"the change of the input embedding in one SGD step with lr={lr:.3g}, divided by -lr, "
         "against its gradient (lookup + head),",
     )
-    _head_is(requirement, impl, config, after, tol, after="after one SGD step")
-    _head_follows(requirement, impl, config, tokens, after, before, tol, after="after one SGD step")
+    _still_tied(requirement, impl, config, tokens, after, before, tol, after="after one SGD step")
 
 
-@pytest.mark.requirement("head.tied-after-save-load")
-@pytest.mark.capability("embedding-matrix", "hidden-states", "save-load")
-@given(data=st.data())
+@checks_requirement(
+    "head.tied-after-save-load", needs=("embedding-matrix", "hidden-states", "save-load")
+)
 def test_still_tied_after_saving_and_loading_the_own_checkpoint(
     suite: Suite, data: st.DataObject, requirement: str
 ) -> None:
-    tied.declared_tied(suite, requirement, profile=True)
     tol = suite.tolerance("self")
-    config, impl = strategies.draw_implementation(data, suite, requirement)
+    config, impl = _tied_model(suite, data, requirement)
     tokens = data.draw(strategies.tokens(config, min_length=2, max_length=MAX_LENGTH), label="x")
     seed = data.draw(st.integers(0, 2**31 - 1), label="seed")
     saved = _new_matrix(_embedding(requirement, impl, config), seed)
@@ -492,20 +494,18 @@ def test_still_tied_after_saving_and_loading_the_own_checkpoint(
     checks.tensors_agree(
         requirement, read, saved, tol, what="the input embedding after save and load"
     )
-    _head_is(requirement, loaded, config, read, tol, after="after save and load")
-    _head_follows(requirement, loaded, config, tokens, read, None, tol, after="after save and load")
+    _still_tied(requirement, loaded, config, tokens, read, None, tol, after="after save and load")
     _changed_head(requirement, suite, loaded, config, tokens, seed + 1, after="after save and load")
 
 
-@pytest.mark.requirement("head.tied-after-resize")
-@pytest.mark.capability("embedding-matrix", "hidden-states", "resize-vocab")
-@given(data=st.data())
+@checks_requirement(
+    "head.tied-after-resize", needs=("embedding-matrix", "hidden-states", "resize-vocab")
+)
 def test_still_tied_after_resizing_the_own_vocabulary(
     suite: Suite, data: st.DataObject, requirement: str
 ) -> None:
-    tied.declared_tied(suite, requirement, profile=True)
     tol = suite.tolerance("self")
-    config, impl = strategies.draw_implementation(data, suite, requirement)
+    config, impl = _tied_model(suite, data, requirement)
     V = config.vocab_size
     new_V = tied.draw_vocab_size(data, V)
     before = _embedding(requirement, impl, config)
@@ -513,9 +513,8 @@ def test_still_tied_after_resizing_the_own_vocabulary(
     resized = dataclasses.replace(config, vocab_size=new_V)
     after = _embedding(requirement, impl, resized, what=" after the resize")
     tied.kept_rows_agree(requirement, after, before, new_V, tol, what="the input embedding")
-    _head_is(requirement, impl, resized, after, tol, after=f"after resizing to {new_V}")
     tokens = data.draw(strategies.tokens(resized, min_length=2, max_length=MAX_LENGTH), label="x")
-    _head_follows(
+    _still_tied(
         requirement, impl, resized, tokens, after, None, tol, after=f"after resizing to {new_V}"
     )
     seed = data.draw(st.integers(0, 2**31 - 1), label="seed")
@@ -524,19 +523,15 @@ def test_still_tied_after_resizing_the_own_vocabulary(
     )
 
 
-@pytest.mark.requirement("head.tied-after-move")
-@pytest.mark.capability("embedding-matrix", "hidden-states", "move")
-@given(data=st.data())
+@checks_requirement("head.tied-after-move", needs=("embedding-matrix", "hidden-states", "move"))
 def test_still_tied_after_moving_the_own_weights(
     suite: Suite, data: st.DataObject, requirement: str
 ) -> None:
-    tied.declared_tied(suite, requirement, profile=True)
     tol = suite.tolerance("self")
-    config, impl = strategies.draw_implementation(data, suite, requirement)
+    config, impl = _tied_model(suite, data, requirement)
     moved, route = tied.move_away_and_back(requirement, suite, impl)
     weight = _embedding(requirement, moved, config, what=f" after {route}")
-    _head_is(requirement, moved, config, weight, tol, after=f"after {route}")
     tokens = data.draw(strategies.tokens(config, min_length=2, max_length=MAX_LENGTH), label="x")
-    _head_follows(requirement, moved, config, tokens, weight, None, tol, after=f"after {route}")
+    _still_tied(requirement, moved, config, tokens, weight, None, tol, after=f"after {route}")
     seed = data.draw(st.integers(0, 2**31 - 1), label="seed")
     _changed_head(requirement, suite, moved, config, tokens, seed, after=f"after moving {route}")

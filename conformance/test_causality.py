@@ -10,11 +10,11 @@ in another order (batch independence). Rows are compared as log-probabilities un
 from __future__ import annotations
 
 import numpy as np
-import pytest
-from hypothesis import assume, given
+from hypothesis import assume
 from hypothesis import strategies as st
 
 from gpt2_conformance import checks, strategies
+from gpt2_conformance.properties import checks_requirement
 from gpt2_conformance.suite import Suite
 from gpt2_spec import spec_definitions
 
@@ -33,8 +33,7 @@ def _positions(changed: np.ndarray) -> str:
     return "tokens " + ", ".join(map(str, where))
 
 
-@pytest.mark.requirement("causality.future-invisible")
-@given(data=st.data())
+@checks_requirement("causality.future-invisible")
 def test_changing_future_tokens_changes_no_earlier_row(
     suite: Suite, data: st.DataObject, requirement: str
 ) -> None:
@@ -84,8 +83,7 @@ def test_changing_future_tokens_changes_no_earlier_row(
         )
 
 
-@pytest.mark.requirement("causality.prefix-consistency")
-@given(data=st.data())
+@checks_requirement("causality.prefix-consistency")
 def test_a_prefix_gives_the_same_rows(suite: Suite, data: st.DataObject, requirement: str) -> None:
     tol = suite.tolerance("self")
     config, implementation = strategies.draw_implementation(data, suite, requirement)
@@ -110,9 +108,7 @@ def test_a_prefix_gives_the_same_rows(suite: Suite, data: st.DataObject, require
         )
 
 
-@pytest.mark.requirement("causality.jacobian-lower-triangular")
-@pytest.mark.capability("loss", "gradients")
-@given(data=st.data())
+@checks_requirement("causality.jacobian-lower-triangular", needs=("loss", "gradients"))
 def test_earlier_rows_send_no_gradient_to_later_positions(
     suite: Suite, data: st.DataObject, requirement: str
 ) -> None:
@@ -156,8 +152,7 @@ def test_earlier_rows_send_no_gradient_to_later_positions(
         assume(checks.gradient_resolves(requirement, past, limit, what=what))
 
 
-@pytest.mark.requirement("causality.batch-independence")
-@given(data=st.data())
+@checks_requirement("causality.batch-independence")
 def test_a_sequence_ignores_the_rest_of_its_batch(
     suite: Suite, data: st.DataObject, requirement: str
 ) -> None:
@@ -211,9 +206,7 @@ def test_a_sequence_ignores_the_rest_of_its_batch(
     )
 
 
-@pytest.mark.requirement("causality.batch-independence")
-@pytest.mark.capability("attention-mask")
-@given(data=st.data())
+@checks_requirement("causality.batch-independence", needs=("attention-mask",))
 def test_a_padded_sequence_ignores_the_rest_of_its_batch(
     suite: Suite, data: st.DataObject, requirement: str
 ) -> None:

@@ -20,12 +20,12 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pytest
-from hypothesis import assume, given
+from hypothesis import assume
 from hypothesis import strategies as st
 
 from gpt2_conformance import checks, diagnose, strategies, tied
 from gpt2_conformance.adapter import Implementation, Params, to_numpy
+from gpt2_conformance.properties import checks_requirement
 from gpt2_conformance.suite import Suite
 from gpt2_conformance.timing import oracle
 from gpt2_spec import GPT2Config, spec_definitions
@@ -51,6 +51,19 @@ def _canonical(named: Mapping[str, Any], config: GPT2Config, rid: str) -> Params
             checks.fail(rid, f"get_params() has no {name}")
         out[name] = checks.array(rid, named[name], what=name, shape=tuple(shape))
     return out
+
+
+def _tied_model(
+    suite: Suite, data: st.DataObject, rid: str, *, gradients: bool = False
+) -> tuple[strategies.Draw, Implementation, Params | None]:
+    """A head.tied-* property's model: the adapter must declare a tied head; then a model is
+    drawn (among those gradients are promised on, with ``gradients``) and built. Returns the
+    draw, the implementation and the canonical weights it was built from."""
+    tied.declared_tied(suite, rid)
+    models = strategies.gradient_models(suite) if gradients else strategies.models(suite)
+    draw = data.draw(models, label="model")
+    impl, params = strategies.build(suite, draw, rid)
+    return draw, impl, params
 
 
 def _read_params(impl: Implementation, config: GPT2Config, rid: str) -> Params:
@@ -167,13 +180,21 @@ def _targets(convention: str, labels: np.ndarray) -> np.ndarray:
     return shifted
 
 
-def _leave_out_last_token(
-    config: GPT2Config, tokens: np.ndarray, labels: np.ndarray
-) -> tuple[np.ndarray, np.ndarray]:
-    """Map ids into [0, V - 1): wte's last row then gets the head's contribution alone."""
+def _gradient_batch(
+    suite: Suite, data: st.DataObject, config: GPT2Config
+) -> tuple[str, np.ndarray, np.ndarray]:
+    """``(convention, tokens, labels)``: a labelled batch in the adapter's convention with at
+    least one counted target, its ids mapped into [0, V - 1) so that wte's last row gets the
+    head's contribution alone."""
+    convention = checks.label_convention(suite.adapter)
+    tokens, labels = data.draw(
+        strategies.labelled_batches(config, convention, min_length=4, p_ignore_max=0.3),
+        label="tokens and labels",
+    )
     keep = config.vocab_size - 1
     labels = np.where(labels == S.IGNORE_INDEX, labels, labels % keep)
-    return tokens % keep, labels
+    assume(checks.counted_targets(convention, labels) > 0)
+    return convention, tokens % keep, labels
 
 
 class _OwnOutputs:
@@ -301,9 +322,7 @@ def _judge_wte_gradient(
 # The embeddings
 
 
-@pytest.mark.requirement("embedding.shapes")
-@pytest.mark.capability("params")
-@given(data=st.data())
+@checks_requirement("embedding.shapes", needs=("params",))
 def test_embeddings_have_one_row_per_token_and_per_position(
     suite: Suite, data: st.DataObject, requirement: str
 ) -> None:
@@ -322,9 +341,7 @@ def test_embeddings_have_one_row_per_token_and_per_position(
             checks.fail(requirement, f"{name} has shape {actual}, expected {shape} ({rows})")
 
 
-@pytest.mark.requirement("embedding.input-sum")
-@pytest.mark.capability("params", "hidden-states")
-@given(data=st.data())
+@checks_requirement("embedding.input-sum", needs=("params", "hidden-states"))
 def test_block_zero_reads_token_row_plus_position_row(
     suite: Suite, data: st.DataObject, requirement: str
 ) -> None:
@@ -431,9 +448,7 @@ def _logits_are_the_head_product(
     )
 
 
-@pytest.mark.requirement("head.linear-no-bias")
-@pytest.mark.capability("hidden-states")
-@given(data=st.data())
+@checks_requirement("head.linear-no-bias", needs=("hidden-states",))
 def test_logits_are_hidden_states_times_the_head_matrix(
     suite: Suite, data: st.DataObject, requirement: str
 ) -> None:
@@ -446,9 +461,7 @@ def test_logits_are_hidden_states_times_the_head_matrix(
     _logits_are_the_head_product(requirement, suite, impl, config, tokens)
 
 
-@pytest.mark.requirement("head.no-bias-after-training")
-@pytest.mark.capability("hidden-states", "train-step")
-@given(data=st.data())
+@checks_requirement("head.no-bias-after-training", needs=("hidden-states", "train-step"))
 def test_logits_stay_the_head_product_after_an_sgd_step(
     suite: Suite, data: st.DataObject, requirement: str
 ) -> None:
@@ -471,15 +484,11 @@ def test_logits_stay_the_head_product_after_an_sgd_step(
     )
 
 
-@pytest.mark.requirement("head.tied-to-embedding")
-@pytest.mark.capability("params")
-@given(data=st.data())
+@checks_requirement("head.tied-to-embedding", needs=("params",))
 def test_changing_wte_changes_the_head(suite: Suite, data: st.DataObject, requirement: str) -> None:
     """set_params() of wte alone: the head's weight and the logits follow at once."""
-    tied.declared_tied(suite, requirement)
-    draw = data.draw(strategies.models(suite), label="model")
+    draw, impl, params = _tied_model(suite, data, requirement)
     config = draw.config
-    impl, params = strategies.build(suite, draw, requirement)
     assert params is not None
     tokens = data.draw(strategies.tokens(config, min_length=4), label="tokens")
     tol = suite.tolerance("oracle")
@@ -498,24 +507,14 @@ def test_changing_wte_changes_the_head(suite: Suite, data: st.DataObject, requir
     _head_is_wte(requirement, impl, config, new, tol, after="after set_params() of wte")
 
 
-@pytest.mark.requirement("head.tied-gradient")
-@pytest.mark.capability("params", "gradients")
-@given(data=st.data())
+@checks_requirement("head.tied-gradient", needs=("params", "gradients"))
 def test_wte_gradient_is_lookup_plus_head_contribution(
     suite: Suite, data: st.DataObject, requirement: str
 ) -> None:
-    tied.declared_tied(suite, requirement)
-    draw = data.draw(strategies.gradient_models(suite), label="model")
+    draw, impl, params = _tied_model(suite, data, requirement, gradients=True)
     config = draw.config
-    impl, params = strategies.build(suite, draw, requirement)
     assert params is not None
-    convention = checks.label_convention(suite.adapter)
-    tokens, labels = data.draw(
-        strategies.labelled_batches(config, convention, min_length=4, p_ignore_max=0.3),
-        label="tokens and labels",
-    )
-    tokens, labels = _leave_out_last_token(config, tokens, labels)
-    assume(checks.counted_targets(convention, labels) > 0)
+    convention, tokens, labels = _gradient_batch(suite, data, config)
     loss, grads = checks.call(
         requirement, "computing gradients", impl.gradients, tokens, labels, reduction="mean"
     )
@@ -553,31 +552,26 @@ def test_wte_gradient_is_lookup_plus_head_contribution(
         )
 
 
-@pytest.mark.requirement("head.tied-after-update")
-@pytest.mark.capability("params", "train-step")
-@given(data=st.data())
+@checks_requirement("head.tied-after-update", needs=("params", "train-step"))
 def test_still_tied_after_an_sgd_step(suite: Suite, data: st.DataObject, requirement: str) -> None:
     """One plain SGD step moves the one tensor by lr times the summed gradient; afterwards the
-    head is still that tensor and the logits are the oracle's on the updated weights."""
-    tied.declared_tied(suite, requirement)
-    draw = data.draw(strategies.gradient_models(suite), label="model")
+    head is still that tensor and the logits are the oracle's on the updated weights. The step
+    moves no weight by more than ``tied.MAX_STEP`` (the oracle's gradients bound ``lr``), so that
+    the forward pass after it stays in the domain chapter 7's bounds were measured on."""
+    draw, impl, _ = _tied_model(suite, data, requirement, gradients=True)
     config = draw.config
-    impl, _ = strategies.build(suite, draw, requirement)
-    convention = checks.label_convention(suite.adapter)
-    tokens, labels = data.draw(
-        strategies.labelled_batches(config, convention, min_length=4, p_ignore_max=0.3),
-        label="tokens and labels",
-    )
-    tokens, labels = _leave_out_last_token(config, tokens, labels)
-    assume(checks.counted_targets(convention, labels) > 0)
-    lr = data.draw(st.sampled_from([0.5, 1.0, 2.0]), label="lr")
-    tol = suite.tolerance("oracle")
+    convention, tokens, labels = _gradient_batch(suite, data, config)
     before = _read_params(impl, config, requirement)
+    grads = oracle.gradients(before, config, tokens, **checks.oracle_labels(convention, labels))
+    lr = tied.draw_sgd_step(data, list(grads.grads.values()))
+    tol = suite.tolerance("oracle")
     own = _OwnOutputs(requirement, suite, impl, config, tokens, before[WTE])
     targets = _targets(convention, labels)
     own_loss = _own_mean_loss(requirement, suite, impl, tokens, labels)
     ratio = None if own_loss is None else own.loss_ratio(requirement, own_loss, targets)
-    checks.call(requirement, f"taking one SGD step (lr={lr})", impl.sgd_step, tokens, labels, lr=lr)
+    checks.call(
+        requirement, f"taking one SGD step (lr={lr:.3g})", impl.sgd_step, tokens, labels, lr=lr
+    )
     named_after = checks.call(requirement, "reading get_params() after the step", impl.get_params)
     after = _canonical(named_after, config, requirement)
     if HEAD in named_after:
@@ -595,7 +589,6 @@ def test_still_tied_after_an_sgd_step(suite: Suite, data: st.DataObject, require
     _head_is_wte(
         requirement, impl, config, after[WTE], suite.tolerance("self"), after="after one SGD step"
     )
-    grads = oracle.gradients(before, config, tokens, **checks.oracle_labels(convention, labels))
     _judge_wte_gradient(
         requirement,
         (before[WTE] - after[WTE]) / lr,
@@ -604,7 +597,7 @@ def test_still_tied_after_an_sgd_step(suite: Suite, data: st.DataObject, require
         targets,
         tokens,
         suite.tolerance("gradient"),
-        what=f"the change of wte in one SGD step with lr={lr}, divided by -lr,",
+        what=f"the change of wte in one SGD step with lr={lr:.3g}, divided by -lr,",
         ratio=ratio,
     )
     _follows_wte(
@@ -612,18 +605,14 @@ def test_still_tied_after_an_sgd_step(suite: Suite, data: st.DataObject, require
     )
 
 
-@pytest.mark.requirement("head.tied-after-save-load")
-@pytest.mark.capability("params", "save-load")
-@given(data=st.data())
+@checks_requirement("head.tied-after-save-load", needs=("params", "save-load"))
 def test_still_tied_after_save_and_load(
     suite: Suite, data: st.DataObject, requirement: str
 ) -> None:
     """Save after changing wte, load: the loaded model's head holds the saved wte, and changing
     wte in the loaded model changes its head too."""
-    tied.declared_tied(suite, requirement)
-    draw = data.draw(strategies.models(suite), label="model")
+    draw, impl, params = _tied_model(suite, data, requirement)
     config = draw.config
-    impl, params = strategies.build(suite, draw, requirement)
     assert params is not None
     tokens = data.draw(strategies.tokens(config, min_length=4), label="tokens")
     tol = suite.tolerance("oracle")
@@ -655,9 +644,7 @@ def test_still_tied_after_save_and_load(
     )
 
 
-@pytest.mark.requirement("head.tied-after-save-load")
-@pytest.mark.capability("checkpoint")
-@given(data=st.data())
+@checks_requirement("head.tied-after-save-load", needs=("checkpoint",))
 def test_checkpoint_without_lm_head_loads_tied(
     suite: Suite, data: st.DataObject, requirement: str
 ) -> None:
@@ -669,10 +656,8 @@ def test_checkpoint_without_lm_head_loads_tied(
 
     from gpt2_reference.checkpoint import save_checkpoint
 
-    tied.declared_tied(suite, requirement)
-    draw = data.draw(strategies.models(suite), label="model")
+    draw, impl, _ = _tied_model(suite, data, requirement)
     config = draw.config
-    impl, _ = strategies.build(suite, draw, requirement)
     source = draw.params or oracle.random_params(config, seed=draw.seed, scale=draw.scale)
     weights = {name: np.asarray(v, dtype=np.float32) for name, v in source.items()}
     tokens = data.draw(strategies.tokens(config, min_length=4), label="tokens")
@@ -743,16 +728,12 @@ def test_checkpoint_without_lm_head_loads_tied(
         )
 
 
-@pytest.mark.requirement("head.tied-after-resize")
-@pytest.mark.capability("params", "resize-vocab")
-@given(data=st.data())
+@checks_requirement("head.tied-after-resize", needs=("params", "resize-vocab"))
 def test_still_tied_after_resizing_the_vocabulary(
     suite: Suite, data: st.DataObject, requirement: str
 ) -> None:
-    tied.declared_tied(suite, requirement)
-    draw = data.draw(strategies.models(suite), label="model")
+    draw, impl, _ = _tied_model(suite, data, requirement)
     config = draw.config
-    impl, _ = strategies.build(suite, draw, requirement)
     V = config.vocab_size
     new_V = tied.draw_vocab_size(data, V)
     before = _read_params(impl, config, requirement)
@@ -789,19 +770,15 @@ def test_still_tied_after_resizing_the_vocabulary(
     )
 
 
-@pytest.mark.requirement("head.tied-after-move")
-@pytest.mark.capability("params", "move")
-@given(data=st.data())
+@checks_requirement("head.tied-after-move", needs=("params", "move"))
 def test_still_tied_after_a_device_or_dtype_move(
     suite: Suite, data: st.DataObject, requirement: str
 ) -> None:
     """Away and back: the copy owns its weights (writing the original's leaves it alone, and
     writing its wte leaves the original alone), its head is its wte, and set_params() of wte
     changes its head too."""
-    tied.declared_tied(suite, requirement)
-    draw = data.draw(strategies.models(suite), label="model")
+    draw, impl, original = _tied_model(suite, data, requirement)
     config = draw.config
-    impl, original = strategies.build(suite, draw, requirement)
     assert original is not None
     tokens = data.draw(strategies.tokens(config, min_length=4), label="tokens")
     self_tol = suite.tolerance("self")
@@ -856,9 +833,7 @@ def test_still_tied_after_a_device_or_dtype_move(
     )
 
 
-@pytest.mark.requirement("head.untied-is-declared")
-@pytest.mark.capability("params")
-@given(data=st.data())
+@checks_requirement("head.untied-is-declared", needs=("params",))
 def test_an_untied_head_is_declared(suite: Suite, data: st.DataObject, requirement: str) -> None:
     """Tiedness by behaviour: change wte (set_params) and see whether the head follows; with
     gradients, see whether wte's gradient holds the head's contribution. An implementation that

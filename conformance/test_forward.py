@@ -13,12 +13,11 @@ from __future__ import annotations
 import math
 
 import numpy as np
-import pytest
-from hypothesis import given
 from hypothesis import strategies as st
 
 from gpt2_conformance import checks, diagnose, strategies
 from gpt2_conformance.adapter import to_numpy
+from gpt2_conformance.properties import checks_requirement
 from gpt2_conformance.suite import Suite
 from gpt2_conformance.timing import oracle
 from gpt2_spec import GPT2Config, spec_definitions
@@ -47,9 +46,7 @@ def _forward_property(
     diagnose.judge_log_probs(rid, params, draw.config, tokens, logits, suite.tolerance("oracle"))
 
 
-@pytest.mark.requirement("forward.pre-layernorm")
-@pytest.mark.capability("params")
-@given(data=st.data())
+@checks_requirement("forward.pre-layernorm", needs=("params",))
 def test_blocks_normalise_the_input_of_each_sublayer(
     suite: Suite, data: st.DataObject, requirement: str
 ) -> None:
@@ -57,9 +54,7 @@ def test_blocks_normalise_the_input_of_each_sublayer(
     _forward_property(suite, data, requirement, (None, 0.1, 0.3))
 
 
-@pytest.mark.requirement("forward.layernorm-epsilon")
-@pytest.mark.capability("params")
-@given(data=st.data())
+@checks_requirement("forward.layernorm-epsilon", needs=("params",))
 def test_layernorm_uses_biased_variance_and_epsilon_1e_5(
     suite: Suite, data: st.DataObject, requirement: str
 ) -> None:
@@ -67,9 +62,7 @@ def test_layernorm_uses_biased_variance_and_epsilon_1e_5(
     _forward_property(suite, data, requirement, (None,))
 
 
-@pytest.mark.requirement("forward.attention-scale")
-@pytest.mark.capability("params")
-@given(data=st.data())
+@checks_requirement("forward.attention-scale", needs=("params",))
 def test_attention_scores_are_scaled_by_one_over_sqrt_head_dim(
     suite: Suite, data: st.DataObject, requirement: str
 ) -> None:
@@ -77,9 +70,7 @@ def test_attention_scores_are_scaled_by_one_over_sqrt_head_dim(
     _forward_property(suite, data, requirement, (0.3, 0.1))
 
 
-@pytest.mark.requirement("forward.gelu-tanh")
-@pytest.mark.capability("params")
-@given(data=st.data())
+@checks_requirement("forward.gelu-tanh", needs=("params",))
 def test_gelu_is_the_tanh_approximation(
     suite: Suite, data: st.DataObject, requirement: str
 ) -> None:
@@ -87,9 +78,7 @@ def test_gelu_is_the_tanh_approximation(
     _forward_property(suite, data, requirement, (0.3,))
 
 
-@pytest.mark.requirement("forward.final-layernorm")
-@pytest.mark.capability("params")
-@given(data=st.data())
+@checks_requirement("forward.final-layernorm", needs=("params",))
 def test_a_final_layernorm_precedes_the_head(
     suite: Suite, data: st.DataObject, requirement: str
 ) -> None:
@@ -123,9 +112,7 @@ def test_a_final_layernorm_precedes_the_head(
         )
 
 
-@pytest.mark.requirement("forward.mlp-width")
-@pytest.mark.capability("params")
-@given(data=st.data())
+@checks_requirement("forward.mlp-width", needs=("params",))
 def test_mlp_maps_d_to_4d_and_back(suite: Suite, data: st.DataObject, requirement: str) -> None:
     """The MLP weights have the 4d shapes, and the forward through them is the spec's."""
     draw = data.draw(strategies.models(suite), label="model")
@@ -209,9 +196,7 @@ def _init_verdict(name: str, values: np.ndarray, n_layer: int) -> str | None:
     return None
 
 
-@pytest.mark.requirement("forward.initialisation")
-@pytest.mark.capability("params")
-@given(data=st.data())
+@checks_requirement("forward.initialisation", needs=("params",))
 def test_own_initialisation_follows_gpt2s_scheme(
     suite: Suite, data: st.DataObject, requirement: str
 ) -> None:

@@ -10,12 +10,11 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
-import pytest
-from hypothesis import given
 from hypothesis import strategies as st
 
 from gpt2_conformance import checks, strategies
 from gpt2_conformance.adapter import Cache
+from gpt2_conformance.properties import checks_requirement
 from gpt2_conformance.suite import Suite
 from gpt2_spec import GPT2Config, spec_definitions
 
@@ -27,8 +26,7 @@ MAX_LENGTH = 32
 # --- The next token is read from the last row ----------------------------------------------------
 
 
-@pytest.mark.requirement("inference.next-token-is-last-row")
-@given(data=st.data())
+@checks_requirement("inference.next-token-is-last-row")
 def test_earlier_rows_are_the_last_rows_of_shorter_contexts(
     suite: Suite, data: st.DataObject, requirement: str
 ) -> None:
@@ -57,9 +55,7 @@ def test_earlier_rows_are_the_last_rows_of_shorter_contexts(
         )
 
 
-@pytest.mark.requirement("inference.next-token-is-last-row")
-@pytest.mark.capability("loss")
-@given(data=st.data())
+@checks_requirement("inference.next-token-is-last-row", needs=("loss",))
 def test_the_last_row_is_what_the_loss_scores_the_next_token_with(
     suite: Suite, data: st.DataObject, requirement: str
 ) -> None:
@@ -93,9 +89,7 @@ def test_the_last_row_is_what_the_loss_scores_the_next_token_with(
         )
 
 
-@pytest.mark.requirement("inference.last-position-only")
-@pytest.mark.capability("last-position")
-@given(data=st.data())
+@checks_requirement("inference.last-position-only", needs=("last-position",))
 def test_last_position_logits_are_the_full_forwards_last_row(
     suite: Suite, data: st.DataObject, requirement: str
 ) -> None:
@@ -176,9 +170,7 @@ def _run_cached(
         start += size
 
 
-@pytest.mark.requirement("inference.kv-cache")
-@pytest.mark.capability("kv-cache")
-@given(data=st.data())
+@checks_requirement("inference.kv-cache", needs=("kv-cache",))
 def test_cached_decoding_equals_the_full_forward(
     suite: Suite, data: st.DataObject, requirement: str
 ) -> None:
@@ -192,9 +184,7 @@ def test_cached_decoding_equals_the_full_forward(
     _run_cached(requirement, implementation, tokens, config, schedule, suite.tolerance("self"))
 
 
-@pytest.mark.requirement("inference.kv-cache")
-@pytest.mark.capability("kv-cache")
-@given(data=st.data())
+@checks_requirement("inference.kv-cache", needs=("kv-cache",))
 def test_one_cache_serves_two_continuations(
     suite: Suite, data: st.DataObject, requirement: str
 ) -> None:
@@ -266,9 +256,7 @@ def _cached_rows_agree(
     )
 
 
-@pytest.mark.requirement("inference.cache-positions")
-@pytest.mark.capability("kv-cache")
-@given(data=st.data())
+@checks_requirement("inference.cache-positions", needs=("kv-cache",))
 def test_new_tokens_continue_the_cached_positions(
     suite: Suite, data: st.DataObject, requirement: str
 ) -> None:
@@ -301,9 +289,7 @@ def test_new_tokens_continue_the_cached_positions(
 # --- Left padding --------------------------------------------------------------------------------
 
 
-@pytest.mark.requirement("inference.left-padding")
-@pytest.mark.capability("attention-mask")
-@given(data=st.data())
+@checks_requirement("inference.left-padding", needs=("attention-mask",))
 def test_left_padding_leaves_real_rows_unchanged(
     suite: Suite, data: st.DataObject, requirement: str
 ) -> None:

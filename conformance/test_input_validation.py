@@ -20,12 +20,11 @@ from collections.abc import Callable
 from typing import Any
 
 import numpy as np
-import pytest
-from hypothesis import given
 from hypothesis import strategies as st
 
 from gpt2_conformance import checks, strategies
 from gpt2_conformance.adapter import Implementation
+from gpt2_conformance.properties import checks_requirement
 from gpt2_conformance.suite import Suite
 from gpt2_spec import GPT2Config, spec_definitions
 
@@ -109,9 +108,7 @@ def _bad_dtypes(tokens: np.ndarray) -> list[tuple[str, np.ndarray]]:
     ]
 
 
-@pytest.mark.requirement("input.integer-tokens")
-@pytest.mark.capability("input-validation")
-@given(data=st.data())
+@checks_requirement("input.integer-tokens", needs=("input-validation",))
 def test_token_ids_must_be_integers(suite: Suite, data: st.DataObject, requirement: str) -> None:
     _, impl, tokens = _valid(data, suite, rid=requirement)
     for bad, array in _bad_dtypes(tokens):
@@ -149,9 +146,7 @@ def _out_of_range(
     return _placed(data, tokens, values)
 
 
-@pytest.mark.requirement("input.token-range")
-@pytest.mark.capability("input-validation")
-@given(data=st.data())
+@checks_requirement("input.token-range", needs=("input-validation",))
 def test_token_ids_outside_the_vocabulary_are_refused(
     suite: Suite, data: st.DataObject, requirement: str
 ) -> None:
@@ -171,9 +166,7 @@ def test_token_ids_outside_the_vocabulary_are_refused(
             )
 
 
-@pytest.mark.requirement("input.context-length")
-@pytest.mark.capability("input-validation")
-@given(data=st.data())
+@checks_requirement("input.context-length", needs=("input-validation",))
 def test_sequences_longer_than_the_context_are_refused(
     suite: Suite, data: st.DataObject, requirement: str
 ) -> None:
@@ -193,9 +186,7 @@ def test_sequences_longer_than_the_context_are_refused(
         )
 
 
-@pytest.mark.requirement("input.context-length")
-@pytest.mark.capability("input-validation", "kv-cache")
-@given(data=st.data())
+@checks_requirement("input.context-length", needs=("input-validation", "kv-cache"))
 def test_a_cache_plus_new_tokens_beyond_the_context_is_refused(
     suite: Suite, data: st.DataObject, requirement: str
 ) -> None:
@@ -240,8 +231,7 @@ def no_result(rid: str, entry: str, bad: str, function: Callable[..., Any], *arg
     )
 
 
-@pytest.mark.requirement("model.no-result-for-invalid-input")
-@given(data=st.data())
+@checks_requirement("model.no-result-for-invalid-input")
 def test_invalid_input_never_yields_a_result(
     suite: Suite, data: st.DataObject, requirement: str
 ) -> None:
@@ -278,9 +268,7 @@ def test_invalid_input_never_yields_a_result(
         )
 
 
-@pytest.mark.requirement("input.empty")
-@pytest.mark.capability("input-validation")
-@given(data=st.data())
+@checks_requirement("input.empty", needs=("input-validation",))
 def test_empty_or_unbatched_input_is_refused(
     suite: Suite, data: st.DataObject, requirement: str
 ) -> None:
@@ -349,9 +337,7 @@ def _bad_label_shapes(tokens: np.ndarray) -> list[tuple[str, np.ndarray]]:
     return cases
 
 
-@pytest.mark.requirement("input.label-shape")
-@pytest.mark.capability("input-validation", "loss")
-@given(data=st.data())
+@checks_requirement("input.label-shape", needs=("input-validation", "loss"))
 def test_labels_must_have_the_tokens_shape_and_integer_dtype(
     suite: Suite, data: st.DataObject, requirement: str
 ) -> None:
@@ -377,9 +363,7 @@ def _bad_label_values(
     return _placed(data, tokens, [V, V + data.draw(st.integers(1, 1000), label="beyond V"), -1, -5])
 
 
-@pytest.mark.requirement("input.label-values")
-@pytest.mark.capability("input-validation", "loss")
-@given(data=st.data())
+@checks_requirement("input.label-values", needs=("input-validation", "loss"))
 def test_labels_outside_the_vocabulary_are_refused(
     suite: Suite, data: st.DataObject, requirement: str
 ) -> None:
@@ -419,9 +403,7 @@ def mentions(message: str, needles: list[str]) -> bool:
     return False
 
 
-@pytest.mark.requirement("input.clear-error")
-@pytest.mark.capability("input-validation")
-@given(data=st.data())
+@checks_requirement("input.clear-error", needs=("input-validation",))
 def test_refusals_are_value_errors_that_name_the_problem(
     suite: Suite, data: st.DataObject, requirement: str
 ) -> None:

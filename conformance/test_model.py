@@ -7,12 +7,11 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
-import pytest
-from hypothesis import given
 from hypothesis import strategies as st
 
 from gpt2_conformance import checks, diagnose, strategies, tied, timing
 from gpt2_conformance.adapter import Implementation, Params, to_numpy
+from gpt2_conformance.properties import checks_requirement
 from gpt2_conformance.suite import Suite
 from gpt2_conformance.timing import oracle
 from gpt2_spec import GPT2Config, spec_definitions
@@ -31,9 +30,7 @@ def _shapes(config: GPT2Config) -> dict[str, tuple[int, ...]]:
     }
 
 
-@pytest.mark.requirement("model.canonical-names")
-@pytest.mark.capability("params")
-@given(data=st.data())
+@checks_requirement("model.canonical-names", needs=("params",))
 def test_parameters_are_exposed_under_the_canonical_names(
     suite: Suite, data: st.DataObject, requirement: str
 ) -> None:
@@ -85,9 +82,7 @@ def _float32(params: Params) -> Params:
     return {name: np.asarray(value, dtype=np.float32) for name, value in params.items()}
 
 
-@pytest.mark.requirement("model.canonical-names")
-@pytest.mark.capability("checkpoint")
-@given(data=st.data())
+@checks_requirement("model.canonical-names", needs=("checkpoint",))
 def test_loader_reads_the_names_that_real_checkpoints_carry(
     suite: Suite, data: st.DataObject, requirement: str
 ) -> None:
@@ -137,9 +132,7 @@ def test_loader_reads_the_names_that_real_checkpoints_carry(
         )
 
 
-@pytest.mark.requirement("model.canonical-layout")
-@pytest.mark.capability("params")
-@given(data=st.data())
+@checks_requirement("model.canonical-layout", needs=("params",))
 def test_parameters_have_the_canonical_layout(
     suite: Suite, data: st.DataObject, requirement: str
 ) -> None:
@@ -179,8 +172,7 @@ def test_parameters_have_the_canonical_layout(
     diagnose.judge_log_probs(requirement, params, config, tokens, logits, tol)
 
 
-@pytest.mark.requirement("model.inputs-unchanged")
-@given(data=st.data())
+@checks_requirement("model.inputs-unchanged")
 def test_inputs_are_left_unchanged(suite: Suite, data: st.DataObject, requirement: str) -> None:
     """Every claimed call leaves the arrays it was given as they were, during the call and after
     it: the suite hands each call read-only copies and compares them with what it gave when the

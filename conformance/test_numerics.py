@@ -4,12 +4,12 @@ oracle under the spec's tolerance table; finite outputs; deterministic outputs."
 from __future__ import annotations
 
 import numpy as np
-import pytest
-from hypothesis import assume, given
+from hypothesis import assume
 from hypothesis import strategies as st
 
 from gpt2_conformance import checks, diagnose, strategies
 from gpt2_conformance.adapter import Implementation, Params
+from gpt2_conformance.properties import checks_requirement
 from gpt2_conformance.strategies import Draw
 from gpt2_conformance.suite import Suite
 from gpt2_conformance.timing import oracle
@@ -19,8 +19,7 @@ S = spec_definitions()
 WTE = "transformer.wte.weight"
 
 
-@pytest.mark.requirement("numerics.tolerance-table")
-@given(data=st.data())
+@checks_requirement("numerics.tolerance-table")
 def test_agreement_holds_across_the_measured_domain(
     suite: Suite, data: st.DataObject, requirement: str
 ) -> None:
@@ -77,9 +76,7 @@ def _log_probs_agree_at_every_scale(
         )
 
 
-@pytest.mark.requirement("numerics.log-probs-match-oracle")
-@pytest.mark.capability("params")
-@given(data=st.data())
+@checks_requirement("numerics.log-probs-match-oracle", needs=("params",))
 def test_log_probabilities_agree_with_the_oracle(
     suite: Suite, data: st.DataObject, requirement: str
 ) -> None:
@@ -105,9 +102,7 @@ def _oracle_batch(
     return config, impl, params, convention, tokens, labels
 
 
-@pytest.mark.requirement("numerics.loss-matches-oracle")
-@pytest.mark.capability("params", "loss")
-@given(data=st.data())
+@checks_requirement("numerics.loss-matches-oracle", needs=("params", "loss"))
 def test_loss_agrees_with_the_oracle(suite: Suite, data: st.DataObject, requirement: str) -> None:
     """Both reductions, with ignored targets, in the adapter's label convention."""
     config, impl, params, convention, tokens, labels = _oracle_batch(
@@ -129,9 +124,7 @@ def test_loss_agrees_with_the_oracle(suite: Suite, data: st.DataObject, requirem
         )
 
 
-@pytest.mark.requirement("numerics.gradients-match-oracle")
-@pytest.mark.capability("params", "gradients")
-@given(data=st.data())
+@checks_requirement("numerics.gradients-match-oracle", needs=("params", "gradients"))
 def test_every_parameter_gradient_agrees_with_the_oracle(
     suite: Suite, data: st.DataObject, requirement: str
 ) -> None:
@@ -168,8 +161,7 @@ def test_every_parameter_gradient_agrees_with_the_oracle(
         )
 
 
-@pytest.mark.requirement("numerics.finite")
-@given(data=st.data())
+@checks_requirement("numerics.finite")
 def test_outputs_for_valid_input_are_finite(
     suite: Suite, data: st.DataObject, requirement: str
 ) -> None:
@@ -202,8 +194,7 @@ def test_outputs_for_valid_input_are_finite(
             checks.array(requirement, value, what=f"the gradient of {name}")
 
 
-@pytest.mark.requirement("numerics.deterministic")
-@given(data=st.data())
+@checks_requirement("numerics.deterministic")
 def test_the_same_input_gives_the_same_output(
     suite: Suite, data: st.DataObject, requirement: str
 ) -> None:

@@ -15,11 +15,11 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
-import pytest
-from hypothesis import assume, given, target
+from hypothesis import assume, target
 from hypothesis import strategies as st
 
 from gpt2_conformance import checks, strategies
+from gpt2_conformance.properties import checks_requirement
 from gpt2_conformance.suite import Suite
 from gpt2_spec import GPT2Config, spec_definitions
 
@@ -127,8 +127,7 @@ def _check_scoring(
 # --- T tokens in, T rows out ---------------------------------------------------------------------
 
 
-@pytest.mark.requirement("objective.one-row-per-position")
-@given(data=st.data())
+@checks_requirement("objective.one-row-per-position")
 def test_one_row_of_logits_per_input_position(
     suite: Suite, data: st.DataObject, requirement: str
 ) -> None:
@@ -139,9 +138,7 @@ def test_one_row_of_logits_per_input_position(
     checks.array(requirement, out, what="logits", shape=(B, T, config.vocab_size))
 
 
-@pytest.mark.requirement("objective.row-predicts-next-token")
-@pytest.mark.capability("loss")
-@given(data=st.data())
+@checks_requirement("objective.row-predicts-next-token", needs=("loss",))
 def test_row_i_is_scored_against_token_i_plus_1(
     suite: Suite, data: st.DataObject, requirement: str
 ) -> None:
@@ -157,9 +154,7 @@ def test_row_i_is_scored_against_token_i_plus_1(
 # --- One term per counted target, sum and mean ---------------------------------------------------
 
 
-@pytest.mark.requirement("objective.one-term-per-target")
-@pytest.mark.capability("loss")
-@given(data=st.data())
+@checks_requirement("objective.one-term-per-target", needs=("loss",))
 def test_one_loss_term_per_counted_target(
     suite: Suite, data: st.DataObject, requirement: str
 ) -> None:
@@ -216,9 +211,7 @@ def test_one_loss_term_per_counted_target(
         )
 
 
-@pytest.mark.requirement("objective.sum-of-terms")
-@pytest.mark.capability("loss")
-@given(data=st.data())
+@checks_requirement("objective.sum-of-terms", needs=("loss",))
 def test_sum_reduction_is_the_sum_of_the_terms(
     suite: Suite, data: st.DataObject, requirement: str
 ) -> None:
@@ -240,9 +233,7 @@ def test_sum_reduction_is_the_sum_of_the_terms(
         )
 
 
-@pytest.mark.requirement("objective.mean-over-counted-targets")
-@pytest.mark.capability("loss")
-@given(data=st.data())
+@checks_requirement("objective.mean-over-counted-targets", needs=("loss",))
 def test_mean_divides_by_the_counted_targets_of_the_batch(
     suite: Suite, data: st.DataObject, requirement: str
 ) -> None:
@@ -302,9 +293,7 @@ def test_mean_divides_by_the_counted_targets_of_the_batch(
     )
 
 
-@pytest.mark.requirement("objective.ignore-index")
-@pytest.mark.capability("loss")
-@given(data=st.data())
+@checks_requirement("objective.ignore-index", needs=("loss",))
 def test_ignored_targets_count_nowhere(suite: Suite, data: st.DataObject, requirement: str) -> None:
     tol = suite.tolerance("self")
     convention, config, implementation, tokens, labels = strategies.draw_labelled_implementation(
@@ -349,9 +338,7 @@ def test_ignored_targets_count_nowhere(suite: Suite, data: st.DataObject, requir
 # --- Two label conventions, one shift ------------------------------------------------------------
 
 
-@pytest.mark.requirement("objective.label-convention-declared")
-@pytest.mark.capability("loss")
-@given(data=st.data())
+@checks_requirement("objective.label-convention-declared", needs=("loss",))
 def test_loss_follows_the_declared_label_convention(
     suite: Suite, data: st.DataObject, requirement: str
 ) -> None:
@@ -364,9 +351,7 @@ def test_loss_follows_the_declared_label_convention(
     )
 
 
-@pytest.mark.requirement("objective.no-double-shift")
-@pytest.mark.capability("loss")
-@given(data=st.data())
+@checks_requirement("objective.no-double-shift", needs=("loss",))
 def test_labels_are_shifted_exactly_once(
     suite: Suite, data: st.DataObject, requirement: str
 ) -> None:
@@ -399,9 +384,7 @@ def test_labels_are_shifted_exactly_once(
 # --- Micro-batches -------------------------------------------------------------------------------
 
 
-@pytest.mark.requirement("objective.microbatch-additivity")
-@pytest.mark.capability("loss")
-@given(data=st.data())
+@checks_requirement("objective.microbatch-additivity", needs=("loss",))
 def test_micro_batch_sums_and_counts_add_up(
     suite: Suite, data: st.DataObject, requirement: str
 ) -> None:
@@ -437,9 +420,7 @@ def test_micro_batch_sums_and_counts_add_up(
         )
 
 
-@pytest.mark.requirement("objective.microbatch-additivity")
-@pytest.mark.capability("loss", "gradients")
-@given(data=st.data())
+@checks_requirement("objective.microbatch-additivity", needs=("loss", "gradients"))
 def test_micro_batch_gradients_add_up(suite: Suite, data: st.DataObject, requirement: str) -> None:
     tol = suite.tolerance("self")
     convention, config, implementation, tokens, labels = strategies.draw_labelled_implementation(
@@ -502,9 +483,7 @@ def _gradient_probes(config: GPT2Config) -> dict[str, tuple[int, ...]]:
 # --- The gradient with respect to the logits -----------------------------------------------------
 
 
-@pytest.mark.requirement("objective.logits-gradient")
-@pytest.mark.capability("loss", "gradients")
-@given(data=st.data())
+@checks_requirement("objective.logits-gradient", needs=("loss", "gradients"))
 def test_logits_gradient_is_softmax_minus_one_hot(
     suite: Suite, data: st.DataObject, requirement: str
 ) -> None:
@@ -569,9 +548,7 @@ def _nothing_counted(
     return tokens, labels
 
 
-@pytest.mark.requirement("objective.no-counted-targets")
-@pytest.mark.capability("loss")
-@given(data=st.data())
+@checks_requirement("objective.no-counted-targets", needs=("loss",))
 def test_zero_counted_targets_give_sum_zero_and_no_mean(
     suite: Suite, data: st.DataObject, requirement: str
 ) -> None:
@@ -603,9 +580,7 @@ def test_zero_counted_targets_give_sum_zero_and_no_mean(
         )
 
 
-@pytest.mark.requirement("objective.no-counted-targets")
-@pytest.mark.capability("loss", "gradients")
-@given(data=st.data())
+@checks_requirement("objective.no-counted-targets", needs=("loss", "gradients"))
 def test_zero_counted_targets_give_zero_gradient(
     suite: Suite, data: st.DataObject, requirement: str
 ) -> None:
@@ -636,9 +611,7 @@ def test_zero_counted_targets_give_zero_gradient(
 _HALF_PRECISION = ("float16", "bfloat16", "half")
 
 
-@pytest.mark.requirement("objective.loss-in-float32")
-@pytest.mark.capability("loss")
-@given(data=st.data())
+@checks_requirement("objective.loss-in-float32", needs=("loss",))
 def test_loss_is_computed_in_at_least_float32(
     suite: Suite, data: st.DataObject, requirement: str
 ) -> None:

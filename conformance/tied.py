@@ -75,6 +75,32 @@ def move_away_and_back(
     return moved, " then ".join(f"{device}/{dtype}" for device, dtype in path)
 
 
+#: The most one SGD step of a head.tied-after-update property may move any parameter. Chapter 7's
+#: bounds were measured on weights of GPT-2's initialisation or of scale 0.1 (0.3 at float32); a
+#: step of ``lr=2`` on trained weights, whose gradients are of order 1, moved an entry by 4.25 and
+#: judged a forward pass far outside that domain. A move of this size keeps the stepped weights
+#: near it, and is still far above every dtype's "self" bound on the head (an untied head falls
+#: behind the embedding by a share of it).
+MAX_STEP = 0.5
+
+
+def bounded_lr(lr: float, gradients: Sequence[np.ndarray]) -> float:
+    """``lr``, made smaller where needed so that a plain SGD step along ``gradients`` moves no
+    entry by more than :data:`MAX_STEP` (``lr`` as it is when the gradients are zero or not
+    finite: the property judges those)."""
+    largest = max((float(np.abs(g).max()) for g in gradients if np.size(g)), default=0.0)
+    if not np.isfinite(largest) or largest * lr <= MAX_STEP:
+        return lr
+    return MAX_STEP / largest
+
+
+def draw_sgd_step(data: st.DataObject, gradients: Sequence[np.ndarray]) -> float:
+    """The learning rate of a property's one SGD step: 0.5, 1 or 2, bounded by
+    :func:`bounded_lr`."""
+    lr: float = data.draw(st.sampled_from([0.5, 1.0, 2.0]), label="lr")
+    return bounded_lr(lr, gradients)
+
+
 def draw_vocab_size(data: st.DataObject, vocab_size: int) -> int:
     """A new vocabulary size for a resize: smaller (down to half) or larger (up to 16 more)."""
     V = vocab_size
