@@ -78,14 +78,21 @@ class TransformersGPT2Adapter(HFCausalLMAdapter):
         )
 
     def build(self, config: GPT2Config, *, params: Any, seed: int, device: str, dtype: str) -> Any:
-        """The base's build; given every canonical weight (the base refuses fewer), the model
-        is made without drawing weights of its own, as ``from_pretrained`` makes it (see
-        :meth:`make_module`): each is overwritten when the given ones are loaded."""
-        self._weights_given = params is not None
-        try:
-            return super().build(config, params=params, seed=seed, device=device, dtype=dtype)
-        finally:
-            self._weights_given = False
+        """The base's build. Given weights, the model is first made without drawing weights of
+        its own, as ``from_pretrained`` makes it (see :meth:`make_module`); when the given
+        weights did not cover all of its weights (a head that is not tied, a weight under a name
+        of its own), what was not overwritten would hold stray memory, so it is made again,
+        initialised as usual."""
+        if params is not None:
+            self._weights_given = True
+            try:
+                built = super().build(config, params=params, seed=seed, device=device, dtype=dtype)
+            finally:
+                self._weights_given = False
+            module = getattr(built, "module", None)
+            if module is not None and set(self.canonical_state_dict(module)) <= set(params):
+                return built
+        return super().build(config, params=params, seed=seed, device=device, dtype=dtype)
 
     def make_module(self, config: GPT2Config, seed: int) -> nn.Module:
         import transformers
