@@ -331,7 +331,9 @@ def _plain_module(kind: type) -> bool:
     )
 
 
-_EMPTY_KINDS = (dict, collections.OrderedDict)
+_EMPTY_KINDS = (dict, collections.OrderedDict, set)
+#: Immutable values ``copy.deepcopy`` returns as they are (a module's flags and sizes).
+_ATOMIC_KINDS = frozenset({type(None), bool, int, float, str, torch.dtype})
 
 
 def deepcopy_module(module: nn.Module, memo: dict[int, Any]) -> nn.Module:
@@ -339,11 +341,13 @@ def deepcopy_module(module: nn.Module, memo: dict[int, Any]) -> nn.Module:
 
     What ``copy.deepcopy`` does with a module is kept: a new object of its class whose state
     (``__getstate__``) is a deep copy of the original's, set through ``__setstate__``; objects
-    reached twice are copied once (``memo``). Two shortcuts: submodules are copied by this
-    function, and an empty ``dict`` or ``OrderedDict`` (a module holds about a dozen, its hooks)
-    becomes a new empty one of its type without going through ``copy``'s generic reconstruction,
-    which took most of the time of copying a small transformers model. A module whose class
-    changes how it is copied or pickled goes through ``copy.deepcopy``.
+    reached twice are copied once (``memo``). Three shortcuts: submodules are copied by this
+    function; an empty ``dict``, ``OrderedDict`` or ``set`` (a module holds about a dozen, its
+    hooks) becomes a new empty one of its type without going through ``copy``'s generic
+    reconstruction, which took most of the time of copying a small transformers model; and an
+    immutable value (a flag, a size, a name) is kept as it is, which is what ``copy.deepcopy``
+    returns for it. A module whose class changes how it is copied or pickled goes through
+    ``copy.deepcopy``.
     """
     known = memo.get(id(module))
     if known is not None:
@@ -356,7 +360,9 @@ def deepcopy_module(module: nn.Module, memo: dict[int, Any]) -> nn.Module:
     memo[id(module)] = new
     state = {}
     for name, value in module.__getstate__().items():
-        if type(value) in _EMPTY_KINDS and not value:
+        if type(value) in _ATOMIC_KINDS:
+            state[name] = value
+        elif type(value) in _EMPTY_KINDS and not value:
             known = memo.get(id(value))
             if known is None:
                 known = memo[id(value)] = type(value)()

@@ -44,6 +44,8 @@ class TransformersGPT2Adapter(HFCausalLMAdapter):
     #: (:func:`~.torch_module.deepcopy_module`); subclasses rebuild unless they declare ``reuse``
     #: (see :func:`~.torch_module.rebuild_unless_declared`).
     reuse = "copy"
+    #: Set while :meth:`build` is given every weight (see :meth:`make_module`).
+    _weights_given = False
     declared_deviations: Mapping[str, str] = {
         "forward.initialisation": "transformers draws wpe from N(0, initializer_range^2) with "
         "initializer_range = 0.02, where the spec follows OpenAI's 0.01 (a variant the spec "
@@ -75,10 +77,38 @@ class TransformersGPT2Adapter(HFCausalLMAdapter):
             attn_implementation=self.attn_implementation,
         )
 
+    def build(self, config: GPT2Config, *, params: Any, seed: int, device: str, dtype: str) -> Any:
+        """The base's build. Given weights, the model is first made without drawing weights of
+        its own, as ``from_pretrained`` makes it (see :meth:`make_module`); when the given
+        weights did not cover all of its weights (a head that is not tied, a weight under a name
+        of its own), what was not overwritten would hold stray memory, so it is made again,
+        initialised as usual."""
+        if params is not None:
+            self._weights_given = True
+            try:
+                built = super().build(config, params=params, seed=seed, device=device, dtype=dtype)
+            finally:
+                self._weights_given = False
+            module = getattr(built, "module", None)
+            if module is not None and set(self.canonical_state_dict(module)) <= set(params):
+                return built
+        return super().build(config, params=params, seed=seed, device=device, dtype=dtype)
+
     def make_module(self, config: GPT2Config, seed: int) -> nn.Module:
         import transformers
 
-        module: Any = transformers.GPT2LMHeadModel(self.hf_config(config))
+        hf_config = self.hf_config(config)
+        skip = _no_init_weights() if self._weights_given else None
+        if skip is None:
+            module: Any = transformers.GPT2LMHeadModel(hf_config)
+        else:
+            # transformers' own way of making a model whose weights are loaded next (its
+            # from_pretrained does the same): no initialiser runs, so the weights hold whatever
+            # memory they got, and the head, which transformers ties at the end of its
+            # initialisation, is tied here as the config says.
+            with skip:
+                module = transformers.GPT2LMHeadModel(hf_config)
+            module.tie_weights()
         module.loss_type = "ForCausalLM"  # its default, named: no warning about guessing it
         return module
 
@@ -130,6 +160,16 @@ class TransformersGPT2Adapter(HFCausalLMAdapter):
         with torch.no_grad():
             self.load_canonical(module, state)
         return module, config
+
+
+def _no_init_weights() -> Any:
+    """transformers' context in which a model is made without initialising its weights (5.0 and
+    later), or None (older versions: the model is initialised as usual)."""
+    try:
+        from transformers.initialization import no_init_weights
+    except ImportError:
+        return None
+    return no_init_weights()
 
 
 class TransformersSDPAAdapter(TransformersGPT2Adapter):
