@@ -822,7 +822,8 @@ def margin_table(rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
             }
         )
     properties.sort(key=lambda p: (-p["worst"], p["property"]))
-    return {"columns": columns, "sources": sources, "properties": properties}
+    dtypes = [r["dtype"] for r in with_margins]
+    return {"columns": columns, "dtypes": dtypes, "sources": sources, "properties": properties}
 
 
 def _where(prop: dict[str, Any]) -> str:
@@ -904,16 +905,43 @@ def render_margins(rows: Sequence[dict[str, Any]]) -> list[str]:
         "",
         margin_svg(table),
         "",
-        "| property | requirements | " + " | ".join(table["columns"]) + " | worst (where) |",
-        "| --- | --- | " + " | ".join("---:" for _ in table["columns"]) + " | --- |",
+        "Where the ten closest met their worst example (replay it with the command under "
+        '"Reproducing", at that seed):',
+        "",
+        *(
+            f"- `{_short(p['property'])}`: {p['worst']:.3f}, {_where(p)}"
+            for p in table["properties"][:10]
+        ),
     ]
-    for prop in table["properties"]:
-        cells = " | ".join("" if m is None else f"{m:.3f}" for m in prop["margins"])
-        lines.append(
-            f"| `{_short(prop['property'])}` | "
-            + ", ".join(f"`{r}`" for r in prop["requirements"])
-            + f" | {cells} | {prop['worst']:.3f} ({_where(prop)}) |"
-        )
+    # One table per dtype, so that each fits the page: its columns are that dtype's
+    # implementations (random and trained weights), its rows the properties with a margin there,
+    # closest to their bound first.
+    for dtype in dict.fromkeys(table["dtypes"]):
+        at = [i for i, d in enumerate(table["dtypes"]) if d == dtype]
+        at.sort(key=lambda i: (table["columns"][i].endswith(" trained"), table["columns"][i]))
+        shown = [
+            (max(m for i in at if (m := p["margins"][i]) is not None), p)
+            for p in table["properties"]
+            if any(p["margins"][i] is not None for i in at)
+        ]
+        shown.sort(key=lambda wp: (-wp[0], wp[1]["property"]))
+        names = [
+            table["columns"][i].removesuffix(f" {dtype}").replace(f" {dtype} ", " ") for i in at
+        ]
+        lines += [
+            "",
+            f"#### {dtype}",
+            "",
+            "| property | requirements | " + " | ".join(names) + " |",
+            "| --- | --- | " + " | ".join("---:" for _ in at) + " |",
+        ]
+        for _, prop in shown:
+            cells = " | ".join("" if (m := prop["margins"][i]) is None else f"{m:.3f}" for i in at)
+            lines.append(
+                f"| `{_short(prop['property'])}` | "
+                + ", ".join(f"`{r}`" for r in prop["requirements"])
+                + f" | {cells} |"
+            )
     lines += [
         "",
         "A blank cell: no session of that column noted a margin for the property: it compares "
