@@ -88,8 +88,9 @@ def bounded_lr(lr: float, gradients: Sequence[np.ndarray]) -> float:
     """``lr``, made smaller where needed so that a plain SGD step along ``gradients`` moves no
     entry by more than :data:`MAX_STEP` (``lr`` as it is when the gradients are zero or not
     finite: the property judges those)."""
-    largest = max((float(np.abs(g).max()) for g in gradients if np.size(g)), default=0.0)
-    if not np.isfinite(largest) or largest * lr <= MAX_STEP:
+    sizes = [float(np.abs(g).max()) for g in gradients if np.size(g)]
+    largest = max(sizes, default=0.0)
+    if not all(np.isfinite(sizes)) or largest * lr <= MAX_STEP:
         return lr
     return MAX_STEP / largest
 

@@ -44,6 +44,8 @@ _LEVEL_LINE = re.compile(
     r"^\*\*Requirement `(?P<id>" + _ID + r")`\*\* · (?P<level>MUST|SHOULD|MAY)"
     r"(?P<profiles>(?:" + _PROFILE_MARK.pattern + r")*)\s*$"
 )
+#: The start of a level line, up to its level (to tell a wrong profile mark from a wrong line).
+_LEVEL_START = re.compile(r"^\*\*Requirement `(?P<id>" + _ID + r")`\*\* · (?:MUST|SHOULD|MAY)\b")
 #: The level line's shape, as the parser's messages show it.
 LEVEL_LINE_SHAPE = (
     "'**Requirement `{id}`** · MUST|SHOULD|MAY', then ' · profile `name`' for each profile "
@@ -142,6 +144,15 @@ def parse_chapter(path: Path) -> list[Requirement]:
         level = _LEVEL_LINE.match(first)
         if not level or level["id"] != match["id"]:
             shape = LEVEL_LINE_SHAPE.format(id=match["id"])
+            start = _LEVEL_START.match(first)
+            if start and start["id"] == match["id"]:
+                # the id and level are right: name what follows them
+                raise SpecFormatError(
+                    f"{path.name}:{number}: requirement {match['id']}: after the level, only "
+                    "' · profile `name`' marks may follow (a name of lowercase letters, digits "
+                    "and '-', in backticks; ' (declared tied only)' after it where that applies); "
+                    f"got {first[start.end() :]!r} in {first!r}"
+                )
             raise SpecFormatError(
                 f"{path.name}:{number}: requirement {match['id']} must be followed by the line "
                 f"{shape}; got {first!r}"

@@ -303,6 +303,18 @@ def test_loss_without_counted_targets(adapter: Adapter) -> None:
     assert float(to_numpy(impl.loss(ids, nothing, reduction="sum"))) == 0.0
 
 
+@pytest.mark.parametrize("name", ["numpy", "reference"])
+def test_a_keyword_outside_the_protocol_is_refused(name: str) -> None:
+    """The loss takes the protocol's options only: a mask (which the oracle underneath would
+    accept) raises TypeError rather than giving a masked loss no other adapter gives."""
+    adapter = _get(name)
+    impl, ids = build(adapter, params_for(adapter)), tokens()
+    with pytest.raises(TypeError):
+        impl.loss(ids, ids, attention_mask=np.ones_like(ids))
+    with pytest.raises(TypeError):
+        impl.gradients(ids, ids, attention_mask=np.ones_like(ids))
+
+
 # ---- gradients and training -----------------------------------------------------------------
 
 

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 
-from gpt2_conformance import checks
+from gpt2_conformance import checks, tied
 
 RID = "causality.jacobian-lower-triangular"
 
@@ -32,3 +33,20 @@ def test_a_gradient_within_the_bound_cannot_resolve_a_leak(
     counted: float, limit: float, resolves: bool
 ) -> None:
     assert checks.gradient_resolves(RID, counted, limit, what="g") is resolves
+
+
+# ---- the bounded SGD step of the head.tied-after-update properties ---------------------------
+
+
+def test_the_sgd_step_is_bounded_by_its_largest_move() -> None:
+    big = np.array([[0.1, -3.0], [2.0, 0.5]])
+    lr = tied.bounded_lr(2.0, [np.array([0.2]), big])
+    assert lr * 3.0 == pytest.approx(tied.MAX_STEP)  # the largest entry moves by MAX_STEP
+    assert tied.bounded_lr(0.5, [np.array([0.2, -0.4])]) == 0.5  # a small step is left alone
+    assert tied.bounded_lr(2.0, [np.zeros((2, 3)), np.zeros(0)]) == 2.0  # nothing to bound
+
+
+def test_a_non_finite_gradient_leaves_the_step_to_the_property_in_any_order() -> None:
+    nan, finite = np.array([np.nan, 1.0]), np.array([3.0])
+    assert tied.bounded_lr(2.0, [nan, finite]) == 2.0
+    assert tied.bounded_lr(2.0, [finite, nan]) == 2.0

@@ -106,7 +106,12 @@ def test_a_failing_definition_reports_its_markdown_line(tmp_path: Path):
         ("### T {#a.b}\n\n**Requirement `a.b`** · MUST · profile x\n", "' · profile `name`'"),
         (
             "### T {#a.b}\n\n**Requirement `a.b`** · MUST · profile `x` (tied only)\n",
-            "must be followed by the line",
+            "after the level, only ' · profile `name`' marks may follow.*got ' · profile `x` "
+            "\\(tied only\\)'",
+        ),
+        (
+            "### T {#a.b}\n\n**Requirement `a.b`** · MUST · profile `causal_lm`\n",
+            "a name of lowercase letters, digits and '-'.*got ' · profile `causal_lm`'",
         ),
         (
             "### T {#a.b}\n\n**Requirement `a.b`** · MUST · profile `gpt2`\n",

@@ -16,14 +16,13 @@ import dataclasses
 import json
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
 from gpt2_reference import oracle
 from gpt2_spec import GPT2Config
 
-from ..adapter import Adapter, AdapterError, Implementation, Params
+from ..adapter import Adapter, AdapterError, Implementation, Params, Reduction
 
 __all__ = ["NumpyOracleAdapter", "NumpyOracleImplementation"]
 
@@ -44,13 +43,28 @@ class NumpyOracleImplementation(Implementation):
         self.config = config
         self.params = params
 
-    # The masks and the loss options (reduction, ignore_index) go to the oracle as given; its
-    # defaults are the protocol's.
+    # The protocol's keywords, by name: the oracle takes more (targets, masks for the loss), and
+    # a caller who passes those here gets a TypeError, as from any other adapter.
 
-    def logits(self, tokens: np.ndarray, **masks: Any) -> np.ndarray:
+    def logits(
+        self,
+        tokens: np.ndarray,
+        *,
+        attention_mask: np.ndarray | None = None,
+        position_ids: np.ndarray | None = None,
+    ) -> np.ndarray:
+        masks = {"attention_mask": attention_mask, "position_ids": position_ids}
         return oracle.forward(self.params, self.config, tokens, **masks).logits
 
-    def loss(self, tokens: np.ndarray, labels: np.ndarray, **options: Any) -> float:
+    def loss(
+        self,
+        tokens: np.ndarray,
+        labels: np.ndarray,
+        *,
+        reduction: Reduction = "mean",
+        ignore_index: int = oracle.IGNORE_INDEX,
+    ) -> float:
+        options = {"reduction": reduction, "ignore_index": ignore_index}
         return oracle.loss(self.params, self.config, tokens, labels=labels, **options)
 
     def hidden_states(self, tokens: np.ndarray) -> np.ndarray:
@@ -75,8 +89,14 @@ class NumpyOracleImplementation(Implementation):
         return self.params[WTE]  # the head multiplies by wte: tied by construction
 
     def gradients(
-        self, tokens: np.ndarray, labels: np.ndarray, **options: Any
+        self,
+        tokens: np.ndarray,
+        labels: np.ndarray,
+        *,
+        reduction: Reduction = "mean",
+        ignore_index: int = oracle.IGNORE_INDEX,
     ) -> tuple[float, Mapping[str, np.ndarray]]:
+        options = {"reduction": reduction, "ignore_index": ignore_index}
         result = oracle.gradients(self.params, self.config, tokens, labels=labels, **options)
         return result.loss, result.grads
 
