@@ -797,6 +797,21 @@ def _short(prop: str) -> str:
     return f"{Path(path).stem}::{name}" if name else prop
 
 
+#: The margins tables' short column names for the built-in baselines.
+_SHORT_IMPLS = {
+    "reference": "ref",
+    "numpy": "numpy",
+    "transformers-eager": "eager",
+    "transformers-sdpa": "sdpa",
+}
+
+
+def _short_column(column: str, dtype: str) -> str:
+    """``transformers-sdpa float32 trained`` in the float32 table: ``sdpa+t``."""
+    impl, _, rest = column.partition(f" {dtype}")
+    return _SHORT_IMPLS.get(impl, impl) + ("+t" if rest.strip() == "trained" else "")
+
+
 def margin_table(rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
     """The worst margin per property and campaign row: ``columns`` (one per row with margins),
     ``properties`` (worst first: name, requirements, the margin per column, the worst and where).
@@ -914,8 +929,14 @@ def render_margins(rows: Sequence[dict[str, Any]]) -> list[str]:
         ),
     ]
     # One table per dtype, so that each fits the page: its columns are that dtype's
-    # implementations (random and trained weights), its rows the properties with a margin there,
-    # closest to their bound first.
+    # implementations (random and trained weights) under short names, its rows the properties
+    # with a margin there, closest to their bound first, each with its requirements below it.
+    lines += [
+        "",
+        "Per dtype, each property with the requirements it checks below it; columns "
+        + ", ".join(f"*{short}* = `{name}`" for name, short in _SHORT_IMPLS.items())
+        + ", *+t* = with the trained checkpoint.",
+    ]
     for dtype in dict.fromkeys(table["dtypes"]):
         at = [i for i, d in enumerate(table["dtypes"]) if d == dtype]
         at.sort(key=lambda i: (table["columns"][i].endswith(" trained"), table["columns"][i]))
@@ -925,20 +946,19 @@ def render_margins(rows: Sequence[dict[str, Any]]) -> list[str]:
             if any(p["margins"][i] is not None for i in at)
         ]
         shown.sort(key=lambda wp: (-wp[0], wp[1]["property"]))
-        names = [
-            table["columns"][i].removesuffix(f" {dtype}").replace(f" {dtype} ", " ") for i in at
-        ]
+        names = [_short_column(table["columns"][i], dtype) for i in at]
         lines += [
             "",
             f"#### {dtype}",
             "",
-            "| property | requirements | " + " | ".join(names) + " |",
-            "| --- | --- | " + " | ".join("---:" for _ in at) + " |",
+            "| property (requirements) | " + " | ".join(names) + " |",
+            "| --- | " + " | ".join("---:" for _ in at) + " |",
         ]
         for _, prop in shown:
             cells = " | ".join("" if (m := prop["margins"][i]) is None else f"{m:.3f}" for i in at)
             lines.append(
-                f"| `{_short(prop['property'])}` | "
+                # property names are unique across the modules: the module is left out here
+                f"| `{_short(prop['property']).partition('::')[2]}`<br>"
                 + ", ".join(f"`{r}`" for r in prop["requirements"])
                 + f" | {cells} |"
             )

@@ -334,8 +334,9 @@ def test_the_margins_table_takes_the_worst_over_sessions_per_column() -> None:
     assert "above the goal of 0.5: `t::a` (0.700)" in markdown
     assert "| float32 (trained) |" in markdown
     # one margins table per dtype, random weights' columns before trained ones
-    assert "#### float32\n\n| property | requirements | reference | reference trained |" in markdown
-    assert "| `t::a` | `r.a` | 0.700 | 0.100 |" in markdown
+    assert "#### float32\n\n| property (requirements) | ref | ref+t |" in markdown
+    assert "| `a`<br>`r.a` | 0.700 | 0.100 |" in markdown
+    assert "*ref* = `reference`" in markdown
     assert "- `t::a`: 0.700, reference float32, seed 1" in markdown
 
 
