@@ -10,8 +10,10 @@ masks and micro-batch splits are drawn against a configuration.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import itertools
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 import numpy as np
 from hypothesis import strategies as st
@@ -25,6 +27,54 @@ from .suite import WIDE_MODEL_LENGTH, Suite
 S = spec_definitions()
 IGNORE_INDEX = int(S.IGNORE_INDEX)
 MAX_POSITIONS = int(S.DOMAIN["max_positions"])
+
+F = TypeVar("F", bound=Callable[..., Any])
+#: Strategies :func:`reused` keeps (per factory); past this many the oldest half is dropped.
+REUSED_KEPT = 2048
+
+
+def reused(factory: F) -> F:
+    """``factory`` (a function returning a strategy) memoised on its arguments.
+
+    A strategy is an immutable description of what to draw, so equal arguments give strategies
+    that draw alike, and one object can serve every example. Hypothesis validates each new
+    strategy object on its first draw (its emptiness and caching properties, computed
+    recursively); the properties ask for a few strategies per example, so making them afresh
+    cost about 3% of a ``ci`` run. A :class:`Suite` argument counts by identity (the kept
+    strategy holds it, so its identity is not reused while kept); unhashable arguments skip
+    the memo.
+    """
+    kept: dict[Any, Any] = {}
+
+    @functools.wraps(factory)
+    def memoised(*args: Any, **kwargs: Any) -> Any:
+        key = (
+            tuple(_identity(a) for a in args),
+            tuple(sorted((k, _identity(v)) for k, v in kwargs.items())),
+        )
+        try:
+            return kept[key]
+        except KeyError:
+            pass
+        except TypeError:  # an unhashable argument (a list, an array): a new strategy
+            return factory(*args, **kwargs)
+        if len(kept) >= REUSED_KEPT:
+            for old in list(kept)[: REUSED_KEPT // 2]:
+                del kept[old]
+        strategy = kept[key] = factory(*args, **kwargs)
+        return strategy
+
+    return memoised  # type: ignore[return-value]
+
+
+def _identity(value: Any) -> Any:
+    return ("suite", id(value)) if isinstance(value, Suite) else value
+
+
+@reused
+def sampled(values: tuple[Any, ...]) -> st.SearchStrategy[Any]:
+    """``st.sampled_from(values)``, one object per tuple of values."""
+    return st.sampled_from(values)
 
 
 def longest_row(config: GPT2Config, max_length: int | None = None, min_length: int = 1) -> int:
@@ -55,6 +105,7 @@ def _seed(draw: st.DrawFn, suite: Suite) -> int:
     return draw(st.integers(0, 2**31 - 1))
 
 
+@reused
 @st.composite
 def configs(draw: st.DrawFn, suite: Suite, *, min_positions: int = 4) -> GPT2Config:
     """A configuration the implementation supports: the checkpoint's, one the adapter declares,
@@ -67,21 +118,21 @@ def configs(draw: st.DrawFn, suite: Suite, *, min_positions: int = 4) -> GPT2Con
     if suite.shape is not None:
         return suite.shape
     if suite.pool is not None:
-        return draw(st.sampled_from(_pooled(suite.pool, min_positions)))
-    n_head = draw(st.sampled_from([1, 2, 4]))
+        return draw(sampled(_pooled(suite.pool, min_positions)))
+    n_head = draw(sampled((1, 2, 4)))
     return GPT2Config(
         vocab_size=draw(st.integers(5, 97)),
         n_positions=draw(st.integers(max(min_positions, 8), MAX_POSITIONS)),
-        n_embd=n_head * draw(st.sampled_from([4, 8, 16])),
+        n_embd=n_head * draw(sampled((4, 8, 16))),
         n_layer=draw(st.integers(1, 3)),
         n_head=n_head,
     )
 
 
-def _pooled(pool: tuple[GPT2Config, ...], min_positions: int) -> list[GPT2Config]:
+def _pooled(pool: tuple[GPT2Config, ...], min_positions: int) -> tuple[GPT2Config, ...]:
     """The pool's configurations with at least ``min_positions`` positions (in the pool's order,
     smallest first: hypothesis shrinks towards the first)."""
-    usable = [config for config in pool if config.n_positions >= min_positions]
+    usable = tuple(config for config in pool if config.n_positions >= min_positions)
     if not usable:
         raise ValueError(
             f"no configuration of the pool has {min_positions} positions or more: "
@@ -104,6 +155,7 @@ class Draw:
         return f"Draw({self.config}, scale={scale}, seed={self.seed})"
 
 
+@reused
 @st.composite
 def models(draw: st.DrawFn, suite: Suite) -> Draw:
     """A configuration plus weights: drawn, or the checkpoint's when --checkpoint is given."""
@@ -115,10 +167,11 @@ def _model(draw: st.DrawFn, suite: Suite, scales: tuple[float | None, ...]) -> D
     config = draw(configs(suite))
     if suite.checkpoint is not None:
         return Draw(config, None, 0, suite.checkpoint[1])
-    scale = draw(st.sampled_from(scales))
+    scale = draw(sampled(tuple(scales)))
     return Draw(config, scale, _seed(draw, suite))
 
 
+@reused
 @st.composite
 def tokens(
     draw: st.DrawFn,
@@ -137,6 +190,7 @@ def tokens(
     return np.random.default_rng(seed).integers(0, config.vocab_size, (batch, length))
 
 
+@reused
 @st.composite
 def ignore_masks(draw: st.DrawFn, shape: tuple[int, ...], *, p_max: float = 0.5) -> np.ndarray:
     """A boolean mask of label positions to replace by ignore_index (possibly none, never all
@@ -150,6 +204,7 @@ def with_ignored(labels: np.ndarray, mask: np.ndarray) -> np.ndarray:
     return np.where(mask, IGNORE_INDEX, labels)
 
 
+@reused
 @st.composite
 def splits(draw: st.DrawFn, size: int) -> list[int]:
     """Sorted cut points that split ``range(size)`` into at least two non-empty parts."""
@@ -159,6 +214,7 @@ def splits(draw: st.DrawFn, size: int) -> list[int]:
     return sorted(cuts)
 
 
+@reused
 @st.composite
 def labelled_batches(
     draw: st.DrawFn,
@@ -185,6 +241,7 @@ def labelled_batches(
     return tokens, with_ignored(labels, mask)
 
 
+@reused
 @st.composite
 def chunk_sizes(draw: st.DrawFn, total: int) -> list[int]:
     """Positive sizes adding up to ``total``: how new tokens are fed to a cache, call by call."""
@@ -197,6 +254,7 @@ def chunk_sizes(draw: st.DrawFn, total: int) -> list[int]:
     return [b - a for a, b in itertools.pairwise(edges)]
 
 
+@reused
 @st.composite
 def left_padded(
     draw: st.DrawFn, config: GPT2Config, *, max_batch: int = 3, max_length: int = 32
@@ -221,6 +279,7 @@ def left_padded(
     return sequences, tokens, mask
 
 
+@reused
 @st.composite
 def gradient_models(draw: st.DrawFn, suite: Suite) -> Draw:
     """Like :func:`models`, on the weight scales where the spec promises gradient comparisons
@@ -228,6 +287,7 @@ def gradient_models(draw: st.DrawFn, suite: Suite) -> Draw:
     return _model(draw, suite, suite.gradient_weight_scales)
 
 
+@reused
 @st.composite
 def models_at(draw: st.DrawFn, suite: Suite, prefer: tuple[float | None, ...]) -> Draw:
     """Like :func:`models`, with the weight scale drawn from ``prefer`` (the scales that expose a
@@ -237,10 +297,11 @@ def models_at(draw: st.DrawFn, suite: Suite, prefer: tuple[float | None, ...]) -
     if suite.checkpoint is not None:
         return Draw(config, None, 0, suite.checkpoint[1])
     scales = [s for s in suite.weight_scales if s in prefer] or list(suite.weight_scales)
-    scale = draw(st.sampled_from(scales))
+    scale = draw(sampled(tuple(scales)))
     return Draw(config, scale, _seed(draw, suite))
 
 
+@reused
 @st.composite
 def init_configs(draw: st.DrawFn, suite: Suite) -> GPT2Config:
     """Configurations wide enough for sample statistics of an initialisation (every weight matrix
@@ -251,11 +312,11 @@ def init_configs(draw: st.DrawFn, suite: Suite) -> GPT2Config:
         or suite.shape is not None
     ):
         return draw(configs(suite))
-    n_head = draw(st.sampled_from([1, 2, 4]))
+    n_head = draw(sampled((1, 2, 4)))
     return GPT2Config(
         vocab_size=draw(st.integers(64, 97)),
         n_positions=draw(st.integers(32, MAX_POSITIONS)),
-        n_embd=draw(st.sampled_from([32, 64])),
+        n_embd=draw(sampled((32, 64))),
         n_layer=draw(st.integers(1, 3)),
         n_head=n_head,
     )

@@ -394,3 +394,54 @@ def test_the_built_in_adapters_copy_and_their_subclasses_rebuild_unless_they_say
     # The zoo patches the modules it builds (closures over the original module): rebuilt.
     assert CausalLeak.reuse == HFBug.reuse == Counting.reuse == "rebuild"
     assert LogitsMemoisedOnTokens.reuse == Copying.reuse == FixedCopying.reuse == "copy"
+
+
+# ---- strategies made once per set of arguments --------------------------------------------------
+
+
+def test_a_strategy_is_made_once_per_set_of_arguments() -> None:
+    adapter = Counting()
+    suite, other = Suite(adapter, pool=POOL), Suite(adapter, pool=POOL)
+    assert suite == other  # equal dataclasses, but strategies are kept per suite object
+    assert strategies.models(suite) is strategies.models(suite)
+    assert strategies.models(suite) is not strategies.models(other)
+    assert strategies.tokens(CONFIG, max_batch=2) is strategies.tokens(CONFIG, max_batch=2)
+    assert strategies.tokens(CONFIG, max_batch=2) is not strategies.tokens(CONFIG, max_batch=3)
+    assert strategies.tokens(CONFIG) is not strategies.tokens(OTHER)
+    assert strategies.sampled((1, 2)) is strategies.sampled((1, 2))
+    # an unhashable argument gets a new strategy each time, which still draws
+    shape_as_list: Any = [2, 3]
+    assert strategies.ignore_masks(shape_as_list) is not strategies.ignore_masks(shape_as_list)
+
+
+def test_a_kept_strategy_reads_the_suite_when_it_draws() -> None:
+    suite = Suite(Counting(), pool=POOL)
+    kept = strategies.configs(suite)
+
+    @settings(max_examples=10, deadline=None, database=None, derandomize=True)
+    @given(data=st.data())
+    def draws(data: st.DataObject, seen: set[GPT2Config]) -> None:
+        seen.add(data.draw(kept))
+
+    before: set[GPT2Config] = set()
+    draws(seen=before)
+    assert before <= set(POOL)
+    suite.pool = (OTHER,)  # a changed suite is seen by the strategy kept for it
+    after: set[GPT2Config] = set()
+    draws(seen=after)
+    assert after == {OTHER}
+    assert strategies.configs(suite) is kept
+
+
+def test_the_kept_strategies_are_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(strategies, "REUSED_KEPT", 4)
+
+    @strategies.reused
+    def made(n: int) -> Any:
+        return st.just(n)
+
+    first = made(0)
+    for n in range(1, 10):
+        made(n)
+    assert made(0) is not first  # dropped with the oldest half, then made again
+    assert made(9) is made(9)
