@@ -133,3 +133,26 @@ def test_readme_benchmark_figures_are_the_committed_benchmarks() -> None:
     )
     assert int(said.group(7)) == round(ceiling("reference"))
     assert int(said.group(8)) == round(ceiling("transformers"))
+
+
+def test_benchmarks_strategy_table_is_the_committed_runs() -> None:
+    """The side-by-side table of "Strategies made once per set of arguments" quotes
+    docs/data/suite-speed-strategies.json: per implementation, the after / before ratio of each
+    pass's wall time and the seconds in tests of both runs."""
+    data = json.loads((DATA / "suite-speed-strategies.json").read_text(encoding="utf-8"))
+    page = (DOCS / "benchmarks.md").read_text(encoding="utf-8")
+    section = page[page.index("**Strategies made once per set of arguments") :]
+    rows = {
+        match.group(1): match.group(0)
+        for match in re.finditer(r"^\| `(\w+)` \|.*$", section[: section.index("\n\n", 1500)], re.M)
+    }
+    impls = sorted({name.split()[0] for run in data["passes"] for name in run})
+    assert sorted(rows) == impls
+    for impl in impls:
+        runs = [(run[f"{impl} this"], run[f"{impl} other"]) for run in data["passes"]]
+        ratios = ", ".join(f"{after['wall_s'] / before['wall_s']:.2f}" for after, before in runs)
+        tests = ", ".join(
+            f"{after['timing']['tests_s']:.1f} / {before['timing']['tests_s']:.1f}"
+            for after, before in runs
+        )
+        assert f"| {ratios} | {tests}" in rows[impl], (impl, ratios, tests)
