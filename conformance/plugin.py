@@ -32,6 +32,7 @@ import pytest
 from . import options, selection
 from .adapter import Adapter
 from .checks import MARGINS
+from .draws import suite_draws_only
 from .loading import LoadError
 from .options import OptionError
 from .properties import requirement  # noqa: F401  (the properties' fixture, registered here)
@@ -257,7 +258,8 @@ class _PhaseTracker:
             return (yield)
         self.clock.enter(when)
         try:
-            return (yield)
+            with suite_draws_only():  # examples from the seed and the strategies alone
+                return (yield)
         finally:
             item.stash[_PHASE_TIMES] = self.clock.leave()
 

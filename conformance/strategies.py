@@ -29,8 +29,10 @@ IGNORE_INDEX = int(S.IGNORE_INDEX)
 MAX_POSITIONS = int(S.DOMAIN["max_positions"])
 
 F = TypeVar("F", bound=Callable[..., Any])
-#: Strategies :func:`reused` keeps (per factory); past this many the oldest half is dropped.
+#: Strategies :func:`reused` keeps per suite (and once for the factories without one); past this
+#: many the oldest half is dropped.
 REUSED_KEPT = 2048
+_KEPT: dict[Any, Any] = {}
 
 
 def reused(factory: F) -> F:
@@ -40,18 +42,16 @@ def reused(factory: F) -> F:
     that draw alike, and one object can serve every example. Hypothesis validates each new
     strategy object on its first draw (its emptiness and caching properties, computed
     recursively); the properties ask for a few strategies per example, so making them afresh
-    cost about 3% of a ``ci`` run. A :class:`Suite` argument counts by identity (the kept
-    strategy holds it, so its identity is not reused while kept); unhashable arguments skip
-    the memo.
+    cost about 3% of a ``ci`` run. Strategies made for a :class:`Suite` are kept on that suite
+    (they go with it); arguments are compared with their types (``1``, ``1.0`` and ``True``
+    are different arguments); unhashable arguments skip the memo.
     """
-    kept: dict[Any, Any] = {}
 
     @functools.wraps(factory)
     def memoised(*args: Any, **kwargs: Any) -> Any:
-        key = (
-            tuple(_identity(a) for a in args),
-            tuple(sorted((k, _identity(v)) for k, v in kwargs.items())),
-        )
+        suite = next((a for a in (*args, *kwargs.values()) if isinstance(a, Suite)), None)
+        kept = _KEPT if suite is None else suite._strategies
+        key = (factory, _typed(args), _typed(tuple(sorted(kwargs.items()))))
         try:
             return kept[key]
         except KeyError:
@@ -67,8 +67,14 @@ def reused(factory: F) -> F:
     return memoised  # type: ignore[return-value]
 
 
-def _identity(value: Any) -> Any:
-    return ("suite", id(value)) if isinstance(value, Suite) else value
+def _typed(value: Any) -> Any:
+    """``value`` as a memo key: tuples item by item, a suite as a mark (its strategies are kept
+    on it), anything else with its type."""
+    if isinstance(value, tuple):
+        return tuple(_typed(v) for v in value)
+    if isinstance(value, Suite):
+        return "suite"
+    return (type(value), value)
 
 
 @reused

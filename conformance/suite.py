@@ -115,6 +115,10 @@ class Suite:
     _originals: OrderedDict[tuple[Any, ...], _Original] = dataclasses.field(
         default_factory=OrderedDict, init=False, repr=False
     )
+    #: The strategies made for this suite (:func:`gpt2_conformance.strategies.reused`).
+    _strategies: dict[Any, Any] = dataclasses.field(
+        default_factory=dict, init=False, repr=False, compare=False
+    )
 
     def _repr_pretty_(self, printer: Any, cycle: bool) -> None:
         """How hypothesis prints the suite in a failing example (the report keeps those notes):

@@ -4,7 +4,10 @@
 from __future__ import annotations
 
 import copy
+import dataclasses
+import gc
 import importlib
+import weakref
 from pathlib import Path
 from typing import Any
 
@@ -408,10 +411,31 @@ def test_a_strategy_is_made_once_per_set_of_arguments() -> None:
     assert strategies.tokens(CONFIG, max_batch=2) is strategies.tokens(CONFIG, max_batch=2)
     assert strategies.tokens(CONFIG, max_batch=2) is not strategies.tokens(CONFIG, max_batch=3)
     assert strategies.tokens(CONFIG) is not strategies.tokens(OTHER)
-    assert strategies.sampled((1, 2)) is strategies.sampled((1, 2))
+    assert strategies.tokens(dataclasses.replace(CONFIG)) is strategies.tokens(CONFIG)  # by value
+    assert strategies.sampled(tuple([1, 2])) is strategies.sampled((1, 2))
+    # equal values of other types are other arguments: 1.0 and True are not 1
+    assert strategies.sampled((1.0, 2.0)) is not strategies.sampled((1, 2))
+    assert strategies.sampled((True, 2)) is not strategies.sampled((1, 2))
     # an unhashable argument gets a new strategy each time, which still draws
     shape_as_list: Any = [2, 3]
-    assert strategies.ignore_masks(shape_as_list) is not strategies.ignore_masks(shape_as_list)
+    masks = strategies.ignore_masks(shape_as_list)
+    assert masks is not strategies.ignore_masks(shape_as_list)
+
+    @settings(max_examples=3, deadline=None, database=None)
+    @given(mask=masks)
+    def draws(mask: np.ndarray) -> None:
+        assert mask.shape == (2, 3)
+
+    draws()
+
+
+def test_a_suites_strategies_go_with_it() -> None:
+    suite = Suite(Counting(), pool=POOL)
+    strategies.models(suite)
+    gone = weakref.ref(suite)
+    del suite
+    gc.collect()
+    assert gone() is None  # no memo outside the suite holds it
 
 
 def test_a_kept_strategy_reads_the_suite_when_it_draws() -> None:
