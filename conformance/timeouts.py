@@ -18,6 +18,10 @@ from typing import Any
 
 from .timing import STOPWATCH
 
+#: After a timeout is raised, how often it is raised again while the same phase still runs (when
+#: the first one was dropped, see :func:`start_timer`).
+RETRY_S = 0.5
+
 
 class ConformanceTimeout(BaseException):
     """A property ran past ``--conformance-timeout``.
@@ -41,9 +45,12 @@ class PhaseClock:
 
     def __init__(self) -> None:
         self.phase: str | None = None
+        #: Phases entered so far: tells one phase from the next of the same name.
+        self.entered = 0
 
     def enter(self, phase: str) -> None:
         self.phase = phase
+        self.entered += 1
         STOPWATCH.take()  # what ran between tests is not this phase's
 
     def leave(self) -> dict[str, float]:
@@ -68,10 +75,19 @@ def start_timer(
     fires between phases, until the next phase begins); returns the function that cancels it and
     restores an enclosing timer (pytest run inside pytest)."""
 
+    raised_in: list[int] = []  # the phase (its entry number) the timeout was raised in
+
     def handler(signum: int, frame: Any) -> None:
+        if raised_in and clock.entered != raised_in[-1]:
+            return  # the phase it was raised in has ended: it reached the test
         if clock.phase is None:  # between phases: try again shortly
             signal.setitimer(signal.ITIMER_REAL, 0.05)
             return
+        # Python drops an exception raised inside a garbage-collector callback or a __del__
+        # ("Exception ignored in ..."), and the property would run on untimed: until the phase
+        # ends, raise again every RETRY_S.
+        raised_in.append(clock.entered)
+        signal.setitimer(signal.ITIMER_REAL, RETRY_S)
         raise ConformanceTimeout(requirements, seconds)
 
     started = time.monotonic()
