@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import time
+from collections.abc import Iterator
 
 import pytest
 
@@ -22,30 +23,31 @@ def _wait(seconds: float) -> None:
         time.sleep(0.01)
 
 
-def test_a_dropped_timeout_is_raised_again() -> None:
+@contextlib.contextmanager
+def _timed_call() -> Iterator[timeouts.PhaseClock]:
+    """A property's call phase with a 0.1 s timeout; the timer is cancelled afterwards."""
     clock = timeouts.PhaseClock()
     clock.enter("call")
     cancel = timeouts.start_timer(clock, ["causality.batch-independence"], 0.1)
     try:
-        with contextlib.suppress(timeouts.ConformanceTimeout):
-            _wait(2.0)  # dropped, as inside a gc callback: the property would go on untimed
-        with pytest.raises(timeouts.ConformanceTimeout):
-            _wait(2.0)  # ... and the timer raises again
+        yield clock
     finally:
         cancel()
         clock.leave()
 
 
+def test_a_dropped_timeout_is_raised_again() -> None:
+    with _timed_call():
+        with contextlib.suppress(timeouts.ConformanceTimeout):
+            _wait(2.0)  # dropped, as inside a gc callback: the property would go on untimed
+        with pytest.raises(timeouts.ConformanceTimeout):
+            _wait(2.0)  # ... and the timer raises again
+
+
 def test_a_delivered_timeout_leaves_the_next_phase_alone() -> None:
-    clock = timeouts.PhaseClock()
-    clock.enter("call")
-    cancel = timeouts.start_timer(clock, ["causality.batch-independence"], 0.1)
-    try:
+    with _timed_call() as clock:
         with pytest.raises(timeouts.ConformanceTimeout):
             _wait(2.0)
         clock.leave()  # the property's call ended with the timeout
         clock.enter("teardown")
         _wait(3 * timeouts.RETRY_S)  # no second timeout in the teardown
-    finally:
-        cancel()
-        clock.leave()
