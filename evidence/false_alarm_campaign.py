@@ -1011,7 +1011,9 @@ def render_markdown(data: dict[str, Any]) -> str:
         lines.append(
             "Declared deviations (reported `xfail`, not counted as failures): "
             + "; ".join(
-                f"`{r['impl']}` at {r['dtype']}: "
+                f"`{r['impl']}` at {r['dtype']}"
+                + (" (trained)" if weights_of(r["extra_args"]) == "trained" else "")
+                + ": "
                 + ", ".join(f"`{d}`" for d in r["declared_deviations"])
                 for r in deviations
             )
@@ -1036,8 +1038,8 @@ def render_markdown(data: dict[str, Any]) -> str:
         status = (
             "**Open.**"
             if cleared is None
-            else f"**Cleared:** seed {failure['seed']} passes from commit {cleared['commit']} "
-            f"on ({cleared['started'][:10]})."
+            else f"**Cleared** {cleared['started'][:10]}: seed {failure['seed']} passes from "
+            f"commit {cleared['commit']} on."
         )
         lines += [
             f"- `{row['impl']}` at {row['dtype']}, seed {failure['seed']}: "
