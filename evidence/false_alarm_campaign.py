@@ -521,7 +521,12 @@ def summarize(data: dict[str, Any]) -> list[dict[str, Any]]:
                 row["properties"] = max(row["properties"], ran)
                 row["examples"] += ran * (session["max_examples"] or 0)
         row["failures"].extend(
-            {**f, "session": session["id"], "cleared_by": cleared_by(f, session, data["sessions"])}
+            {
+                **f,
+                "session": session["id"],
+                "commit": commit,
+                "cleared_by": cleared_by(f, session, data["sessions"]),
+            }
             for f in session["failures"]
         )
         row["wall_s"] += session["wall_s"]
@@ -1055,7 +1060,8 @@ def render_markdown(data: dict[str, Any]) -> str:
             ),
             "  ```",
             "",
-            f"  Reproduce: `{reproduce_command(failure, row)}`",
+            f"  Reproduce, in a checkout of the suite at `{failure['commit']}` (later commits may "
+            f"draw other examples): `{reproduce_command(failure, row)}`",
             "",
         ]
     lines += [

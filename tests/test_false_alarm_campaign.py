@@ -448,6 +448,8 @@ def test_a_finding_is_cleared_by_a_later_session_that_passes_its_seed() -> None:
     assert "| 0 (2 cleared) |" in markdown
     assert "### Failures recorded (2: 0 open, 2 cleared by a rerun)" in markdown
     assert "**Cleared** 2026-01-03: seed 1 passes from commit bbb on." in markdown
+    assert [f["commit"] for f in row["failures"]] == ["aaa", "aaa"]  # where each one failed
+    assert "Reproduce, in a checkout of the suite at `aaa`" in markdown
     # A session of another dtype clears nothing.
     other = _session([1], "A", id="other", dtype="bfloat16", started="2026-01-04T00:00:00+00:00")
     data["sessions"] = [found, other]
