@@ -75,10 +75,11 @@ def start_timer(
     fires between phases, until the next phase begins); returns the function that cancels it and
     restores an enclosing timer (pytest run inside pytest)."""
 
-    raised_in: list[int] = []  # the phase (its entry number) the timeout was raised in
+    raised_in: int | None = None  # the phase (its entry number) the timeout was raised in
 
     def handler(signum: int, frame: Any) -> None:
-        if raised_in and clock.entered != raised_in[-1]:
+        nonlocal raised_in
+        if raised_in is not None and clock.entered != raised_in:
             return  # the phase it was raised in has ended: it reached the test
         if clock.phase is None:  # between phases: try again shortly
             signal.setitimer(signal.ITIMER_REAL, 0.05)
@@ -86,7 +87,7 @@ def start_timer(
         # Python drops an exception raised inside a garbage-collector callback or a __del__
         # ("Exception ignored in ..."), and the property would run on untimed: until the phase
         # ends, raise again every RETRY_S.
-        raised_in.append(clock.entered)
+        raised_in = clock.entered
         signal.setitimer(signal.ITIMER_REAL, RETRY_S)
         raise ConformanceTimeout(requirements, seconds)
 

@@ -202,6 +202,12 @@ def weights_of(extra_args: Sequence[str]) -> str:
     return "trained" if any(a.startswith("--checkpoint") for a in extra_args) else "random"
 
 
+def dtype_cell(row: dict[str, Any]) -> str:
+    """A row's dtype as the page's tables and lists name it: ``bfloat16 (trained)`` for a run on
+    the trained checkpoint."""
+    return row["dtype"] + (" (trained)" if weights_of(row["extra_args"]) == "trained" else "")
+
+
 # ------------------------------------------------------------------------------------------
 # Running
 # ------------------------------------------------------------------------------------------
@@ -994,9 +1000,8 @@ def render_markdown(data: dict[str, Any]) -> str:
     ]
     for row in rows:
         seeds = f"{len(row['seeds'])} ({seed_ranges(row['seeds'])})" if row["seeds"] else "0"
-        weights = " (trained)" if weights_of(row["extra_args"]) == "trained" else ""
         lines.append(
-            f"| `{row['impl']}` | {row['dtype']}{weights} | {row['profile']} "
+            f"| `{row['impl']}` | {dtype_cell(row)} | {row['profile']} "
             f"({row['max_examples']} per property) | {seeds} | {row['examples']:,} | "
             f"{_failure_count(row['failures'])} | {_duration(row['wall_s'])} | "
             f"{'; '.join(row['machines'])} | {commits_cell(row['commits'])} |"
@@ -1016,9 +1021,7 @@ def render_markdown(data: dict[str, Any]) -> str:
         lines.append(
             "Declared deviations (reported `xfail`, not counted as failures): "
             + "; ".join(
-                f"`{r['impl']}` at {r['dtype']}"
-                + (" (trained)" if weights_of(r["extra_args"]) == "trained" else "")
-                + ": "
+                f"`{r['impl']}` at {dtype_cell(r)}: "
                 + ", ".join(f"`{d}`" for d in r["declared_deviations"])
                 for r in deviations
             )
